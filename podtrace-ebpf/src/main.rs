@@ -1,0 +1,233 @@
+//! podtrace kernel programs: raw tracepoints on sched_process_exec / fork / exit.
+//!
+//! Raw tracepoints hand us the `task_struct` pointers of the tracepoint's TP_PROTO, which the
+//! classic tracepoints do not (fork only gives pids, so threads could not be told from
+//! processes). Struct fields are read with `bpf_probe_read_kernel` at offsets the daemon
+//! derives from the running kernel's BTF and passes in the read-only `CONFIG` global.
+#![no_std]
+#![no_main]
+
+mod task;
+
+use aya_ebpf::{
+    helpers::generated::bpf_ktime_get_boot_ns,
+    macros::{map, raw_tracepoint},
+    maps::{PerCpuArray, RingBuf},
+    programs::RawTracePointContext,
+    Global,
+};
+use aya_log_ebpf::debug;
+use podtrace_common::{
+    config, counter, flags, kind, Config, EventHeader, ARGV_MAX, EXEC_RECORD_MAX, FILENAME_MAX,
+    HEADER_LEN,
+};
+use task::Task;
+
+/// Set by the daemon at load time (offsets from BTF, own tgid, flags).
+#[unsafe(no_mangle)]
+static CONFIG: Global<Config> = Global::new(Config {
+    offsets: podtrace_common::Offsets {
+        task_pid: 0,
+        task_tgid: 0,
+        task_real_parent: 0,
+        task_group_leader: 0,
+        task_thread_pid: 0,
+        task_cred: 0,
+        task_mm: 0,
+        task_comm: 0,
+        task_start_boottime: 0,
+        task_exit_code: 0,
+        task_signal: 0,
+        task_cgroups: 0,
+        signal_live: 0,
+        cred_uid: 0,
+        cred_gid: 0,
+        pid_level: 0,
+        pid_numbers: 0,
+        upid_size: 0,
+        upid_nr: 0,
+        upid_ns: 0,
+        pidns_inum: 0,
+        mm_arg_start: 0,
+        mm_arg_end: 0,
+        css_set_dfl_cgrp: 0,
+        cgroup_kn: 0,
+        kernfs_node_id: 0,
+        binprm_filename: 0,
+        _pad: 0,
+    },
+    self_tgid: 0,
+    flags: 0,
+});
+
+/// Events to userspace. The daemon sets the size at load time (`--ring-buffer-bytes`).
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
+
+/// Per-CPU counters, indexed by `podtrace_common::counter::*`.
+#[map]
+static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+
+/// Per-CPU scratch space for an exec record (too large for the 512-byte BPF stack).
+#[map]
+static SCRATCH: PerCpuArray<[u8; EXEC_RECORD_MAX]> = PerCpuArray::with_max_entries(1, 0);
+
+#[inline(always)]
+fn count(index: u32) {
+    if let Some(c) = COUNTERS.get_ptr_mut(index) {
+        // SAFETY: per-CPU slot, this program cannot be preempted by itself on this CPU.
+        unsafe { *c += 1 };
+    }
+}
+
+#[inline(always)]
+fn send(bytes: &[u8], hdr: &EventHeader, ctx: &RawTracePointContext) {
+    if hdr.flags & flags::PARTIAL != 0 {
+        count(counter::READ_ERRORS);
+    }
+    match EVENTS.output::<[u8]>(bytes, 0) {
+        Ok(()) => count(counter::SENT),
+        Err(_) => {
+            count(counter::RINGBUF_DROPS);
+            debug!(ctx, "ring buffer full: dropped kind {} pid {}", hdr.kind, hdr.pid);
+        }
+    }
+}
+
+#[inline(always)]
+fn header_bytes(hdr: &EventHeader) -> &[u8] {
+    // SAFETY: EventHeader is repr(C) plain data of HEADER_LEN bytes.
+    unsafe { core::slice::from_raw_parts((hdr as *const EventHeader).cast::<u8>(), HEADER_LEN) }
+}
+
+// sched_process_exec(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
+#[raw_tracepoint(tracepoint = "sched_process_exec")]
+pub fn sched_process_exec(ctx: RawTracePointContext) -> i32 {
+    match try_exec(&ctx) {
+        Ok(v) | Err(v) => v,
+    }
+}
+
+fn try_exec(ctx: &RawTracePointContext) -> Result<i32, i32> {
+    let cfg = CONFIG.load();
+    let task = Task::new(ctx.arg::<u64>(0), &cfg.offsets);
+    let bprm: u64 = ctx.arg(2);
+    let mut hdr = task.header(kind::EXEC, &cfg);
+    if hdr.pid == cfg.self_tgid {
+        return Ok(0);
+    }
+    let buf = SCRATCH.get_ptr_mut(0).ok_or(0)?;
+    // SAFETY: the map value is EXEC_RECORD_MAX bytes and only this CPU uses it now.
+    let buf = unsafe { &mut *buf };
+
+    let filename_area = buf
+        .get_mut(HEADER_LEN..HEADER_LEN + FILENAME_MAX)
+        .ok_or(0)?;
+    let filename_ptr: u64 = task::read(bprm + cfg.offsets.binprm_filename as u64).unwrap_or(0);
+    match task::read_kernel_str(filename_ptr, filename_area) {
+        Some(n) => {
+            hdr.filename_len = n as u16;
+            if n >= FILENAME_MAX - 1 {
+                hdr.flags |= flags::FILENAME_TRUNCATED;
+            }
+        }
+        None => hdr.flags |= flags::PARTIAL,
+    }
+
+    let (arg_start, arg_end) = task.args();
+    let mut argv_len = 0usize;
+    if arg_end > arg_start {
+        let mut want = (arg_end - arg_start) as usize;
+        if want > ARGV_MAX {
+            want = ARGV_MAX;
+            hdr.flags |= flags::ARGV_TRUNCATED;
+        }
+        let off = HEADER_LEN + FILENAME_MAX;
+        if let Some(dst) = buf.get_mut(off..off + want) {
+            if task::read_user(arg_start, dst) {
+                argv_len = want;
+            } else {
+                hdr.flags |= flags::PARTIAL;
+            }
+        }
+    }
+    hdr.argv_len = argv_len as u16;
+
+    if let Some(h) = buf.get_mut(..HEADER_LEN) {
+        h.copy_from_slice(header_bytes(&hdr));
+    }
+    let total = HEADER_LEN + FILENAME_MAX + argv_len;
+    if let Some(record) = buf.get(..total) {
+        send(record, &hdr, ctx);
+    }
+    Ok(0)
+}
+
+// sched_process_fork(struct task_struct *parent, struct task_struct *child)
+#[raw_tracepoint(tracepoint = "sched_process_fork")]
+pub fn sched_process_fork(ctx: RawTracePointContext) -> i32 {
+    match try_fork(&ctx) {
+        Ok(v) | Err(v) => v,
+    }
+}
+
+fn try_fork(ctx: &RawTracePointContext) -> Result<i32, i32> {
+    let cfg = CONFIG.load();
+    let child = Task::new(ctx.arg::<u64>(1), &cfg.offsets);
+    let mut hdr = child.header(kind::FORK, &cfg);
+    if hdr.pid == cfg.self_tgid {
+        return Ok(0);
+    }
+    if hdr.pid != hdr.tid {
+        // A new thread of an existing process: never a process event.
+        count(counter::THREADS);
+        if cfg.flags & config::THREADS == 0 {
+            return Ok(0);
+        }
+        hdr.kind = kind::THREAD;
+    }
+    send(header_bytes(&hdr), &hdr, ctx);
+    Ok(0)
+}
+
+// sched_process_exit(struct task_struct *p, ...): fires once per exiting thread.
+#[raw_tracepoint(tracepoint = "sched_process_exit")]
+pub fn sched_process_exit(ctx: RawTracePointContext) -> i32 {
+    match try_exit(&ctx) {
+        Ok(v) | Err(v) => v,
+    }
+}
+
+fn try_exit(ctx: &RawTracePointContext) -> Result<i32, i32> {
+    let cfg = CONFIG.load();
+    let task = Task::new(ctx.arg::<u64>(0), &cfg.offsets);
+    // signal->live was decremented before the tracepoint: 0 means this is the last thread,
+    // i.e. the process itself is exiting.
+    if task.live_threads()? != 0 {
+        return Ok(0);
+    }
+    let mut hdr = task.header(kind::EXIT, &cfg);
+    if hdr.pid == cfg.self_tgid {
+        return Ok(0);
+    }
+    hdr.exit_status = task.exit_code();
+    hdr.duration_ns = hdr.ts_ns.saturating_sub(hdr.start_ns);
+    send(header_bytes(&hdr), &hdr, ctx);
+    Ok(0)
+}
+
+#[inline(always)]
+fn now() -> u64 {
+    // SAFETY: helper without arguments.
+    unsafe { bpf_ktime_get_boot_ns() }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

@@ -1,0 +1,153 @@
+//! Reading `task_struct` fields at the BTF-derived offsets of `Config::offsets`.
+
+use aya_ebpf::helpers::{
+    bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes, bpf_probe_read_user_buf,
+};
+use podtrace_common::{flags, Config, EventHeader, Offsets, COMM_LEN};
+
+/// Deepest pid namespace nesting the kernel allows (MAX_PID_NS_LEVEL).
+const MAX_PID_NS_LEVEL: u32 = 32;
+
+#[inline(always)]
+pub fn read<T>(addr: u64) -> Result<T, i32> {
+    // SAFETY: bpf_probe_read_kernel copes with any address and reports faults.
+    unsafe { bpf_probe_read_kernel(addr as *const T) }
+}
+
+/// Copies a NUL-terminated kernel string into `dst`; returns its length without the NUL.
+#[inline(always)]
+pub fn read_kernel_str(addr: u64, dst: &mut [u8]) -> Option<usize> {
+    if addr == 0 {
+        return None;
+    }
+    // SAFETY: as `read`.
+    unsafe { bpf_probe_read_kernel_str_bytes(addr as *const u8, dst) }
+        .ok()
+        .map(|s| s.len())
+}
+
+#[inline(always)]
+pub fn read_user(addr: u64, dst: &mut [u8]) -> bool {
+    // SAFETY: bpf_probe_read_user copes with any address and reports faults.
+    unsafe { bpf_probe_read_user_buf(addr as *const u8, dst) }.is_ok()
+}
+
+pub struct Task<'a> {
+    addr: u64,
+    off: &'a Offsets,
+}
+
+impl<'a> Task<'a> {
+    #[inline(always)]
+    pub fn new(addr: u64, off: &'a Offsets) -> Self {
+        Self { addr, off }
+    }
+
+    #[inline(always)]
+    fn field<T>(&self, off: u32) -> Result<T, i32> {
+        read(self.addr + off as u64)
+    }
+
+    #[inline(always)]
+    fn ptr(&self, off: u32) -> Result<u64, i32> {
+        self.field::<u64>(off)
+    }
+
+    /// Everything but the kind-specific fields. Failed reads leave 0 and set `PARTIAL`.
+    #[inline(always)]
+    pub fn header(&self, kind: u32, cfg: &Config) -> EventHeader {
+        let o = self.off;
+        let mut partial = false;
+        let mut h = EventHeader {
+            kind,
+            ts_ns: crate::now(),
+            ..EventHeader::default()
+        };
+        let mut get_u32 = |r: Result<u32, i32>| match r {
+            Ok(v) => v,
+            Err(_) => {
+                partial = true;
+                0
+            }
+        };
+        h.pid = get_u32(self.field(o.task_tgid));
+        h.tid = get_u32(self.field(o.task_pid));
+        let parent = self.ptr(o.task_real_parent).unwrap_or(0);
+        h.ppid = get_u32(read(parent + o.task_tgid as u64));
+        let leader = Task::new(self.ptr(o.task_group_leader).unwrap_or(0), o);
+        h.start_ns = leader.field(o.task_start_boottime).unwrap_or(0);
+        let cred = self.ptr(o.task_cred).unwrap_or(0);
+        h.uid = get_u32(read(cred + o.cred_uid as u64));
+        h.gid = get_u32(read(cred + o.cred_gid as u64));
+        match leader.ns_pid() {
+            Ok((nr, inum)) => {
+                h.nspid = nr;
+                h.pidns = inum;
+            }
+            Err(_) => partial = true,
+        }
+        match self.cgroup_id() {
+            Ok(id) => h.cgroup_id = id,
+            Err(_) => partial = true,
+        }
+        match self.field::<[u8; COMM_LEN]>(o.task_comm) {
+            Ok(c) => h.comm = c,
+            Err(_) => partial = true,
+        }
+        if partial || h.start_ns == 0 {
+            h.flags |= flags::PARTIAL;
+        }
+        let _ = cfg;
+        h
+    }
+
+    /// (pid in the task's own pid namespace, that namespace's inode).
+    #[inline(always)]
+    fn ns_pid(&self) -> Result<(u32, u32), i32> {
+        let o = self.off;
+        let pid = self.ptr(o.task_thread_pid)?;
+        let level: u32 = read(pid + o.pid_level as u64)?;
+        if level >= MAX_PID_NS_LEVEL {
+            return Err(0);
+        }
+        let upid = pid + o.pid_numbers as u64 + (level as u64) * (o.upid_size as u64);
+        let nr: u32 = read(upid + o.upid_nr as u64)?;
+        let ns: u64 = read(upid + o.upid_ns as u64)?;
+        let inum: u32 = read(ns + o.pidns_inum as u64)?;
+        Ok((nr, inum))
+    }
+
+    /// task->cgroups->dfl_cgrp->kn->id: what bpf_get_current_cgroup_id() returns for current.
+    #[inline(always)]
+    fn cgroup_id(&self) -> Result<u64, i32> {
+        let o = self.off;
+        let css_set = self.ptr(o.task_cgroups)?;
+        let cgrp: u64 = read(css_set + o.css_set_dfl_cgrp as u64)?;
+        let kn: u64 = read(cgrp + o.cgroup_kn as u64)?;
+        read(kn + o.kernfs_node_id as u64)
+    }
+
+    /// (mm->arg_start, mm->arg_end), (0, 0) for a task without mm.
+    #[inline(always)]
+    pub fn args(&self) -> (u64, u64) {
+        let o = self.off;
+        let mm = self.ptr(o.task_mm).unwrap_or(0);
+        if mm == 0 {
+            return (0, 0);
+        }
+        let start = read(mm + o.mm_arg_start as u64).unwrap_or(0);
+        let end = read(mm + o.mm_arg_end as u64).unwrap_or(0);
+        (start, end)
+    }
+
+    #[inline(always)]
+    pub fn live_threads(&self) -> Result<i32, i32> {
+        let signal = self.ptr(self.off.task_signal)?;
+        read(signal + self.off.signal_live as u64)
+    }
+
+    #[inline(always)]
+    pub fn exit_code(&self) -> u32 {
+        self.field::<i32>(self.off.task_exit_code).unwrap_or(0) as u32
+    }
+}

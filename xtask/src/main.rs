@@ -1,0 +1,106 @@
+//! `cargo xtask`: set up the toolchain, build the kernel and user programs, run, test, bench.
+mod build;
+mod setup;
+mod util;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "podtrace developer tasks")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what the build needs (nightly + rust-src, llvm-22-dev, bpf-linker); idempotent.
+    Setup {
+        /// Also install the container runtimes and peers the tests and benchmarks use.
+        #[arg(long)]
+        runtimes: bool,
+    },
+    /// Build the eBPF object and the podtrace binary (release).
+    Build,
+    /// Set up, build and run podtrace as root; arguments after `--` go to podtrace (default: `run`).
+    Run {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Set up, build and run every test: lints, unit tests, root integration tests, bench smoke.
+    Test {
+        /// Skip `cargo fmt --check` and clippy.
+        #[arg(long)]
+        no_lint: bool,
+        /// Only run integration tests whose name contains this.
+        #[arg(long)]
+        filter: Option<String>,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result: Result<()> = match cli.cmd {
+        Cmd::Setup { runtimes } => setup::toolchain().and_then(|()| {
+            if runtimes {
+                setup::runtimes()
+            } else {
+                Ok(())
+            }
+        }),
+        Cmd::Build => setup::toolchain().and_then(|()| build::all().map(|_| ())),
+        Cmd::Run { args } => run(args),
+        Cmd::Test { no_lint, filter } => test(no_lint, filter),
+    };
+    if let Err(e) = result {
+        eprintln!("xtask: error: {e:#}");
+        let code = if e.downcast_ref::<setup::CannotInstall>().is_some() {
+            2
+        } else {
+            1
+        };
+        std::process::exit(code);
+    }
+}
+
+fn run(args: Vec<String>) -> Result<()> {
+    setup::toolchain()?;
+    let bin = build::all()?;
+    let args = if args.is_empty() {
+        vec!["run".to_string()]
+    } else {
+        args
+    };
+    util::require_root("podtrace loads eBPF programs")?;
+    util::exec_replace(&bin, &args)
+}
+
+fn test(no_lint: bool, filter: Option<String>) -> Result<()> {
+    setup::toolchain()?;
+    setup::runtimes()?;
+    let bin = build::all()?;
+    let root = util::workspace_root();
+    if !no_lint {
+        util::step("cargo fmt --check")?;
+        util::cargo(&root, &["fmt", "--all", "--", "--check"], &[])?;
+        util::step("cargo clippy -D warnings")?;
+        util::cargo(
+            &root,
+            &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"],
+            &[],
+        )?;
+    }
+    util::step("unit tests (no root)")?;
+    util::cargo(&root, &["test", "--release", "-p", "podtrace", "-p", "podtrace-common", "-p", "xtask"], &[])?;
+    util::require_root("the integration tests load eBPF programs and start containers")?;
+    util::step("root integration tests (real kernel, processes, containers)")?;
+    let bin_env = bin.display().to_string();
+    let mut args = vec!["test", "--release", "-p", "podtrace-tests", "--"];
+    if let Some(f) = filter.as_deref() {
+        args.push(f);
+    }
+    args.extend(["--test-threads", "2"]);
+    util::cargo(&root, &args, &[("PODTRACE_BIN", bin_env.as_str())])?;
+    Ok(())
+}
