@@ -1,5 +1,7 @@
 //! `cargo xtask`: set up the toolchain, build the kernel and user programs, run, test, bench.
+mod bench;
 mod build;
+mod image;
 mod setup;
 mod util;
 
@@ -37,6 +39,14 @@ enum Cmd {
         #[arg(long)]
         filter: Option<String>,
     },
+    /// Benchmarks: the same exec storm with no tracer, podtrace and peers; writes BENCHMARKS.md.
+    Bench {
+        /// Short smoke run (CI): small storm, one repetition.
+        #[arg(long)]
+        quick: bool,
+    },
+    /// Build the container image (static binary on scratch).
+    Image,
 }
 
 fn main() {
@@ -52,6 +62,11 @@ fn main() {
         Cmd::Build => setup::toolchain().and_then(|()| build::all().map(|_| ())),
         Cmd::Run { args } => run(args),
         Cmd::Test { no_lint, filter } => test(no_lint, filter),
+        Cmd::Bench { quick } => setup::toolchain()
+            .and_then(|()| setup::runtimes())
+            .and_then(|()| build::all())
+            .and_then(|_| bench::run(quick)),
+        Cmd::Image => setup::toolchain().and_then(|()| image::build()),
     };
     if let Err(e) = result {
         eprintln!("xtask: error: {e:#}");
@@ -102,5 +117,9 @@ fn test(no_lint: bool, filter: Option<String>) -> Result<()> {
     }
     args.extend(["--test-threads", "2"]);
     util::cargo(&root, &args, &[("PODTRACE_BIN", bin_env.as_str())])?;
+    util::step("validate deploy/kubernetes manifests")?;
+    image::validate_manifests()?;
+    util::step("benchmark smoke (cargo xtask bench --quick; asserts nothing about speed)")?;
+    bench::run(true)?;
     Ok(())
 }

@@ -1,0 +1,2 @@
+//! podtrace: process lifecycle of Kubernetes / OpenShift nodes, from the kernel.
+pub mod attribution;
