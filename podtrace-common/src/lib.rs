@@ -148,7 +148,11 @@ mod pod {
 mod tests {
     #[test]
     fn header_layout_is_stable() {
-        assert_eq!(super::HEADER_LEN, 104, "EventHeader size changed: kernel and daemon must agree");
+        assert_eq!(
+            super::HEADER_LEN,
+            104,
+            "EventHeader size changed: kernel and daemon must agree"
+        );
         assert_eq!(core::mem::align_of::<super::EventHeader>(), 8);
     }
 }

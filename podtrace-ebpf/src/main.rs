@@ -89,7 +89,10 @@ fn send(bytes: &[u8], hdr: &EventHeader, ctx: &RawTracePointContext) {
         Ok(()) => count(counter::SENT),
         Err(_) => {
             count(counter::RINGBUF_DROPS);
-            debug!(ctx, "ring buffer full: dropped kind {} pid {}", hdr.kind, hdr.pid);
+            debug!(
+                ctx,
+                "ring buffer full: dropped kind {} pid {}", hdr.kind, hdr.pid
+            );
         }
     }
 }

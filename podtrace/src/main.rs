@@ -1,1 +1,158 @@
-fn main() {}
+//! podtrace command line entry point.
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use podtrace::cli::{Cli, Command, FilterArgs, RunArgs, TracerArgs, TreeArgs};
+use podtrace::engine::tree;
+use podtrace::filter::{parse_types, EventFilter};
+use podtrace::live::{self, RunOptions};
+use podtrace::ndjson::NdjsonWriter;
+use podtrace::replay::{self, Until};
+use podtrace::trace::reader::TraceError;
+
+/// Exit status for bad input (arguments, trace files) and missing privileges.
+const EXIT_BAD_INPUT: u8 = 2;
+
+fn filter_from(f: &FilterArgs) -> Result<EventFilter> {
+    Ok(EventFilter {
+        pod: f.pod.clone(),
+        namespace: f.namespace.clone(),
+        container: f.container.clone(),
+        containers_only: f.containers_only,
+        types: f.events.as_deref().map(parse_types).transpose()?,
+    })
+}
+
+fn run_options(run: &RunArgs) -> Result<RunOptions> {
+    Ok(RunOptions {
+        output: run.output.clone(),
+        quiet: run.quiet,
+        duration: run.tracer.duration,
+        ring_buffer_bytes: run.tracer.ring_buffer_bytes,
+        threads: run.tracer.threads,
+        kernel_debug: run.tracer.kernel_debug,
+        filter: filter_from(&run.filters)?,
+        record: run.record.clone(),
+        node: run.tracer.node.clone(),
+    })
+}
+
+fn live(opts: RunOptions) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(live::run(opts)).map(|_| ())
+}
+
+fn record(output: std::path::PathBuf, tracer: TracerArgs) -> Result<()> {
+    live(RunOptions {
+        output: None,
+        quiet: true,
+        duration: tracer.duration,
+        ring_buffer_bytes: tracer.ring_buffer_bytes,
+        threads: tracer.threads,
+        kernel_debug: tracer.kernel_debug,
+        filter: EventFilter::default(),
+        record: Some(output),
+        node: tracer.node,
+    })
+}
+
+fn report_replay(s: &replay::ReplaySummary) {
+    if let Some(w) = &s.cut_short {
+        tracing::warn!("{w}");
+    }
+    if s.skipped > 0 {
+        tracing::warn!("--lenient: skipped {} bad records", s.skipped);
+    }
+}
+
+fn replay_cmd(file: std::path::PathBuf, filters: FilterArgs, lenient: bool) -> Result<()> {
+    let filter = filter_from(&filters)?;
+    let mut out = NdjsonWriter::stdout();
+    let (_, summary) =
+        replay::replay(&file, lenient, &filter, Until::End, &mut |ev| out.write(ev))?;
+    out.flush()?;
+    report_replay(&summary);
+    Ok(())
+}
+
+fn tree_cmd(t: TreeArgs) -> Result<()> {
+    let filter = tree::Filter {
+        pod: t.pod.clone(),
+        namespace: t.namespace.clone(),
+        container: t.container.clone(),
+        all: t.all,
+    };
+    let engine = match &t.from {
+        Some(file) => {
+            let until = match t.at.as_deref() {
+                None => Until::End,
+                Some(at) => match podtrace::cli::parse_offset(at) {
+                    Some(off) => Until::Offset(off),
+                    None => Until::At(
+                        podtrace::clock::parse_rfc3339(at)
+                            .context("--at: expected RFC 3339 or +OFFSET")?,
+                    ),
+                },
+            };
+            let (engine, summary) =
+                replay::replay(file, t.lenient, &EventFilter::default(), until, &mut |_| {
+                    Ok(())
+                })?;
+            report_replay(&summary);
+            engine
+        }
+        None => podtrace::now::engine_from_proc()?,
+    };
+    let view = tree::build(&engine, &filter);
+    if t.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&view).context("encoding the tree")?
+        );
+    } else {
+        print!("{}", tree::render_text(&view));
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "info".into()),
+        )
+        .with_target(false)
+        .init();
+    let result = match cli.cmd {
+        Command::Run(run) => run_options(&run).and_then(live),
+        Command::Record { output, tracer } => record(output, tracer),
+        Command::Replay {
+            file,
+            filters,
+            lenient,
+        } => replay_cmd(file, filters, lenient),
+        Command::Tree(t) => tree_cmd(t),
+        Command::Schema => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&podtrace::output::json_schema()).unwrap_or_default()
+            );
+            Ok(())
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("podtrace: error: {e:#}");
+            let bad_input = e.downcast_ref::<TraceError>().is_some()
+                || e.chain().any(|c| c.to_string().starts_with("--"))
+                || podtrace::loader::is_privilege_error(&e);
+            ExitCode::from(if bad_input { EXIT_BAD_INPUT } else { 1 })
+        }
+    }
+}

@@ -19,7 +19,14 @@ pub fn ebpf() -> Result<PathBuf> {
         .current_dir(root.join("podtrace-ebpf"))
         .env("CARGO_TARGET_DIR", root.join("target/ebpf"));
     // Do not leak the outer (stable) cargo's settings into the nightly build.
-    for var in ["RUSTC", "RUSTC_WRAPPER", "RUSTC_WORKSPACE_WRAPPER", "RUSTUP_TOOLCHAIN", "CARGO", "RUSTFLAGS"] {
+    for var in [
+        "RUSTC",
+        "RUSTC_WRAPPER",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "RUSTUP_TOOLCHAIN",
+        "CARGO",
+        "RUSTFLAGS",
+    ] {
         cmd.env_remove(var);
     }
     util::run(&mut cmd).context("building the eBPF programs")?;

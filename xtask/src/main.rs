@@ -52,13 +52,9 @@ enum Cmd {
 fn main() {
     let cli = Cli::parse();
     let result: Result<()> = match cli.cmd {
-        Cmd::Setup { runtimes } => setup::toolchain().and_then(|()| {
-            if runtimes {
-                setup::runtimes()
-            } else {
-                Ok(())
-            }
-        }),
+        Cmd::Setup { runtimes } => {
+            setup::toolchain().and_then(|()| if runtimes { setup::runtimes() } else { Ok(()) })
+        }
         Cmd::Build => setup::toolchain().and_then(|()| build::all().map(|_| ())),
         Cmd::Run { args } => run(args),
         Cmd::Test { no_lint, filter } => test(no_lint, filter),
@@ -102,12 +98,32 @@ fn test(no_lint: bool, filter: Option<String>) -> Result<()> {
         util::step("cargo clippy -D warnings")?;
         util::cargo(
             &root,
-            &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"],
+            &[
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ],
             &[],
         )?;
     }
     util::step("unit tests (no root)")?;
-    util::cargo(&root, &["test", "--release", "-p", "podtrace", "-p", "podtrace-common", "-p", "xtask"], &[])?;
+    util::cargo(
+        &root,
+        &[
+            "test",
+            "--release",
+            "-p",
+            "podtrace",
+            "-p",
+            "podtrace-common",
+            "-p",
+            "xtask",
+        ],
+        &[],
+    )?;
     util::require_root("the integration tests load eBPF programs and start containers")?;
     util::step("root integration tests (real kernel, processes, containers)")?;
     let bin_env = bin.display().to_string();

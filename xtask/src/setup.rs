@@ -21,7 +21,11 @@ pub struct CannotInstall(pub String);
 
 impl std::fmt::Display for CannotInstall {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "cannot install automatically; run these commands, then retry:\n{}", self.0)
+        write!(
+            f,
+            "cannot install automatically; run these commands, then retry:\n{}",
+            self.0
+        )
     }
 }
 
@@ -49,9 +53,12 @@ pub fn toolchain() -> Result<()> {
 }
 
 fn ensure_nightly() -> Result<()> {
-    let have = util::output("rustup", &["component", "list", "--installed", "--toolchain", NIGHTLY])
-        .map(|s| s.lines().any(|l| l.starts_with("rust-src")))
-        .unwrap_or(false);
+    let have = util::output(
+        "rustup",
+        &["component", "list", "--installed", "--toolchain", NIGHTLY],
+    )
+    .map(|s| s.lines().any(|l| l.starts_with("rust-src")))
+    .unwrap_or(false);
     if have {
         eprintln!("    ok: {NIGHTLY} with rust-src");
         return Ok(());
@@ -84,7 +91,10 @@ fn bpf_linker_ok() -> bool {
         return false;
     };
     util::output("ldd", &[path.trim()])
-        .map(|l| l.contains(&format!("libLLVM.so.{LLVM_MAJOR}")) || l.contains(&format!("libLLVM-{LLVM_MAJOR}")))
+        .map(|l| {
+            l.contains(&format!("libLLVM.so.{LLVM_MAJOR}"))
+                || l.contains(&format!("libLLVM-{LLVM_MAJOR}"))
+        })
         .unwrap_or(false)
 }
 
@@ -149,7 +159,9 @@ fn have(cmd: &str) -> bool {
 
 /// Container runtimes for the integration tests and peers for the benchmarks.
 pub fn runtimes() -> Result<()> {
-    util::step("runtime check (podman, conmon, runc, containerd, busybox-static, bpftrace, forkstat)")?;
+    util::step(
+        "runtime check (podman, conmon, runc, containerd, busybox-static, bpftrace, forkstat)",
+    )?;
     let pkgs = [
         "podman",
         "conmon",
@@ -163,9 +175,19 @@ pub fn runtimes() -> Result<()> {
         "procps",
     ];
     ensure_apt(&pkgs, || {
-        ["podman", "conmon", "runc", "containerd", "ctr", "bpftrace", "forkstat", "unshare", "ps"]
-            .iter()
-            .all(|c| have(c))
+        [
+            "podman",
+            "conmon",
+            "runc",
+            "containerd",
+            "ctr",
+            "bpftrace",
+            "forkstat",
+            "unshare",
+            "ps",
+        ]
+        .iter()
+        .all(|c| have(c))
             && Path::new("/bin/busybox").is_file()
     })?;
     containers_conf()
@@ -176,16 +198,27 @@ pub fn runtimes() -> Result<()> {
 fn containers_conf() -> Result<()> {
     const PATH: &str = "/etc/containers/containers.conf";
     const CONF: &str = "# written by `cargo xtask setup --runtimes` (podtrace)\n[containers]\ndefault_ulimits = [\"nofile=1024:1024\", \"nproc=4096:4096\"]\n[engine]\nruntime = \"runc\"\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\n";
-    if std::fs::read_to_string(PATH).map(|s| s == CONF).unwrap_or(false) {
+    if std::fs::read_to_string(PATH)
+        .map(|s| s == CONF)
+        .unwrap_or(false)
+    {
         eprintln!("    ok: {PATH}");
         return Ok(());
     }
-    if Path::new(PATH).exists() && !std::fs::read_to_string(PATH).unwrap_or_default().contains("podtrace") {
+    if Path::new(PATH).exists()
+        && !std::fs::read_to_string(PATH)
+            .unwrap_or_default()
+            .contains("podtrace")
+    {
         eprintln!("    keeping the existing {PATH} (not written by podtrace)");
         return Ok(());
     }
     if !util::is_root() {
-        return Err(CannotInstall(format!("mkdir -p /etc/containers && printf '{}' > {PATH}", CONF.escape_default())).into());
+        return Err(CannotInstall(format!(
+            "mkdir -p /etc/containers && printf '{}' > {PATH}",
+            CONF.escape_default()
+        ))
+        .into());
     }
     eprintln!("    writing {PATH}");
     std::fs::create_dir_all("/etc/containers").context("creating /etc/containers")?;

@@ -38,7 +38,9 @@ pub fn require_root(why: &str) -> Result<()> {
 /// Runs a command, inheriting stdio; fails with the command line when it does not exit 0.
 pub fn run(cmd: &mut Command) -> Result<()> {
     let shown = format!("{cmd:?}");
-    let status = cmd.status().with_context(|| format!("cannot start {shown}"))?;
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot start {shown}"))?;
     if !status.success() {
         bail!("{shown} failed: {status}");
     }

@@ -1,0 +1,197 @@
+//! Command line.
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "podtrace",
+    version,
+    about = "Process lifecycle of Kubernetes / OpenShift nodes, from the kernel: exec, fork and exit attributed to containers and pods"
+)]
+pub struct Cli {
+    /// Log level for stderr (error, warn, info, debug, trace).
+    #[arg(long, global = true, default_value = "info", env = "PODTRACE_LOG")]
+    pub log: String,
+    #[command(subcommand)]
+    pub cmd: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Trace the node: one JSON object per line for every process exec, fork and exit.
+    Run(RunArgs),
+    /// Record a trace file without printing events (same as `run --record FILE --quiet`).
+    Record {
+        /// Trace file to write (zstd-compressed when it ends in .zst).
+        #[arg(short = 'o', long = "output")]
+        output: PathBuf,
+        #[command(flatten)]
+        tracer: TracerArgs,
+    },
+    /// Replay a recorded trace through the same engine: prints what `run` printed.
+    Replay {
+        file: PathBuf,
+        #[command(flatten)]
+        filters: FilterArgs,
+        /// Skip bad records (counted and reported at the end) instead of stopping at the first.
+        #[arg(long)]
+        lenient: bool,
+    },
+    /// Pods, containers and their process trees: now (from /proc), or from a trace.
+    Tree(TreeArgs),
+    /// Print the JSON Schema of the event lines.
+    Schema,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct TracerArgs {
+    /// Stop after this many seconds (default: until SIGINT/SIGTERM).
+    #[arg(long, value_parser = parse_seconds)]
+    pub duration: Option<Duration>,
+    /// Kernel ring buffer size in bytes (a power of two, at least 4096).
+    #[arg(long, default_value_t = 1 << 23, value_parser = parse_ring_size)]
+    pub ring_buffer_bytes: u32,
+    /// Also report new threads (type "thread"); they are never reported as processes.
+    #[arg(long)]
+    pub threads: bool,
+    /// Forward the kernel programs' debug log (aya-log) to stderr.
+    #[arg(long)]
+    pub kernel_debug: bool,
+    /// Node name added to every event as "node".
+    #[arg(long, env = "NODE_NAME")]
+    pub node: Option<String>,
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct FilterArgs {
+    /// Only events of this pod (name).
+    #[arg(long)]
+    pub pod: Option<String>,
+    /// Only events of pods in this namespace.
+    #[arg(long)]
+    pub namespace: Option<String>,
+    /// Only events of this container (id prefix or name).
+    #[arg(long)]
+    pub container: Option<String>,
+    /// Only events of processes in containers (conmon and shims included).
+    #[arg(long)]
+    pub containers_only: bool,
+    /// Only these event types, comma separated: exec,fork,exit,thread.
+    #[arg(long = "event")]
+    pub events: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Write events here instead of stdout.
+    #[arg(long, short = 'o')]
+    pub output: Option<PathBuf>,
+    /// Also record a trace file for `podtrace replay` (.zst: compressed).
+    #[arg(long)]
+    pub record: Option<PathBuf>,
+    /// Print no events (with --record).
+    #[arg(long)]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub tracer: TracerArgs,
+    #[command(flatten)]
+    pub filters: FilterArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct TreeArgs {
+    /// JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+    #[arg(long)]
+    pub pod: Option<String>,
+    #[arg(long)]
+    pub namespace: Option<String>,
+    /// Container id prefix or name.
+    #[arg(long)]
+    pub container: Option<String>,
+    /// Also show processes outside containers.
+    #[arg(long)]
+    pub all: bool,
+    /// Build the tree from a trace instead of the live system.
+    #[arg(long)]
+    pub from: Option<PathBuf>,
+    /// With --from: the time to show, RFC 3339 or an offset from the start such as +5s, +250ms.
+    #[arg(long, requires = "from")]
+    pub at: Option<String>,
+    /// With --from: skip bad records.
+    #[arg(long)]
+    pub lenient: bool,
+}
+
+fn parse_seconds(s: &str) -> Result<Duration, String> {
+    let v: f64 = s
+        .trim_end_matches('s')
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of seconds"))?;
+    if !(v.is_finite() && v > 0.0) {
+        return Err(format!("`{s}`: the duration must be positive"));
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+fn parse_ring_size(s: &str) -> Result<u32, String> {
+    let v: u32 = s
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size in bytes"))?;
+    if v < 4096 || !v.is_power_of_two() {
+        return Err(format!(
+            "{v}: the ring buffer size must be a power of two of at least 4096"
+        ));
+    }
+    Ok(v)
+}
+
+/// `+5s`, `+250ms`, `+2m`, `+1.5s` to nanoseconds.
+pub fn parse_offset(s: &str) -> Option<i64> {
+    let s = s.strip_prefix('+')?;
+    let (num, scale) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 1e6)
+    } else if let Some(n) = s.strip_suffix("us") {
+        (n, 1e3)
+    } else if let Some(n) = s.strip_suffix("ns") {
+        (n, 1.0)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1e9)
+    } else if let Some(n) = s.strip_suffix('m') {
+        (n, 60e9)
+    } else {
+        (s, 1e9)
+    };
+    let v: f64 = num.parse().ok()?;
+    (v.is_finite() && v >= 0.0).then(|| (v * scale) as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offsets() {
+        assert_eq!(parse_offset("+5s"), Some(5_000_000_000));
+        assert_eq!(parse_offset("+250ms"), Some(250_000_000));
+        assert_eq!(parse_offset("+2m"), Some(120_000_000_000));
+        assert_eq!(parse_offset("5s"), None);
+        assert_eq!(parse_offset("+x"), None);
+    }
+
+    #[test]
+    fn ring_sizes() {
+        assert!(parse_ring_size("4096").is_ok());
+        assert!(parse_ring_size("5000").is_err());
+        assert!(parse_ring_size("1024").is_err());
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,107 @@
+//! Boot-clock nanoseconds (what the kernel stamps) to wall-clock RFC 3339 text.
+use anyhow::{bail, Context, Result};
+
+/// `wall = boot + offset`, where offset = CLOCK_REALTIME - CLOCK_BOOTTIME taken once at start.
+/// Recorded in trace headers so replay prints the same timestamps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BootClock {
+    pub offset_ns: i64,
+}
+
+fn now_ns(clock: libc::clockid_t) -> Result<i64> {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid clock id and a valid out pointer.
+    if unsafe { libc::clock_gettime(clock, &mut ts) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("clock_gettime");
+    }
+    Ok(ts.tv_sec * 1_000_000_000 + ts.tv_nsec)
+}
+
+impl BootClock {
+    pub fn from_system() -> Result<Self> {
+        let boot = now_ns(libc::CLOCK_BOOTTIME)?;
+        let real = now_ns(libc::CLOCK_REALTIME)?;
+        Ok(Self {
+            offset_ns: real - boot,
+        })
+    }
+
+    /// Unix nanoseconds of a boot-clock timestamp.
+    pub fn unix_ns(&self, boot_ns: u64) -> i64 {
+        (boot_ns as i64).saturating_add(self.offset_ns)
+    }
+
+    pub fn rfc3339(&self, boot_ns: u64) -> String {
+        format_rfc3339(self.unix_ns(boot_ns))
+    }
+
+    /// Boot-clock nanoseconds of a unix time (inverse of `unix_ns`).
+    pub fn boot_ns(&self, unix_ns: i64) -> u64 {
+        unix_ns.saturating_sub(self.offset_ns).max(0) as u64
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ` (UTC, always nine fractional digits).
+pub fn format_rfc3339(unix_ns: i64) -> String {
+    let secs = unix_ns.div_euclid(1_000_000_000);
+    let nanos = unix_ns.rem_euclid(1_000_000_000);
+    match time::OffsetDateTime::from_unix_timestamp(secs) {
+        Ok(t) => format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:09}Z",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second(),
+            nanos
+        ),
+        Err(_) => format!("@{unix_ns}ns"),
+    }
+}
+
+/// Parses RFC 3339 text to unix nanoseconds.
+pub fn parse_rfc3339(text: &str) -> Result<i64> {
+    let t = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .with_context(|| format!("`{text}` is not an RFC 3339 time"))?;
+    let ns = t.unix_timestamp_nanos();
+    if ns > i128::from(i64::MAX) || ns < 0 {
+        bail!("`{text}` is out of range");
+    }
+    Ok(ns as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_with_nanoseconds() {
+        assert_eq!(format_rfc3339(0), "1970-01-01T00:00:00.000000000Z");
+        assert_eq!(
+            format_rfc3339(1_795_734_349_123_456_789),
+            "2026-11-26T23:05:49.123456789Z"
+        );
+    }
+
+    #[test]
+    fn parse_round_trips() {
+        let ns = parse_rfc3339("2026-11-26T23:05:49.123456789Z").expect("valid time");
+        assert_eq!(format_rfc3339(ns), "2026-11-26T23:05:49.123456789Z");
+        assert!(parse_rfc3339("yesterday").is_err());
+    }
+
+    #[test]
+    fn system_clock_agrees_with_date() {
+        let c = BootClock::from_system().expect("clocks");
+        let boot = now_ns(libc::CLOCK_BOOTTIME).expect("boot clock") as u64;
+        let real = now_ns(libc::CLOCK_REALTIME).expect("real clock");
+        assert!(
+            (c.unix_ns(boot) - real).abs() < 50_000_000,
+            "boot->wall off by more than 50 ms"
+        );
+    }
+}

@@ -1,0 +1,130 @@
+//! Loading and attaching the kernel programs.
+use anyhow::{bail, Context, Result};
+use aya::maps::{MapData, PerCpuArray, RingBuf};
+use aya::programs::RawTracePoint;
+use aya::{Ebpf, EbpfLoader};
+use podtrace_common::{config, counter, Config};
+
+use crate::btf_offsets;
+
+/// The three raw tracepoints, named as both the programs and the kernel tracepoints.
+pub const PROGRAMS: [&str; 3] = [
+    "sched_process_exec",
+    "sched_process_fork",
+    "sched_process_exit",
+];
+
+#[cfg(podtrace_ebpf)]
+static OBJECT: &[u8] = aya::include_bytes_aligned!(env!("PODTRACE_EBPF_OBJECT"));
+#[cfg(not(podtrace_ebpf))]
+static OBJECT: &[u8] = &[];
+
+pub struct LoadOptions {
+    pub ring_buffer_bytes: u32,
+    pub threads: bool,
+    pub kernel_debug: bool,
+}
+
+/// The loaded, attached programs and the maps the daemon reads.
+pub struct Loaded {
+    /// Dropping this detaches the programs.
+    pub ebpf: Ebpf,
+    pub events: RingBuf<MapData>,
+    pub counters: PerCpuArray<MapData, u64>,
+    pub logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
+}
+
+/// Explains the usual reasons a load fails, naming the capability.
+fn explain(e: impl std::fmt::Display) -> String {
+    let msg = e.to_string();
+    if msg.contains("Operation not permitted")
+        || msg.contains("EPERM")
+        || msg.contains("permission")
+    {
+        format!(
+            "{msg}: loading eBPF needs CAP_BPF and CAP_PERFMON (or root); the ring buffer may also need \
+             CAP_SYS_RESOURCE on kernels that charge memlock"
+        )
+    } else {
+        msg
+    }
+}
+
+pub fn load(opts: &LoadOptions) -> Result<Loaded> {
+    if OBJECT.is_empty() {
+        bail!(
+            "this podtrace binary was built without its eBPF object: build with `cargo xtask build` \
+             (or `cargo xtask run`)"
+        );
+    }
+    let offsets = btf_offsets::from_system()?;
+    let cfg = Config {
+        offsets,
+        self_tgid: std::process::id(),
+        flags: if opts.threads { config::THREADS } else { 0 },
+    };
+    let log_level: u8 = if opts.kernel_debug { 0xff } else { 0 };
+    let mut ebpf = EbpfLoader::new()
+        .override_global("CONFIG", &cfg, true)
+        .override_global("AYA_LOG_LEVEL", &log_level, false)
+        .map_max_entries("EVENTS", opts.ring_buffer_bytes)
+        .load(OBJECT)
+        .map_err(|e| anyhow::anyhow!(explain(&e)))
+        .context("loading the eBPF programs")?;
+    let logger = if opts.kernel_debug {
+        Some(aya_log::EbpfLogger::init(&mut ebpf).context("starting the kernel debug log")?)
+    } else {
+        None
+    };
+    for name in PROGRAMS {
+        let prog: &mut RawTracePoint = ebpf
+            .program_mut(name)
+            .with_context(|| format!("program {name} missing from the eBPF object"))?
+            .try_into()
+            .with_context(|| format!("program {name} is not a raw tracepoint"))?;
+        prog.load()
+            .map_err(|e| anyhow::anyhow!("{}", explain(format!("{e:?}"))))
+            .with_context(|| format!("verifying {name}"))?;
+        prog.attach(name)
+            .map_err(|e| anyhow::anyhow!(explain(&e)))
+            .with_context(|| format!("attaching raw tracepoint {name}"))?;
+    }
+    let events = RingBuf::try_from(ebpf.take_map("EVENTS").context("map EVENTS missing")?)
+        .context("map EVENTS is not a ring buffer")?;
+    let counters =
+        PerCpuArray::try_from(ebpf.take_map("COUNTERS").context("map COUNTERS missing")?)
+            .context("map COUNTERS is not a per-CPU array")?;
+    Ok(Loaded {
+        ebpf,
+        events,
+        counters,
+        logger,
+    })
+}
+
+/// Sum over CPUs of one kernel counter.
+pub fn counter_sum(counters: &PerCpuArray<MapData, u64>, index: u32) -> u64 {
+    counters.get(&index, 0).map(|v| v.iter().sum()).unwrap_or(0)
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelCounters {
+    pub drops: u64,
+    pub threads: u64,
+    pub read_errors: u64,
+    pub sent: u64,
+}
+
+pub fn read_counters(counters: &PerCpuArray<MapData, u64>) -> KernelCounters {
+    KernelCounters {
+        drops: counter_sum(counters, counter::RINGBUF_DROPS),
+        threads: counter_sum(counters, counter::THREADS),
+        read_errors: counter_sum(counters, counter::READ_ERRORS),
+        sent: counter_sum(counters, counter::SENT),
+    }
+}
+
+/// Whether an error is the kernel refusing for lack of privileges.
+pub fn is_privilege_error(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.to_string().contains("needs CAP_BPF"))
+}
