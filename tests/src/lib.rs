@@ -1,1 +1,3 @@
 //! Helpers for the root integration tests.
+
+pub mod lab;
