@@ -71,7 +71,7 @@ fn offset(btf: &Btf, struct_name: &str, path: &str) -> Result<u32> {
         bits += off;
         ty = next;
     }
-    if bits % 8 != 0 {
+    if !bits.is_multiple_of(8) {
         bail!("kernel BTF: {struct_name}.{path} is a bitfield");
     }
     Ok(bits / 8)

@@ -59,6 +59,10 @@ pub struct TracerArgs {
     /// Forward the kernel programs' debug log (aya-log) to stderr.
     #[arg(long)]
     pub kernel_debug: bool,
+    /// Write a JSON summary at exit (event counts, loss, kernel run time per program; turns on
+    /// the kernel's BPF run-time statistics while running).
+    #[arg(long)]
+    pub summary: Option<PathBuf>,
     /// Node name added to every event as "node".
     #[arg(long, env = "NODE_NAME")]
     pub node: Option<String>,
@@ -166,7 +170,7 @@ pub fn parse_offset(s: &str) -> Option<i64> {
         (s, 1e9)
     };
     let v: f64 = num.parse().ok()?;
-    (v.is_finite() && v >= 0.0).then(|| (v * scale) as i64)
+    (v.is_finite() && v >= 0.0).then_some((v * scale) as i64)
 }
 
 #[cfg(test)]

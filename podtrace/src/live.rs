@@ -32,9 +32,11 @@ pub struct RunOptions {
     pub filter: EventFilter,
     pub record: Option<PathBuf>,
     pub node: Option<String>,
+    /// Write a JSON summary here at exit (enables the kernel's BPF run-time statistics).
+    pub summary: Option<PathBuf>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize)]
 pub struct RunSummary {
     pub events: u64,
     pub printed: u64,
@@ -42,6 +44,10 @@ pub struct RunSummary {
     pub decode_errors: u64,
     pub threads: u64,
     pub read_errors: u64,
+    /// Per program: run count and run time from the kernel (with `--summary`).
+    pub kernel: std::collections::BTreeMap<String, loader::ProgramStats>,
+    /// The kernel's own counters at exit (ring-buffer drops, records sent, threads).
+    pub kernel_counters: loader::KernelCounters,
 }
 
 /// The engine, its output and the recorder, fed one record at a time.
@@ -117,9 +123,13 @@ fn boot_now_ns() -> u64 {
     (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+/// The host's pid namespace: PID 1's, or our own where PID 1's cannot be read (podtrace runs
+/// in the host pid namespace: `hostPID: true` / `--pid=host`).
 pub fn host_pidns() -> u32 {
     use std::os::unix::fs::MetadataExt;
-    std::fs::metadata("/proc/1/ns/pid")
+    ["/proc/1/ns/pid", "/proc/self/ns/pid"]
+        .iter()
+        .find_map(|p| std::fs::metadata(p).ok())
         .map(|m| m.ino() as u32)
         .unwrap_or(0)
 }
@@ -184,6 +194,10 @@ pub async fn run(opts: RunOptions) -> Result<RunSummary> {
         threads: opts.threads,
         kernel_debug: opts.kernel_debug,
     })?;
+    let _stats_fd = match &opts.summary {
+        Some(_) => Some(loader::enable_run_time_stats()?),
+        None => None,
+    };
     let clock = BootClock::from_system()?;
     let mut trace = match &opts.record {
         Some(p) => Some(TraceWriter::create(p)?),
@@ -266,6 +280,7 @@ pub async fn run(opts: RunOptions) -> Result<RunSummary> {
 
     // Detach, then drain what the kernel already queued, then the final loss count.
     let counters = loaded.counters;
+    summary.kernel = loader::program_stats(&loaded.ebpf);
     drop(loaded.ebpf);
     let mut events = ring.into_inner();
     drain(&mut events, &mut pipe, &mut summary)?;
@@ -274,6 +289,7 @@ pub async fn run(opts: RunOptions) -> Result<RunSummary> {
         summary.printed += pipe.lost(boot_now_ns(), k.drops - reported_drops)?;
         summary.lost += k.drops - reported_drops;
     }
+    summary.kernel_counters = k;
     summary.threads = k.threads;
     summary.read_errors = k.read_errors;
     if let Some(mut t) = pipe.trace.take() {
@@ -284,6 +300,10 @@ pub async fn run(opts: RunOptions) -> Result<RunSummary> {
         t.finish()?;
     }
     pipe.flush()?;
+    if let Some(path) = &opts.summary {
+        let text = serde_json::to_string_pretty(&summary).context("encoding the summary")?;
+        std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
+    }
     tracing::info!(
         "stopped: {} events, {} printed, {} lost, {} malformed, {} threads created (not reported as processes), {} partial reads",
         summary.events,

@@ -107,7 +107,7 @@ pub fn counter_sum(counters: &PerCpuArray<MapData, u64>, index: u32) -> u64 {
     counters.get(&index, 0).map(|v| v.iter().sum()).unwrap_or(0)
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct KernelCounters {
     pub drops: u64,
     pub threads: u64,
@@ -127,4 +127,35 @@ pub fn read_counters(counters: &PerCpuArray<MapData, u64>) -> KernelCounters {
 /// Whether an error is the kernel refusing for lack of privileges.
 pub fn is_privilege_error(e: &anyhow::Error) -> bool {
     e.chain().any(|c| c.to_string().contains("needs CAP_BPF"))
+}
+
+/// Run count and total run time of one kernel program (BPF run-time statistics).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ProgramStats {
+    pub run_cnt: u64,
+    pub run_time_ns: u64,
+}
+
+/// Turns on the kernel's BPF run-time statistics for as long as the returned fd lives.
+pub fn enable_run_time_stats() -> Result<std::os::fd::OwnedFd> {
+    aya::sys::enable_stats(aya::sys::Stats::RunTime)
+        .context("enabling BPF run-time statistics (BPF_ENABLE_STATS)")
+}
+
+/// The kernel's statistics of our programs (zero unless statistics are enabled).
+pub fn program_stats(ebpf: &Ebpf) -> std::collections::BTreeMap<String, ProgramStats> {
+    let mut out = std::collections::BTreeMap::new();
+    for name in PROGRAMS {
+        let Some(info) = ebpf.program(name).and_then(|p| p.info().ok()) else {
+            continue;
+        };
+        out.insert(
+            name.to_string(),
+            ProgramStats {
+                run_cnt: info.run_count(),
+                run_time_ns: info.run_time().as_nanos() as u64,
+            },
+        );
+    }
+    out
 }

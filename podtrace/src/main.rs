@@ -35,6 +35,7 @@ fn run_options(run: &RunArgs) -> Result<RunOptions> {
         filter: filter_from(&run.filters)?,
         record: run.record.clone(),
         node: run.tracer.node.clone(),
+        summary: run.tracer.summary.clone(),
     })
 }
 
@@ -57,6 +58,7 @@ fn record(output: std::path::PathBuf, tracer: TracerArgs) -> Result<()> {
         filter: EventFilter::default(),
         record: Some(output),
         node: tracer.node,
+        summary: tracer.summary,
     })
 }
 

@@ -1,3 +1,4 @@
 //! Helpers for the root integration tests.
 
 pub mod lab;
+pub mod tracer;

@@ -22,6 +22,8 @@ pub struct Container {
     pub helper_pid: Option<u32>,
     /// Host pid of the container's PID 1.
     pub init_pid: Option<u32>,
+    /// An init was seen (a later child of the helper, such as conmon's exit command, is not one).
+    pub had_init: bool,
     pub pidns: Option<u32>,
     pub cgroup: Option<String>,
     /// Set when both helper and init are gone.
@@ -159,8 +161,9 @@ impl Registry {
     pub fn set_init(&mut self, id: &str, pid: u32, pidns: u32, host_pidns: u32) {
         let c = self.entry(id);
         c.init_pid = Some(pid);
+        c.had_init = true;
         c.finished_ns = None;
-        if pidns != host_pidns && pidns != 0 {
+        if pidns != host_pidns && pidns != 0 && host_pidns != 0 {
             c.pidns = Some(pidns);
             self.by_pidns.insert(pidns, id.to_string());
         }

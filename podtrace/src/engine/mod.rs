@@ -62,8 +62,9 @@ fn helper_role(kind: HelperKind) -> Role {
 }
 
 /// conmon started for `podman exec` / `crictl exec` (not the container's own monitor).
-fn is_exec_session(argv: &[String]) -> bool {
-    argv.iter().any(|a| a == "--exec" || a == "-e")
+fn is_exec_session(p: &Proc) -> bool {
+    let exe = p.filename.as_deref().unwrap_or(&p.comm);
+    parse_helper(exe, &p.argv).map(|h| h.exec).unwrap_or(false)
 }
 
 impl Engine {
@@ -184,7 +185,7 @@ impl Engine {
         let (cgroup_id, nspid, pidns, ppid) = (p.cgroup_id, p.nspid, p.pidns, p.ppid);
         let exe = p.filename.clone().unwrap_or_else(|| p.comm.clone());
         let helper = parse_helper(&exe, &p.argv);
-        let exec_session = is_exec_session(&p.argv);
+        let exec_session = helper.as_ref().map(|h| h.exec).unwrap_or(false);
         let prev_role = p.role;
 
         let mut role = None;
@@ -241,11 +242,12 @@ impl Engine {
             }
         }
         if let Some(id) = &container {
-            let own_ns_init = nspid == 1 && pidns != self.host_pidns && pidns != 0;
+            let own_ns_init =
+                nspid == 1 && pidns != self.host_pidns && pidns != 0 && self.host_pidns != 0;
             let child_of_helper = self
                 .containers
                 .get(id)
-                .map(|c| c.helper_pid == Some(ppid) && c.init_pid.is_none())
+                .map(|c| c.helper_pid == Some(ppid) && !c.had_init)
                 .unwrap_or(false);
             if role.is_none() || role == Some(Role::Runtime) || role == Some(Role::ContainerInit) {
                 if own_ns_init || (role.is_none() && child_of_helper && helper.is_none()) {
@@ -423,7 +425,7 @@ impl Engine {
             .table
             .live()
             .filter(|p| p.container.as_deref() == Some(id) && p.role == Some(role))
-            .filter(|p| !is_exec_session(&p.argv))
+            .filter(|p| !is_exec_session(p))
             .map(|p| p.pid)
             .min();
         if let Some(pid) = next {
