@@ -1,8 +1,265 @@
-//! `cargo xtask bench`: podtrace side by side with no tracer and its peers (owned by the bench work).
-use anyhow::Result;
+//! `cargo xtask bench`: the same exec storm with no tracer, podtrace (all events, and
+//! --containers-only), bpftrace and forkstat, side by side; plus podtrace start-up and memory
+//! with many processes on the box. Prints Markdown; the full run also prepends it to
+//! BENCHMARKS.md. Targets are printed as met / not met, never asserted. Method:
+//! docs/benchmarks.md.
+mod guard;
+mod machine;
+mod matrix;
+mod outputs;
+mod process;
+mod procfs;
+mod report;
+mod startup;
+mod storm;
+mod tracers;
 
-/// Runs the benchmark; `quick` is the CI smoke (small storm, one repetition, nothing asserted).
+use std::fmt::Write;
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+
+use crate::util;
+use tracers::Config;
+
+/// How big a run is.
+#[derive(Clone, Copy, Debug)]
+struct Plan {
+    quick: bool,
+    /// Storm processes per run.
+    processes: usize,
+    /// Storm worker threads (fork+exec+wait loops).
+    workers: usize,
+    /// Rounds over all configurations.
+    rounds: usize,
+    /// Extra sleeping processes for the start-up measurement.
+    sleepers: usize,
+    /// Start-ups measured with and without the sleepers.
+    startups: usize,
+}
+
+impl Plan {
+    fn new(quick: bool) -> Result<Self> {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let plan = if quick {
+            Plan {
+                quick,
+                processes: 300,
+                workers: cores,
+                rounds: 1,
+                sleepers: 500,
+                startups: 1,
+            }
+        } else {
+            Plan {
+                quick,
+                processes: 20_000,
+                workers: cores,
+                rounds: 5,
+                sleepers: 10_000,
+                startups: 5,
+            }
+        };
+        Ok(Plan {
+            processes: env_usize("PODTRACE_BENCH_PROCESSES", plan.processes)?,
+            workers: env_usize("PODTRACE_BENCH_WORKERS", plan.workers)?,
+            rounds: env_usize("PODTRACE_BENCH_ROUNDS", plan.rounds)?,
+            sleepers: env_usize("PODTRACE_BENCH_SLEEPERS", plan.sleepers)?,
+            ..plan
+        })
+    }
+}
+
+fn env_usize(name: &str, default: usize) -> Result<usize> {
+    match std::env::var(name) {
+        Ok(v) => v
+            .trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|&n| n > 0)
+            .with_context(|| format!("{name}={v:?} is not a positive whole number")),
+        Err(_) => Ok(default),
+    }
+}
+
+/// Runs the benchmark; `quick` is the CI smoke (small storm, one round, nothing asserted
+/// about speed, but any configuration that fails to run fails it).
 pub fn run(quick: bool) -> Result<()> {
-    let _ = quick;
-    anyhow::bail!("cargo xtask bench is not written yet")
+    util::require_root("the benchmark loads eBPF programs and reads other processes' /proc")?;
+    let plan = Plan::new(quick)?;
+    let storm = storm::Storm::build()?;
+    let dir = tempfile::Builder::new()
+        .prefix("podtrace-bench-")
+        .tempdir()
+        .context("creating a temporary directory for tracer outputs")?;
+    let tools = tracers::Tools::new(
+        util::workspace_root().join("target/release/podtrace"),
+        dir.path(),
+    )?;
+    util::step(&format!(
+        "benchmark{}: {} storm processes × {} rounds from {} workers; start-up with {} sleepers",
+        if quick { " smoke (--quick)" } else { "" },
+        plan.processes,
+        plan.rounds,
+        plan.workers,
+        plan.sleepers
+    ))?;
+    // Guards: dropped (state restored, children reaped) on every path out of here.
+    let interrupts = guard::Interrupts::catch();
+    let stats = guard::BpfStats::enable()?;
+    let tracefs = guard::Tracefs::ensure()?;
+    let date = machine::date();
+    let load_before = machine::load();
+    let t0 = Instant::now();
+    let samples = matrix::Matrix {
+        storm: &storm,
+        tools: &tools,
+        dir: dir.path(),
+        count: plan.processes,
+        workers: plan.workers,
+        rounds: plan.rounds,
+    }
+    .run()?;
+    let startups = startup::measure(&storm, &tools, dir.path(), plan.sleepers, plan.startups)?;
+    let took = t0.elapsed();
+    let load_after = machine::load();
+    drop(tracefs);
+    drop(stats);
+    drop(interrupts);
+
+    let text = render(
+        &plan,
+        &tools,
+        &samples,
+        &startups,
+        &date,
+        &load_before,
+        &load_after,
+        took,
+    );
+    println!("{text}");
+    if !quick {
+        let path = util::workspace_root().join("BENCHMARKS.md");
+        prepend_run(&path, &text)?;
+        eprintln!("bench: wrote this run at the top of {}", path.display());
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn render(
+    plan: &Plan,
+    tools: &tracers::Tools,
+    samples: &[matrix::Sample],
+    startups: &[startup::StartRun],
+    date: &str,
+    load_before: &str,
+    load_after: &str,
+    took: std::time::Duration,
+) -> String {
+    let rows = report::rows(samples);
+    let mut t = String::new();
+    let kind = if plan.quick {
+        "quick smoke (figures not meaningful)"
+    } else {
+        "full run"
+    };
+    let _ = writeln!(t, "## {date} — {kind}\n");
+    t.push_str(&machine::describe());
+    let _ = writeln!(
+        t,
+        "- load average (1, 5, 15 min) before: {load_before}; after: {load_after}; the bench took {:.0} s",
+        took.as_secs_f64()
+    );
+    let _ = writeln!(
+        t,
+        "- command: `cargo xtask bench{}`: storm of {} × fork+exec+wait of `/bin/busybox true` from {} workers, flat out; {} rounds, configurations interleaved (order rotated each round); kernel.bpf_stats_enabled=1 throughout",
+        if plan.quick { " --quick" } else { "" },
+        plan.processes,
+        plan.workers,
+        plan.rounds
+    );
+    let _ = writeln!(t, "- configurations:");
+    for c in Config::ALL {
+        let _ = writeln!(t, "  - {}: `{}`", c.label(), c.shown(tools.summary));
+    }
+    let _ = writeln!(
+        t,
+        "\n### Side by side (median [min–max] over {} rounds)\n",
+        plan.rounds
+    );
+    t.push_str(&report::side_by_side(&rows));
+    let _ = writeln!(
+        t,
+        "\nWall ratio: storm wall time over the same round's no-tracer time. Seen/started: storm pids \
+         found in the tracer's exec / exit events, over all rounds. Events: what the tracer's user space \
+         received (podtrace: its own count, before filters; the others: lines written). Tracer CPU: user+sys \
+         of the tracer from just before the storm until it had caught up. Kernel: the tracer's BPF programs' \
+         run_time_ns / run_cnt over the same window (bpftrace's too; forkstat's proc connector cost is in the \
+         workload's wall time only)."
+    );
+    let _ = writeln!(t, "\n### Start-up and memory (podtrace)\n");
+    t.push_str(&report::startup_table(startups));
+    let _ = writeln!(t, "\n### Targets (printed, never asserted)\n");
+    t.push_str(&report::targets(&rows, startups, plan.sleepers));
+    let _ = writeln!(t, "\n### Raw runs\n");
+    t.push_str(&report::raw(samples));
+    t
+}
+
+const MARKER: &str =
+    "<!-- bench runs: newest first; `cargo xtask bench` inserts below this line -->";
+
+/// Inserts `run` below the marker of BENCHMARKS.md (creating the file), keeping older runs.
+fn prepend_run(path: &Path, run: &str) -> Result<()> {
+    let old = match std::fs::read_to_string(path) {
+        Ok(s) => s,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    std::fs::write(path, with_run(&old, run)).with_context(|| format!("writing {}", path.display()))
+}
+
+fn with_run(old: &str, run: &str) -> String {
+    match old.split_once(MARKER) {
+        Some((head, rest)) => {
+            let rest = rest.trim_start_matches('\n');
+            let sep = if rest.is_empty() { "" } else { "\n" };
+            format!("{head}{MARKER}\n\n{run}{sep}{rest}")
+        }
+        None => format!(
+            "# podtrace benchmarks\n\n`cargo xtask bench` runs the same exec storm with no tracer, podtrace, \
+             podtrace --containers-only, bpftrace and forkstat, and measures podtrace's start-up and memory \
+             with many processes on the box. How and why: [docs/benchmarks.md](docs/benchmarks.md).\n\n\
+             {MARKER}\n\n{run}{}{old}",
+            if old.is_empty() { "" } else { "\n" }
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_go_newest_first_below_the_marker_and_old_ones_stay() {
+        let first = with_run("", "## run 1\n");
+        assert!(first.starts_with("# podtrace benchmarks"), "{first}");
+        let second = with_run(&first, "## run 2\n");
+        let (head, runs) = second.split_once(MARKER).expect("marker kept");
+        assert!(head.contains("docs/benchmarks.md"), "{head}");
+        let i2 = runs.find("## run 2").expect("new run present");
+        let i1 = runs.find("## run 1").expect("old run kept");
+        assert!(i2 < i1, "newest first:\n{runs}");
+        assert_eq!(second.matches(MARKER).count(), 1);
+    }
+
+    #[test]
+    fn env_overrides_must_be_positive_numbers() {
+        assert_eq!(
+            env_usize("PODTRACE_BENCH_TEST_UNSET_VARIABLE", 7).expect("default"),
+            7
+        );
+    }
 }

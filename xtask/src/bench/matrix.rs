@@ -1,0 +1,165 @@
+//! The side-by-side runs: every configuration against the same storm, repeated and interleaved
+//! (the order rotates each round so no configuration always runs first or last).
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+
+use super::guard::check_interrupted;
+use super::outputs;
+use super::procfs;
+use super::storm::Storm;
+use super::tracers::{self, Config, Tools};
+
+/// One storm under one configuration.
+#[derive(Clone, Debug)]
+pub struct Sample {
+    pub config: Config,
+    pub round: usize,
+    /// The storm's own wall time (tracer start-up excluded).
+    pub wall_ns: u64,
+    pub started: usize,
+    pub exec_seen: Option<usize>,
+    pub exit_seen: Option<usize>,
+    pub lost: Option<u64>,
+    pub events: Option<u64>,
+    /// Tracer CPU (user + sys) from just before the storm until it had caught up.
+    pub cpu_ns: Option<u64>,
+    /// Tracer CPU over its whole life (rusage at exit: start-up and shutdown included).
+    pub cpu_life_ns: Option<u64>,
+    /// Tracer peak RSS in KiB (max of VmHWM before stopping and ru_maxrss).
+    pub peak_rss_kb: Option<u64>,
+    /// The tracer's BPF programs over the same window: (run_time_ns, run_cnt).
+    pub kernel: Option<(u64, u64)>,
+    /// podtrace's own --summary kernel figures over its whole life.
+    pub summary_kernel: Option<(u64, u64)>,
+    /// The tracer went quiet after the storm (else it was still busy when measured).
+    pub settled: bool,
+}
+
+pub struct Matrix<'a> {
+    pub storm: &'a Storm,
+    pub tools: &'a Tools,
+    pub dir: &'a Path,
+    pub count: usize,
+    pub workers: usize,
+    pub rounds: usize,
+}
+
+impl Matrix<'_> {
+    pub fn run(&self) -> Result<Vec<Sample>> {
+        let mut samples = Vec::new();
+        let n = Config::ALL.len();
+        for round in 0..self.rounds {
+            for i in 0..n {
+                let config = Config::ALL[(i + round) % n];
+                check_interrupted()?;
+                eprintln!(
+                    "bench: round {}/{}: {} ({} processes, {} workers)",
+                    round + 1,
+                    self.rounds,
+                    config.label(),
+                    self.count,
+                    self.workers
+                );
+                let s = self.one(config, round)?;
+                eprintln!("bench:   {}", brief(&s));
+                samples.push(s);
+            }
+        }
+        Ok(samples)
+    }
+
+    fn one(&self, config: Config, round: usize) -> Result<Sample> {
+        let tag = format!("{config:?}-{round}").to_lowercase();
+        let storm_out = self.dir.join(format!("{tag}.storm.json"));
+        let mut tracer = tracers::start(config, self.tools, self.dir, &tag)?;
+        let before = match tracer.as_mut() {
+            Some(t) => {
+                t.wait_ready(Duration::from_secs(60))?;
+                // Let the canaries' events drain before the window opens.
+                std::thread::sleep(Duration::from_millis(300));
+                Some(t.snapshot()?)
+            }
+            None => None,
+        };
+        let storm = self.storm.run(self.count, self.workers, &storm_out)?;
+        let _ = std::fs::remove_file(&storm_out);
+        check_interrupted()?;
+        let mut sample = Sample {
+            config,
+            round,
+            wall_ns: storm.wall_ns,
+            started: storm.started,
+            exec_seen: None,
+            exit_seen: None,
+            lost: None,
+            events: None,
+            cpu_ns: None,
+            cpu_life_ns: None,
+            peak_rss_kb: None,
+            kernel: None,
+            summary_kernel: None,
+            settled: true,
+        };
+        let (Some(mut t), Some(before)) = (tracer, before) else {
+            return Ok(sample);
+        };
+        sample.settled = t.settle(Duration::from_secs(30))?;
+        let after = t.snapshot()?;
+        let hwm = procfs::status_kb(t.pid(), "VmHWM")?;
+        let out = t.out.clone();
+        let summary = t.summary.clone();
+        let fin = t.finish()?;
+        let seen = outputs::parse(config, &out, &fin.stderr, summary.as_deref())?;
+        let _ = std::fs::remove_file(&out);
+        if let Some(s) = &summary {
+            let _ = std::fs::remove_file(s);
+        }
+        let exec_seen = outputs::matched(&storm.pids, &seen.exec);
+        if config.reports_host_processes() && exec_seen == 0 {
+            bail!(
+                "{} saw none of the {} storm processes exec (stderr:\n{})",
+                config.label(),
+                storm.started,
+                fin.stderr.join("\n")
+            );
+        }
+        sample.exec_seen = Some(exec_seen);
+        sample.exit_seen = Some(outputs::matched(&storm.pids, &seen.exit));
+        sample.lost = seen.lost;
+        sample.events = Some(seen.events);
+        sample.cpu_ns = Some(after.cpu_ns.saturating_sub(before.cpu_ns));
+        sample.cpu_life_ns = Some(fin.exit.cpu_ns);
+        sample.peak_rss_kb = Some(hwm.max(fin.exit.maxrss_kb));
+        let (time, cnt) = procfs::progs_delta(&before.progs, &after.progs);
+        sample.kernel = (cnt > 0).then_some((time, cnt));
+        sample.summary_kernel = seen.summary_kernel;
+        Ok(sample)
+    }
+}
+
+/// One line of progress for stderr.
+fn brief(s: &Sample) -> String {
+    let mut parts = vec![format!(
+        "{} processes in {:.2} s",
+        s.started,
+        s.wall_ns as f64 / 1e9
+    )];
+    if let (Some(e), Some(x)) = (s.exec_seen, s.exit_seen) {
+        parts.push(format!("exec seen {e}, exit seen {x}"));
+    }
+    if let Some(l) = s.lost {
+        parts.push(format!("lost {l}"));
+    }
+    if let (Some(c), Some(ev)) = (s.cpu_ns, s.events) {
+        parts.push(format!("cpu {:.0} ms for {ev} events", c as f64 / 1e6));
+    }
+    if let Some((t, c)) = s.kernel {
+        parts.push(format!("kernel {:.0} ns/run", t as f64 / c as f64));
+    }
+    if !s.settled {
+        parts.push("still busy when measured".into());
+    }
+    parts.join(", ")
+}

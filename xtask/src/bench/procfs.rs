@@ -1,0 +1,178 @@
+//! What /proc says about a tracer: CPU time, memory, and its BPF programs' run-time statistics
+//! (fdinfo of its bpf-prog descriptors; counted only while kernel.bpf_stats_enabled is on).
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+/// User + system CPU time of a live process (all its threads, dead ones included), in ns.
+pub fn cpu_ns(pid: i32) -> Result<u64> {
+    let path = format!("/proc/{pid}/stat");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    parse_stat_cpu_ticks(&text)
+        .map(|ticks| ticks.saturating_mul(1_000_000_000) / clock_ticks())
+        .with_context(|| format!("{path}: no utime/stime fields"))
+}
+
+fn clock_ticks() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    u64::try_from(t).ok().filter(|&t| t > 0).unwrap_or(100)
+}
+
+/// utime + stime (fields 14 and 15) from a /proc/PID/stat line; the command name in field 2
+/// may hold spaces and parentheses, so fields are counted after its last ')'.
+fn parse_stat_cpu_ticks(stat: &str) -> Option<u64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // rest starts at field 3 (state): utime is field 14 -> index 11.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// A `Vm*` line of /proc/PID/status in KiB (e.g. "VmHWM", "VmRSS").
+pub fn status_kb(pid: i32, key: &str) -> Result<u64> {
+    let path = format!("/proc/{pid}/status");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    parse_status_kb(&text, key).with_context(|| format!("{path}: no {key} line"))
+}
+
+fn parse_status_kb(status: &str, key: &str) -> Option<u64> {
+    status.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        if k != key {
+            return None;
+        }
+        v.split_whitespace().next()?.parse().ok()
+    })
+}
+
+/// Run-time statistics of one BPF program.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProgStat {
+    pub prog_type: u32,
+    pub run_time_ns: u64,
+    pub run_cnt: u64,
+}
+
+/// Program types that run on tracepoints: tracepoint, raw_tracepoint, tracing (tp_btf).
+pub fn is_tracepoint_type(t: u32) -> bool {
+    matches!(t, 5 | 17 | 26)
+}
+
+/// The BPF programs a process holds open, by program id.
+pub fn bpf_progs(pid: i32) -> Result<BTreeMap<u32, ProgStat>> {
+    let dir = format!("/proc/{pid}/fd");
+    let mut out = BTreeMap::new();
+    let entries = std::fs::read_dir(&dir).with_context(|| format!("listing {dir}"))?;
+    for entry in entries.flatten() {
+        let Ok(target) = std::fs::read_link(entry.path()) else {
+            continue; // closed in between
+        };
+        if target != Path::new("anon_inode:bpf-prog") {
+            continue;
+        }
+        let info = format!("/proc/{pid}/fdinfo/{}", entry.file_name().to_string_lossy());
+        let Ok(text) = std::fs::read_to_string(&info) else {
+            continue;
+        };
+        if let Some((id, stat)) = parse_prog_fdinfo(&text) {
+            out.insert(id, stat);
+        }
+    }
+    Ok(out)
+}
+
+fn parse_prog_fdinfo(text: &str) -> Option<(u32, ProgStat)> {
+    let mut id = None;
+    let mut stat = ProgStat::default();
+    for line in text.lines() {
+        let Some((k, v)) = line.split_once(':') else {
+            continue;
+        };
+        let v = v.trim();
+        match k {
+            "prog_id" => id = v.parse().ok(),
+            "prog_type" => stat.prog_type = v.parse().ok()?,
+            "run_time_ns" => stat.run_time_ns = v.parse().ok()?,
+            "run_cnt" => stat.run_cnt = v.parse().ok()?,
+            _ => {}
+        }
+    }
+    Some((id?, stat))
+}
+
+/// Sum over programs of (after - before): run time and count within a window.
+pub fn progs_delta(
+    before: &BTreeMap<u32, ProgStat>,
+    after: &BTreeMap<u32, ProgStat>,
+) -> (u64, u64) {
+    let mut time = 0;
+    let mut cnt = 0;
+    for (id, a) in after {
+        let b = before.get(id).copied().unwrap_or_default();
+        time += a.run_time_ns.saturating_sub(b.run_time_ns);
+        cnt += a.run_cnt.saturating_sub(b.run_cnt);
+    }
+    (time, cnt)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_cpu_counts_fields_after_the_command_name() {
+        let stat =
+            "4242 (we ird) (x)) S 1 4242 4242 0 -1 4194560 100 0 0 0 7 5 0 0 20 0 1 0 99 1 1";
+        assert_eq!(parse_stat_cpu_ticks(stat), Some(12));
+    }
+
+    #[test]
+    fn stat_cpu_of_this_process_is_readable() {
+        let pid = i32::try_from(std::process::id()).expect("pid fits i32");
+        cpu_ns(pid).expect("own /proc/self/stat parses");
+        let hwm = status_kb(pid, "VmHWM").expect("own VmHWM");
+        assert!(hwm > 0, "a running test has resident memory");
+    }
+
+    #[test]
+    fn status_kb_picks_the_named_line() {
+        let s = "Name:\tx\nVmHWM:\t   12345 kB\nVmRSS:\t  999 kB\n";
+        assert_eq!(parse_status_kb(s, "VmHWM"), Some(12345));
+        assert_eq!(parse_status_kb(s, "VmRSS"), Some(999));
+        assert_eq!(parse_status_kb(s, "VmSwap"), None);
+    }
+
+    #[test]
+    fn prog_fdinfo_parses_kernel_format() {
+        let t =
+            "pos:\t0\nflags:\t02000002\nmnt_id:\t15\nino:\t1057\nprog_type:\t17\nprog_jited:\t1\n\
+                 prog_tag:\t0123456789abcdef\nmemlock:\t4096\nprog_id:\t88\nrun_time_ns:\t5000\n\
+                 run_cnt:\t20\nrecursion_misses:\t0\nverified_insns:\t300\n";
+        let (id, s) = parse_prog_fdinfo(t).expect("fdinfo parses");
+        assert_eq!(id, 88);
+        assert_eq!(
+            s,
+            ProgStat {
+                prog_type: 17,
+                run_time_ns: 5000,
+                run_cnt: 20
+            }
+        );
+        assert!(is_tracepoint_type(s.prog_type));
+    }
+
+    #[test]
+    fn delta_counts_new_programs_from_zero() {
+        let p = |t, c| ProgStat {
+            prog_type: 5,
+            run_time_ns: t,
+            run_cnt: c,
+        };
+        let before = BTreeMap::from([(1, p(100, 1))]);
+        let after = BTreeMap::from([(1, p(400, 4)), (2, p(50, 2))]);
+        assert_eq!(progs_delta(&before, &after), (350, 5));
+    }
+}

@@ -1,0 +1,363 @@
+//! Turning samples into the side-by-side table, the start-up table, the target verdicts and
+//! the raw per-run rows (Markdown: printed and written to BENCHMARKS.md alike).
+use std::fmt::Write;
+
+use super::matrix::Sample;
+use super::startup::StartRun;
+use super::tracers::Config;
+
+/// Median and range of a set of figures.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Spread {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+impl Spread {
+    pub fn of(values: impl IntoIterator<Item = f64>) -> Option<Self> {
+        let mut v: Vec<f64> = values.into_iter().filter(|x| x.is_finite()).collect();
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        let median = if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            (v[n / 2 - 1] + v[n / 2]) / 2.0
+        };
+        Some(Self {
+            median,
+            min: v[0],
+            max: v[n - 1],
+        })
+    }
+
+    fn show(&self, digits: usize) -> String {
+        if self.min == self.max {
+            format!("{:.digits$}", self.median)
+        } else {
+            format!(
+                "{:.digits$} [{:.digits$}–{:.digits$}]",
+                self.median, self.min, self.max
+            )
+        }
+    }
+}
+
+fn show(s: Option<Spread>, digits: usize) -> String {
+    s.map(|s| s.show(digits)).unwrap_or_else(|| "-".into())
+}
+
+/// The figures of one configuration over all its rounds.
+pub struct Row {
+    pub config: Config,
+    pub ratio: Option<Spread>,
+    pub wall_s: Option<Spread>,
+    pub started: usize,
+    pub exec_seen: Option<usize>,
+    pub exit_seen: Option<usize>,
+    pub lost_total: Option<u64>,
+    pub events: Option<Spread>,
+    pub cpu_us_per_event: Option<Spread>,
+    pub cpu_us_per_proc: Option<Spread>,
+    pub rss_mib: Option<Spread>,
+    pub kernel_ns_per_event: Option<Spread>,
+    pub unsettled: usize,
+}
+
+pub fn rows(samples: &[Sample]) -> Vec<Row> {
+    let baseline = |round: usize| {
+        samples
+            .iter()
+            .find(|s| s.config == Config::NoTracer && s.round == round)
+            .map(|s| s.wall_ns as f64)
+    };
+    Config::ALL
+        .iter()
+        .map(|&config| {
+            let mine: Vec<&Sample> = samples.iter().filter(|s| s.config == config).collect();
+            let sum_opt = |f: &dyn Fn(&Sample) -> Option<usize>| -> Option<usize> {
+                mine.iter().map(|s| f(s)).sum::<Option<usize>>()
+            };
+            Row {
+                config,
+                ratio: Spread::of(
+                    mine.iter()
+                        .filter_map(|s| baseline(s.round).map(|b| s.wall_ns as f64 / b)),
+                ),
+                wall_s: Spread::of(mine.iter().map(|s| s.wall_ns as f64 / 1e9)),
+                started: mine.iter().map(|s| s.started).sum(),
+                exec_seen: sum_opt(&|s| s.exec_seen),
+                exit_seen: sum_opt(&|s| s.exit_seen),
+                lost_total: mine.iter().map(|s| s.lost).sum::<Option<u64>>(),
+                events: Spread::of(mine.iter().filter_map(|s| s.events.map(|e| e as f64))),
+                cpu_us_per_event: Spread::of(mine.iter().filter_map(|s| {
+                    let (c, e) = (s.cpu_ns?, s.events?);
+                    (e > 0).then(|| c as f64 / 1e3 / e as f64)
+                })),
+                cpu_us_per_proc: Spread::of(mine.iter().filter_map(|s| {
+                    let c = s.cpu_ns?;
+                    (s.started > 0).then(|| c as f64 / 1e3 / s.started as f64)
+                })),
+                rss_mib: Spread::of(
+                    mine.iter()
+                        .filter_map(|s| s.peak_rss_kb.map(|k| k as f64 / 1024.0)),
+                ),
+                kernel_ns_per_event: Spread::of(mine.iter().filter_map(|s| {
+                    let (t, c) = s.kernel?;
+                    (c > 0).then(|| t as f64 / c as f64)
+                })),
+                unsettled: mine.iter().filter(|s| !s.settled).count(),
+            }
+        })
+        .collect()
+}
+
+fn seen(seen: Option<usize>, started: usize) -> String {
+    match seen {
+        Some(n) => format!("{n}/{started}"),
+        None => "-".into(),
+    }
+}
+
+/// The side-by-side table.
+pub fn side_by_side(rows: &[Row]) -> String {
+    let mut t = String::new();
+    let _ = writeln!(
+        t,
+        "| configuration | wall ratio to no tracer | storm wall s | exec seen/started | exit seen/started | lost | events/run | tracer CPU µs/event | tracer CPU µs/storm process | tracer peak RSS MiB | kernel ns/event |"
+    );
+    let _ = writeln!(t, "|---|---|---|---|---|---|---|---|---|---|---|");
+    for r in rows {
+        let mut label = r.config.label().to_string();
+        if r.unsettled > 0 {
+            let _ = write!(label, " ({} runs still busy when measured)", r.unsettled);
+        }
+        let _ = writeln!(
+            t,
+            "| {label} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            show(r.ratio, 3),
+            show(r.wall_s, 2),
+            seen(r.exec_seen, r.started),
+            seen(r.exit_seen, r.started),
+            r.lost_total
+                .map(|l| l.to_string())
+                .unwrap_or_else(|| "-".into()),
+            show(r.events, 0),
+            show(r.cpu_us_per_event, 2),
+            show(r.cpu_us_per_proc, 2),
+            show(r.rss_mib, 1),
+            show(r.kernel_ns_per_event, 0),
+        );
+    }
+    t
+}
+
+/// Start-up figures, grouped by how many sleepers were on the box.
+pub fn startup_table(runs: &[StartRun]) -> String {
+    let mut groups: Vec<usize> = runs.iter().map(|r| r.sleepers).collect();
+    groups.dedup();
+    let mut t = String::new();
+    let _ = writeln!(
+        t,
+        "| extra sleeping processes | processes read from /proc | start-up ms (spawn to \"attached\") | RSS MiB 1 s after attach | peak RSS (VmHWM) MiB |"
+    );
+    let _ = writeln!(t, "|---|---|---|---|---|");
+    for g in groups {
+        let mine: Vec<&StartRun> = runs.iter().filter(|r| r.sleepers == g).collect();
+        let procs = Spread::of(mine.iter().filter_map(|r| r.procs.map(|p| p as f64)));
+        let _ = writeln!(
+            t,
+            "| {g} | {} | {} | {} | {} |",
+            show(procs, 0),
+            show(Spread::of(mine.iter().map(|r| r.attach_ms)), 0),
+            show(Spread::of(mine.iter().map(|r| r.rss_kb as f64 / 1024.0)), 1),
+            show(Spread::of(mine.iter().map(|r| r.hwm_kb as f64 / 1024.0)), 1),
+        );
+    }
+    t
+}
+
+/// One verdict line per target (printed, never asserted).
+pub fn targets(rows: &[Row], startup: &[StartRun], sleepers: usize) -> String {
+    let row = |c: Config| rows.iter().find(|r| r.config == c);
+    let mut t = String::new();
+    let mut verdict = |name: &str, figure: String, met: Option<bool>| {
+        let v = match met {
+            Some(true) => "met",
+            Some(false) => "NOT MET",
+            None => "not measured",
+        };
+        let _ = writeln!(t, "- {name}: {figure} — **{v}**");
+    };
+    let p = row(Config::Podtrace);
+    let lost = p.and_then(|r| r.lost_total);
+    verdict(
+        "zero lost events at the highest exec rate, default ring buffer",
+        match (p, lost) {
+            (Some(r), Some(l)) => format!(
+                "{l} lost over all rounds; exec seen {}, exit seen {}",
+                seen(r.exec_seen, r.started),
+                seen(r.exit_seen, r.started)
+            ),
+            _ => "no figure".into(),
+        },
+        lost.map(|l| l == 0),
+    );
+    let ratio = p.and_then(|r| r.ratio);
+    verdict(
+        "workload slowdown ≤ 1.05×",
+        format!("median {}×", show(ratio, 3)),
+        ratio.map(|s| s.median <= 1.05),
+    );
+    let kernel = p.and_then(|r| r.kernel_ns_per_event);
+    verdict(
+        "kernel cost ≤ 400 ns per event",
+        format!("median {} ns", show(kernel, 0)),
+        kernel.map(|s| s.median <= 400.0),
+    );
+    let user = p.and_then(|r| r.cpu_us_per_event);
+    verdict(
+        "userspace ≤ 5 µs per event",
+        format!("median {} µs", show(user, 2)),
+        user.map(|s| s.median <= 5.0),
+    );
+    let loaded: Vec<&StartRun> = startup.iter().filter(|r| r.sleepers == sleepers).collect();
+    let rss = Spread::of(loaded.iter().map(|r| r.hwm_kb as f64 / 1024.0));
+    verdict(
+        &format!("RSS ≤ 30 MiB with {sleepers} extra processes (VmHWM)"),
+        format!("median {} MiB", show(rss, 1)),
+        rss.map(|s| s.median <= 30.0),
+    );
+    let start = Spread::of(loaded.iter().map(|r| r.attach_ms));
+    verdict(
+        &format!("start-up ≤ 300 ms with {sleepers} extra processes"),
+        format!("median {} ms", show(start, 0)),
+        start.map(|s| s.median <= 300.0),
+    );
+    t
+}
+
+/// Every run, in the order it ran.
+pub fn raw(samples: &[Sample]) -> String {
+    let mut t = String::new();
+    let _ = writeln!(
+        t,
+        "| round | configuration | storm wall ms | started | exec seen | exit seen | lost | events | tracer CPU ms (window) | tracer CPU ms (life) | peak RSS KiB | kernel runs | kernel ns (window) | summary kernel ns/run |"
+    );
+    let _ = writeln!(
+        t,
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    );
+    let o = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_else(|| "-".into());
+    for s in samples {
+        let _ = writeln!(
+            t,
+            "| {} | {} | {:.1} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |{}",
+            s.round + 1,
+            s.config.label(),
+            s.wall_ns as f64 / 1e6,
+            s.started,
+            o(s.exec_seen.map(|v| v as u64)),
+            o(s.exit_seen.map(|v| v as u64)),
+            o(s.lost),
+            o(s.events),
+            s.cpu_ns
+                .map(|c| format!("{:.0}", c as f64 / 1e6))
+                .unwrap_or_else(|| "-".into()),
+            s.cpu_life_ns
+                .map(|c| format!("{:.0}", c as f64 / 1e6))
+                .unwrap_or_else(|| "-".into()),
+            o(s.peak_rss_kb),
+            o(s.kernel.map(|k| k.1)),
+            o(s.kernel.map(|k| k.0)),
+            s.summary_kernel
+                .filter(|k| k.1 > 0)
+                .map(|(t, c)| format!("{:.0}", t as f64 / c as f64))
+                .unwrap_or_else(|| "-".into()),
+            if s.settled { "" } else { " still busy" },
+        );
+    }
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(config: Config, round: usize, wall_ns: u64) -> Sample {
+        Sample {
+            config,
+            round,
+            wall_ns,
+            started: 100,
+            exec_seen: Some(100),
+            exit_seen: Some(99),
+            lost: Some(1),
+            events: Some(300),
+            cpu_ns: Some(3_000_000),
+            cpu_life_ns: Some(9_000_000),
+            peak_rss_kb: Some(20 * 1024),
+            kernel: Some((60_000, 300)),
+            summary_kernel: None,
+            settled: true,
+        }
+    }
+
+    #[test]
+    fn spread_median_of_even_and_odd_counts() {
+        let s = Spread::of([3.0, 1.0, 2.0]).expect("three values");
+        assert_eq!((s.median, s.min, s.max), (2.0, 1.0, 3.0));
+        let s = Spread::of([4.0, 1.0, 2.0, 3.0]).expect("four values");
+        assert_eq!(s.median, 2.5);
+        assert!(Spread::of([]).is_none());
+    }
+
+    #[test]
+    fn ratios_are_per_round_against_that_rounds_baseline() {
+        let samples = vec![
+            sample(Config::NoTracer, 0, 1000),
+            sample(Config::Podtrace, 0, 1100),
+            sample(Config::NoTracer, 1, 2000),
+            sample(Config::Podtrace, 1, 2000),
+        ];
+        let rows = rows(&samples);
+        let p = rows
+            .iter()
+            .find(|r| r.config == Config::Podtrace)
+            .expect("podtrace row");
+        let r = p.ratio.expect("ratios");
+        assert!(
+            (r.min - 1.0).abs() < 1e-9 && (r.max - 1.1).abs() < 1e-9,
+            "{r:?}"
+        );
+        assert_eq!(
+            (p.started, p.exec_seen, p.lost_total),
+            (200, Some(200), Some(2))
+        );
+        let per_event = p.cpu_us_per_event.expect("cpu per event");
+        assert!(
+            (per_event.median - 10.0).abs() < 1e-9,
+            "3 ms / 300 events = 10 µs"
+        );
+        let k = p.kernel_ns_per_event.expect("kernel per event");
+        assert!((k.median - 200.0).abs() < 1e-9);
+        let targets = targets(&rows, &[], 10_000);
+        assert!(
+            targets.contains("slowdown ≤ 1.05×: median 1.050 [1.000–1.100]× — **met**"),
+            "{targets}"
+        );
+        assert!(
+            targets.contains("userspace ≤ 5 µs per event: median 10.00 µs — **NOT MET**"),
+            "{targets}"
+        );
+        assert!(
+            targets.contains(
+                "start-up ≤ 300 ms with 10000 extra processes: median - ms — **not measured**"
+            ),
+            "{targets}"
+        );
+    }
+}

@@ -1,0 +1,164 @@
+//! The workload, driven from the bench: builds the `storm` binary, runs exec storms and holds
+//! sleeping processes for the start-up measurement.
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{ChildStdin, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+
+use super::process::Proc;
+use crate::util;
+
+/// What one `storm run` did.
+#[derive(Clone, Debug)]
+pub struct StormResult {
+    pub started: usize,
+    pub wall_ns: u64,
+    pub pids: Vec<i32>,
+}
+
+pub struct Storm {
+    bin: PathBuf,
+}
+
+impl Storm {
+    /// Builds `storm` (release) in the workspace target dir.
+    pub fn build() -> Result<Self> {
+        util::step("build storm (the benchmark workload, release)")?;
+        let root = util::workspace_root();
+        util::cargo(
+            &root,
+            &["build", "--release", "-p", "xtask", "--bin", "storm"],
+            &[],
+        )?;
+        let bin = root.join("target/release/storm");
+        anyhow::ensure!(bin.is_file(), "{} was not built", bin.display());
+        Ok(Self { bin })
+    }
+
+    /// `count` fork+exec+wait cycles of /bin/busybox true from `workers` threads, flat out.
+    pub fn run(&self, count: usize, workers: usize, out: &Path) -> Result<StormResult> {
+        let mut cmd = Command::new(&self.bin);
+        cmd.args(["run", "--count", &count.to_string()])
+            .args(["--workers", &workers.to_string(), "--out"])
+            .arg(out)
+            .stdin(Stdio::null());
+        let mut p = Proc::spawn("storm", &mut cmd, libc::SIGKILL)?;
+        let exit = p.poll(true)?.context("storm was not reaped")?;
+        if !exit.is_clean(0) {
+            bail!("storm failed: {}", exit.describe());
+        }
+        parse_result(out)
+    }
+
+    /// Starts `count` sleeping processes and waits until all exist.
+    pub fn sleepers(&self, count: usize) -> Result<Sleepers> {
+        let mut cmd = Command::new(&self.bin);
+        cmd.args(["sleepers", "--count", &count.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped());
+        let mut proc = Proc::spawn("storm sleepers", &mut cmd, libc::SIGKILL)?;
+        let stdin = proc.child_mut().stdin.take();
+        let stdout = proc
+            .child_mut()
+            .stdout
+            .take()
+            .context("storm sleepers: no stdout pipe")?;
+        let mut s = Sleepers { proc, stdin };
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .context("reading storm sleepers' ready line")?;
+        if line.trim() != format!("ready {count}") {
+            let exit = s.proc.wait_timeout(Duration::from_secs(60))?;
+            bail!(
+                "storm sleepers did not start {count} processes (said {:?}, {})",
+                line.trim(),
+                exit.map(|e| e.describe())
+                    .unwrap_or_else(|| "still running".into())
+            );
+        }
+        Ok(s)
+    }
+}
+
+fn parse_result(path: &Path) -> Result<StormResult> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
+    let num = |k: &str| {
+        v.get(k)
+            .and_then(serde_json::Value::as_u64)
+            .with_context(|| format!("{}: no number {k:?}", path.display()))
+    };
+    let pids = v
+        .get("pids")
+        .and_then(serde_json::Value::as_array)
+        .with_context(|| format!("{}: no pids array", path.display()))?
+        .iter()
+        .map(|p| {
+            p.as_i64()
+                .and_then(|p| i32::try_from(p).ok())
+                .with_context(|| format!("{}: bad pid {p}", path.display()))
+        })
+        .collect::<Result<Vec<i32>>>()?;
+    let started = usize::try_from(num("started")?).context("started count")?;
+    anyhow::ensure!(
+        started == pids.len(),
+        "{}: started {started} but {} pids",
+        path.display(),
+        pids.len()
+    );
+    Ok(StormResult {
+        started,
+        wall_ns: num("wall_ns")?,
+        pids,
+    })
+}
+
+/// Sleeping processes held by `storm sleepers`; closing its stdin makes it kill and reap them.
+pub struct Sleepers {
+    proc: Proc,
+    stdin: Option<ChildStdin>,
+}
+
+impl Sleepers {
+    /// Ends and reaps every sleeper; fails if the holder did not finish cleanly.
+    pub fn stop(mut self) -> Result<()> {
+        self.stdin = None;
+        match self.proc.wait_timeout(Duration::from_secs(120))? {
+            Some(e) if e.is_clean(0) => Ok(()),
+            Some(e) => bail!("storm sleepers ended badly: {}", e.describe()),
+            None => bail!("storm sleepers did not finish within 120 s (killed)"),
+        }
+    }
+}
+
+impl Drop for Sleepers {
+    fn drop(&mut self) {
+        // EOF on stdin: the holder kills and reaps its sleepers itself (Proc's drop would
+        // SIGKILL the holder and leave them to their death signal and to init).
+        self.stdin = None;
+        let _ = self.proc.wait_timeout(Duration::from_secs(120));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn result_file_must_list_every_started_pid() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let p = dir.path().join("r.json");
+        std::fs::write(&p, r#"{"started":2,"failed":0,"wall_ns":5,"pids":[10,11]}"#)
+            .expect("write result");
+        let r = parse_result(&p).expect("valid result parses");
+        assert_eq!((r.started, r.wall_ns, r.pids), (2, 5, vec![10, 11]));
+        std::fs::write(&p, r#"{"started":3,"failed":0,"wall_ns":5,"pids":[10,11]}"#)
+            .expect("write result");
+        assert!(parse_result(&p).is_err(), "a missing pid must be an error");
+    }
+}

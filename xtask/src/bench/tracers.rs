@@ -1,0 +1,310 @@
+//! The configurations compared, how each tracer is started, known to be attached, measured
+//! over the storm window and stopped.
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use super::guard::check_interrupted;
+use super::outputs;
+use super::process::{Exit, Lines, Proc};
+use super::procfs::{self, ProgStat};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Config {
+    NoTracer,
+    Podtrace,
+    PodtraceContainers,
+    Bpftrace,
+    Forkstat,
+}
+
+impl Config {
+    pub const ALL: [Config; 5] = [
+        Config::NoTracer,
+        Config::Podtrace,
+        Config::PodtraceContainers,
+        Config::Bpftrace,
+        Config::Forkstat,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Config::NoTracer => "no tracer",
+            Config::Podtrace => "podtrace",
+            Config::PodtraceContainers => "podtrace --containers-only",
+            Config::Bpftrace => "bpftrace (exec+fork+exit)",
+            Config::Forkstat => "forkstat (proc connector)",
+        }
+    }
+
+    /// Whether the tracer's user space should see every storm process (the filtered
+    /// configuration should see none of them: they run on the host).
+    pub fn reports_host_processes(self) -> bool {
+        !matches!(self, Config::NoTracer | Config::PodtraceContainers)
+    }
+
+    /// The command line, as documented in BENCHMARKS.md.
+    pub fn shown(self, summary: bool) -> String {
+        let sum = if summary { " --summary SUMMARY" } else { "" };
+        match self {
+            Config::NoTracer => "-".into(),
+            Config::Podtrace => format!("podtrace run --output OUT{sum}"),
+            Config::PodtraceContainers => {
+                format!("podtrace run --containers-only --output OUT{sum}")
+            }
+            Config::Bpftrace => "bpftrace -o OUT exec_fork_exit.bt".into(),
+            Config::Forkstat => "forkstat -l -e fork,exec,exit > OUT".into(),
+        }
+    }
+}
+
+/// What the tracers need from the bench.
+pub struct Tools {
+    pub podtrace: PathBuf,
+    /// podtrace knows `run --summary FILE`.
+    pub summary: bool,
+    pub bpftrace_script: PathBuf,
+}
+
+impl Tools {
+    pub fn new(podtrace: PathBuf, dir: &Path) -> Result<Self> {
+        anyhow::ensure!(podtrace.is_file(), "{} is not built", podtrace.display());
+        let help = Command::new(&podtrace)
+            .args(["run", "--help"])
+            .output()
+            .with_context(|| format!("running {} run --help", podtrace.display()))?;
+        let summary = String::from_utf8_lossy(&help.stdout).contains("--summary");
+        let bpftrace_script = dir.join("exec_fork_exit.bt");
+        std::fs::write(&bpftrace_script, include_str!("exec_fork_exit.bt"))
+            .with_context(|| format!("writing {}", bpftrace_script.display()))?;
+        for tool in ["bpftrace", "forkstat"] {
+            let found = std::env::var_os("PATH")
+                .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+                .unwrap_or(false);
+            anyhow::ensure!(
+                found,
+                "{tool} is not installed (cargo xtask setup --runtimes)"
+            );
+        }
+        Ok(Self {
+            podtrace,
+            summary,
+            bpftrace_script,
+        })
+    }
+}
+
+/// CPU time and BPF program statistics at one instant.
+pub struct Snapshot {
+    pub cpu_ns: u64,
+    pub progs: BTreeMap<u32, ProgStat>,
+}
+
+/// A tracer that was started for one storm.
+pub struct Running {
+    pub config: Config,
+    proc: Proc,
+    stderr: Lines,
+    reader: Option<std::thread::JoinHandle<()>>,
+    pub out: PathBuf,
+    pub summary: Option<PathBuf>,
+}
+
+/// What a stopped tracer left behind.
+pub struct Finished {
+    pub exit: Exit,
+    pub stderr: Vec<String>,
+}
+
+/// Starts the tracer of `config` (None for the no-tracer baseline), writing under `dir`.
+pub fn start(config: Config, tools: &Tools, dir: &Path, tag: &str) -> Result<Option<Running>> {
+    let out = dir.join(format!("{tag}.out"));
+    let mut summary = None;
+    let mut cmd = match config {
+        Config::NoTracer => return Ok(None),
+        Config::Podtrace | Config::PodtraceContainers => {
+            let mut c = Command::new(&tools.podtrace);
+            c.args(["run", "--output"]).arg(&out);
+            if config == Config::PodtraceContainers {
+                c.arg("--containers-only");
+            }
+            if tools.summary {
+                let s = dir.join(format!("{tag}.summary.json"));
+                c.arg("--summary").arg(&s);
+                summary = Some(s);
+            }
+            c.env("NO_COLOR", "1").env("PODTRACE_LOG", "info");
+            c.stdout(Stdio::null());
+            c
+        }
+        Config::Bpftrace => {
+            let mut c = Command::new("bpftrace");
+            c.arg("-o").arg(&out).arg(&tools.bpftrace_script);
+            c.stdout(Stdio::null());
+            c
+        }
+        Config::Forkstat => {
+            let mut c = Command::new("forkstat");
+            c.args(["-l", "-e", "fork,exec,exit"]);
+            let f = File::create(&out).with_context(|| format!("creating {}", out.display()))?;
+            c.stdout(f);
+            c
+        }
+    };
+    cmd.stdin(Stdio::null()).stderr(Stdio::piped());
+    // SIGTERM if the bench dies: each of them then detaches and exits.
+    let mut proc = Proc::spawn(config.label(), &mut cmd, libc::SIGTERM)?;
+    let pipe = proc
+        .child_mut()
+        .stderr
+        .take()
+        .with_context(|| format!("{}: no stderr pipe", config.label()))?;
+    let (stderr, reader) = Lines::capture(pipe);
+    Ok(Some(Running {
+        config,
+        proc,
+        stderr,
+        reader: Some(reader),
+        out,
+        summary,
+    }))
+}
+
+/// Runs /bin/busybox true once (fork, exec, exit: every probe fires) and returns its pid.
+fn canary() -> Result<i32> {
+    let mut child = Command::new("/bin/busybox")
+        .arg("true")
+        .stdin(Stdio::null())
+        .spawn()
+        .context("running /bin/busybox true (canary)")?;
+    let pid = i32::try_from(child.id()).context("canary pid")?;
+    child.wait().context("waiting for the canary")?;
+    Ok(pid)
+}
+
+impl Running {
+    pub fn pid(&self) -> i32 {
+        self.proc.pid()
+    }
+
+    pub fn stderr(&self) -> &Lines {
+        &self.stderr
+    }
+
+    /// Waits until the tracer demonstrably sees events: every one of its tracepoint programs
+    /// has run (BPF tracers), or a canary exec is in its output (forkstat).
+    pub fn wait_ready(&mut self, limit: Duration) -> Result<()> {
+        let deadline = Instant::now() + limit;
+        loop {
+            check_interrupted()?;
+            if let Some(e) = self.proc.poll(false)? {
+                bail!(
+                    "{} exited before it was ready ({}); stderr:\n{}",
+                    self.config.label(),
+                    e.describe(),
+                    self.stderr.tail(20)
+                );
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{} was not ready within {limit:?}; stderr:\n{}",
+                    self.config.label(),
+                    self.stderr.tail(20)
+                );
+            }
+            let pid = canary()?;
+            if self.is_ready(pid)? {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn is_ready(&self, canary: i32) -> Result<bool> {
+        match self.config {
+            Config::NoTracer => Ok(true),
+            Config::Forkstat => outputs::forkstat_saw_exec(&self.out, canary),
+            Config::Podtrace | Config::PodtraceContainers | Config::Bpftrace => {
+                if matches!(self.config, Config::Podtrace | Config::PodtraceContainers)
+                    && self.stderr.find("attached").is_none()
+                {
+                    return Ok(false);
+                }
+                let progs = procfs::bpf_progs(self.pid())?;
+                let mut tps = progs
+                    .values()
+                    .filter(|p| procfs::is_tracepoint_type(p.prog_type))
+                    .peekable();
+                Ok(tps.peek().is_some() && tps.all(|p| p.run_cnt > 0))
+            }
+        }
+    }
+
+    pub fn snapshot(&self) -> Result<Snapshot> {
+        Ok(Snapshot {
+            cpu_ns: procfs::cpu_ns(self.pid())?,
+            progs: procfs::bpf_progs(self.pid())?,
+        })
+    }
+
+    /// Waits until the tracer has caught up: its CPU time and output size stop changing for
+    /// 300 ms (at most `limit`). Returns false if it was still busy at the limit.
+    pub fn settle(&mut self, limit: Duration) -> Result<bool> {
+        let deadline = Instant::now() + limit;
+        let probe = |r: &Self| -> Result<(u64, u64)> {
+            let len = std::fs::metadata(&r.out).map(|m| m.len()).unwrap_or(0);
+            Ok((procfs::cpu_ns(r.pid())?, len))
+        };
+        let mut last = probe(self)?;
+        let mut quiet = 0;
+        while Instant::now() < deadline {
+            check_interrupted()?;
+            std::thread::sleep(Duration::from_millis(100));
+            if let Some(e) = self.proc.poll(false)? {
+                bail!(
+                    "{} ended during the storm ({}); stderr:\n{}",
+                    self.config.label(),
+                    e.describe(),
+                    self.stderr.tail(20)
+                );
+            }
+            let now = probe(self)?;
+            if now == last {
+                quiet += 1;
+                if quiet >= 3 {
+                    return Ok(true);
+                }
+            } else {
+                quiet = 0;
+                last = now;
+            }
+        }
+        Ok(false)
+    }
+
+    /// SIGINT, as a user stopping it would; fails if it had to be killed or exited badly.
+    pub fn finish(mut self) -> Result<Finished> {
+        let exit = self.proc.stop(libc::SIGINT, Duration::from_secs(30));
+        // EOF follows the exit: the reader then has every line.
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+        let exit = exit.with_context(|| format!("stderr:\n{}", self.stderr.tail(20)))?;
+        if !exit.is_clean(libc::SIGINT) {
+            bail!(
+                "{} stopped with {}; stderr:\n{}",
+                self.config.label(),
+                exit.describe(),
+                self.stderr.tail(20)
+            );
+        }
+        Ok(Finished {
+            exit,
+            stderr: self.stderr.all(),
+        })
+    }
+}
