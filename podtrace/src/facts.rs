@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 
 /// Answers the engine's questions about the outside world.
 pub trait Facts {
-    /// The cgroup v2 path (relative to the cgroup2 root, starting with `/`) of a cgroup id.
-    fn cgroup_path(&mut self, cgroup_id: u64) -> Option<String>;
+    /// The cgroup v2 path (relative to the cgroup2 root, starting with `/`) of a cgroup id;
+    /// `pid` is a process that was in it when the event happened (a hint for live lookups).
+    fn cgroup_path(&mut self, cgroup_id: u64, pid: u32) -> Option<String>;
 }
 
 /// Where cgroup2 is mounted: `/sys/fs/cgroup` on unified hosts, `/sys/fs/cgroup/unified` on
@@ -25,13 +26,14 @@ pub fn cgroup2_root() -> Option<PathBuf> {
     })
 }
 
-/// Resolves cgroup ids by walking the cgroup2 tree, cached; a miss walks again (at most
-/// once per `min_rewalk` of boot time, so a storm of unknown ids costs one walk).
+/// Resolves cgroup ids, cached: first from the process's own /proc/PID/cgroup (checked against
+/// the directory's inode), else by walking the cgroup2 tree. An id that stays unknown is not
+/// looked up again for `negative_ttl`, so a storm of events from a removed cgroup costs one walk.
 pub struct LiveFacts {
     root: Option<PathBuf>,
     cache: HashMap<u64, String>,
-    last_walk: Option<std::time::Instant>,
-    min_rewalk: std::time::Duration,
+    misses: HashMap<u64, std::time::Instant>,
+    negative_ttl: std::time::Duration,
     pub walks: u64,
 }
 
@@ -40,8 +42,8 @@ impl LiveFacts {
         let mut f = Self {
             root: cgroup2_root(),
             cache: HashMap::new(),
-            last_walk: None,
-            min_rewalk: std::time::Duration::from_millis(20),
+            misses: HashMap::new(),
+            negative_ttl: std::time::Duration::from_millis(500),
             walks: 0,
         };
         f.walk();
@@ -57,7 +59,6 @@ impl LiveFacts {
             return;
         };
         self.walks += 1;
-        self.last_walk = Some(std::time::Instant::now());
         let mut stack = vec![root.clone()];
         while let Some(dir) = stack.pop() {
             let Ok(meta) = std::fs::metadata(&dir) else {
@@ -91,19 +92,47 @@ impl Default for LiveFacts {
     }
 }
 
+impl LiveFacts {
+    /// The process's cgroup2 path, if that directory is the cgroup id asked about.
+    fn from_proc(&self, cgroup_id: u64, pid: u32) -> Option<String> {
+        let root = self.root.as_ref()?;
+        let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+        let path = text.lines().find_map(|l| l.strip_prefix("0::"))?;
+        let ino = std::fs::metadata(root.join(path.trim_start_matches('/')))
+            .ok()?
+            .ino();
+        (ino == cgroup_id).then(|| path.to_string())
+    }
+}
+
 impl Facts for LiveFacts {
-    fn cgroup_path(&mut self, cgroup_id: u64) -> Option<String> {
+    fn cgroup_path(&mut self, cgroup_id: u64, pid: u32) -> Option<String> {
         if let Some(p) = self.cache.get(&cgroup_id) {
             return Some(p.clone());
         }
-        let recent = self
-            .last_walk
-            .map(|t| t.elapsed() < self.min_rewalk)
-            .unwrap_or(false);
-        if !recent {
-            self.walk();
+        if let Some(p) = self.from_proc(cgroup_id, pid) {
+            self.cache.insert(cgroup_id, p.clone());
+            return Some(p);
         }
-        self.cache.get(&cgroup_id).cloned()
+        if let Some(t) = self.misses.get(&cgroup_id) {
+            if t.elapsed() < self.negative_ttl {
+                return None;
+            }
+        }
+        self.walk();
+        match self.cache.get(&cgroup_id) {
+            Some(p) => {
+                self.misses.remove(&cgroup_id);
+                Some(p.clone())
+            }
+            None => {
+                if self.misses.len() > 4096 {
+                    self.misses.clear();
+                }
+                self.misses.insert(cgroup_id, std::time::Instant::now());
+                None
+            }
+        }
     }
 }
 
@@ -114,7 +143,7 @@ pub struct KnownFacts {
 }
 
 impl Facts for KnownFacts {
-    fn cgroup_path(&mut self, cgroup_id: u64) -> Option<String> {
+    fn cgroup_path(&mut self, cgroup_id: u64, _pid: u32) -> Option<String> {
         self.cgroups.get(&cgroup_id).cloned().flatten()
     }
 }
@@ -126,8 +155,8 @@ pub struct Recording<F> {
 }
 
 impl<F: Facts> Facts for Recording<F> {
-    fn cgroup_path(&mut self, cgroup_id: u64) -> Option<String> {
-        let a = self.inner.cgroup_path(cgroup_id);
+    fn cgroup_path(&mut self, cgroup_id: u64, pid: u32) -> Option<String> {
+        let a = self.inner.cgroup_path(cgroup_id, pid);
         self.answers.push((cgroup_id, a.clone()));
         a
     }
@@ -145,7 +174,7 @@ mod tests {
         };
         let mut facts = LiveFacts::new();
         assert_eq!(
-            facts.cgroup_path(std::fs::metadata(&root).expect("cgroup2 root").ino()),
+            facts.cgroup_path(std::fs::metadata(&root).expect("cgroup2 root").ino(), 0),
             Some("/".to_string())
         );
         let name = format!("podtrace-facts-test-{}", std::process::id());
@@ -155,8 +184,7 @@ mod tests {
             return;
         }
         let ino = std::fs::metadata(&dir).expect("new cgroup").ino();
-        std::thread::sleep(std::time::Duration::from_millis(30));
-        let got = facts.cgroup_path(ino);
+        let got = facts.cgroup_path(ino, 0);
         let _ = std::fs::remove_dir(&dir);
         assert_eq!(
             got,

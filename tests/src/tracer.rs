@@ -229,3 +229,41 @@ impl Run {
             .collect()
     }
 }
+
+/// `podtrace tree --json <args>` (the live picture from /proc, or `--from` a trace).
+pub fn tree_json(args: &[&str]) -> Value {
+    let out = Command::new(bin())
+        .arg("tree")
+        .arg("--json")
+        .args(args)
+        .output()
+        .expect("run podtrace tree");
+    assert!(
+        out.status.success(),
+        "podtrace tree failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("podtrace tree --json prints JSON")
+}
+
+/// Every container node of a tree view (in pods or not).
+pub fn tree_containers(view: &Value) -> Vec<&Value> {
+    let mut out: Vec<&Value> = view["containers"]
+        .as_array()
+        .map(|a| a.iter().collect())
+        .unwrap_or_default();
+    for pod in view["pods"].as_array().into_iter().flatten() {
+        out.extend(pod["containers"].as_array().into_iter().flatten());
+    }
+    out
+}
+
+/// All process nodes under a tree node, depth first.
+pub fn tree_processes(nodes: &Value) -> Vec<&Value> {
+    let mut out = Vec::new();
+    for n in nodes.as_array().into_iter().flatten() {
+        out.push(n);
+        out.extend(tree_processes(&n["children"]));
+    }
+    out
+}

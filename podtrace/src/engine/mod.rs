@@ -19,7 +19,7 @@ use containers::Registry;
 use process::{Proc, Table};
 
 /// An unresolvable cgroup id is asked about again after this much event time.
-const CGROUP_RETRY_NS: u64 = 1_000_000_000;
+const CGROUP_RETRY_NS: u64 = 500_000_000;
 /// Finished containers stay this long (for late events and the tree).
 const CONTAINER_GRACE_NS: u64 = 30_000_000_000;
 
@@ -151,7 +151,7 @@ impl Engine {
         }
     }
 
-    fn cgroup(&mut self, id: u64, facts: &mut dyn Facts) -> Option<Cgroup> {
+    fn cgroup(&mut self, id: u64, pid: u32, facts: &mut dyn Facts) -> Option<Cgroup> {
         if id == 0 {
             return None;
         }
@@ -162,7 +162,7 @@ impl Engine {
             }
             _ => {}
         }
-        match facts.cgroup_path(id) {
+        match facts.cgroup_path(id, pid) {
             Some(path) => {
                 let c = Cgroup {
                     info: parse_cgroup_path(&path),
@@ -198,12 +198,12 @@ impl Engine {
                 self.containers.learn_helper(h, pid)
             };
         }
-        let cg = self.cgroup(cgroup_id, facts);
+        let cg = self.cgroup(cgroup_id, pid, facts);
         if container.is_none() {
             if let Some(cg) = &cg {
                 if let Some(id) = &cg.info.container_id {
                     self.containers.learn_cgroup(id, &cg.info, &cg.path);
-                    if cg.info.conmon {
+                    if cg.info.conmon && role.is_none() && prev_role != Some(Role::Runtime) {
                         role = Some(Role::Conmon);
                         self.containers.entry(id).helper_pid.get_or_insert(pid);
                     }
@@ -470,7 +470,7 @@ impl Engine {
     }
 
     fn fields(&mut self, ev: &KernelEvent, facts: &mut dyn Facts) -> ProcessFields {
-        let cgroup = self.cgroup(ev.cgroup_id, facts).map(|c| c.path);
+        let cgroup = self.cgroup(ev.cgroup_id, ev.pid, facts).map(|c| c.path);
         let (container, role) = match self.table.get(ev.pid) {
             Some(p) => (p.container.clone(), p.role),
             None => (None, None),
