@@ -6,6 +6,7 @@
 //! `lost` counts; a clean stop ends with `end`. A name ending in `.zst` is zstd-compressed.
 //! See docs/trace-format.md.
 pub mod reader;
+pub mod synth;
 pub mod writer;
 
 use serde::{Deserialize, Serialize};

@@ -1,0 +1,144 @@
+//! Property tests (fuzzing) of the trace reader and the engine: arbitrary and mutated input
+//! never panics, every error names `FILE:LINE`, and the engine answers every event.
+use std::io::Cursor;
+
+use podtrace::clock::BootClock;
+use podtrace::engine::Engine;
+use podtrace::facts::KnownFacts;
+use podtrace::kernel_event::{ExecPayload, ExitPayload, KernelEvent, Kind};
+use podtrace::trace::reader::TraceReader;
+use podtrace::trace::{synth, Record};
+use proptest::prelude::*;
+
+/// Reads everything; returns (records, error text).
+fn read_all(bytes: Vec<u8>, lenient: bool) -> (usize, Option<String>) {
+    let mut r =
+        TraceReader::from_reader(Box::new(Cursor::new(bytes)), "fuzz.trace".into(), lenient);
+    let mut n = 0;
+    loop {
+        match r.next_record() {
+            Ok(Some(_)) => n += 1,
+            Ok(None) => return (n, None),
+            Err(e) => return (n, Some(e.to_string())),
+        }
+    }
+}
+
+fn base() -> Vec<u8> {
+    synth::to_ndjson(&synth::trace(60, 2, 7)).into_bytes()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..2048), lenient in any::<bool>()) {
+        let (_, err) = read_all(bytes, lenient);
+        if let Some(e) = err {
+            prop_assert!(e.starts_with("fuzz.trace:"), "{}", e);
+        }
+    }
+
+    #[test]
+    fn mutated_traces_never_panic(flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8), cut in any::<prop::sample::Index>(), lenient in any::<bool>()) {
+        let mut bytes = base();
+        for (i, b) in flips {
+            let i = i.index(bytes.len());
+            bytes[i] = b;
+        }
+        let keep = cut.index(bytes.len() + 1);
+        bytes.truncate(keep.max(1));
+        let (_, err) = read_all(bytes, lenient);
+        if let Some(e) = err {
+            let mut parts = e.splitn(3, ':');
+            prop_assert_eq!(parts.next(), Some("fuzz.trace"));
+            prop_assert!(parts.next().map(|l| l.parse::<u64>().is_ok()).unwrap_or(false), "{}", e);
+        }
+    }
+
+    #[test]
+    fn engine_answers_every_event_of_any_sequence(evs in proptest::collection::vec(event(), 1..200)) {
+        let mut engine = Engine::new(BootClock { offset_ns: 0 }, 4026531836, None);
+        let mut facts = KnownFacts::default();
+        facts.cgroups.insert(7, Some("/kubepods/besteffort/pod123/0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef".into()));
+        let mut out = Vec::new();
+        for (i, e) in evs.iter().enumerate() {
+            engine.ingest(e, &mut facts, &mut out);
+            prop_assert_eq!(out.len(), i + 1);
+        }
+        let _ = podtrace::engine::tree::build(&engine, &podtrace::engine::tree::Filter { all: true, ..Default::default() });
+    }
+}
+
+fn event() -> impl Strategy<Value = KernelEvent> {
+    (
+        0u8..4,
+        1u32..40,
+        0u32..40,
+        0u32..3,
+        prop::sample::select(vec![0u64, 1, 7, 99]),
+        prop::collection::vec(
+            prop::sample::select(vec![
+                "/usr/bin/conmon",
+                "-c",
+                "abc",
+                "-n",
+                "k8s_a_b_c_d_0",
+                "runc",
+                "create",
+                "-namespace",
+                "k8s.io",
+                "-id",
+                "x",
+                "--exec",
+                "sh",
+            ]),
+            0..6,
+        ),
+        any::<u32>(),
+    )
+        .prop_map(|(k, pid, ppid, ns, cg, argv, status)| {
+            let kind = [Kind::Fork, Kind::Exec, Kind::Exit, Kind::Thread][usize::from(k)];
+            KernelEvent {
+                kind,
+                ts_ns: u64::from(pid) * 1000,
+                pid,
+                tid: pid,
+                ppid,
+                nspid: if ns == 0 { pid } else { 1 },
+                pidns: 4026531836 + ns,
+                uid: 0,
+                gid: 0,
+                comm: argv.first().map(|s| s.to_string()).unwrap_or_default(),
+                cgroup_id: cg,
+                start_ns: u64::from(pid) * 10_000_000,
+                partial: false,
+                exec: (kind == Kind::Exec).then(|| ExecPayload {
+                    filename: argv.first().map(|s| s.to_string()).unwrap_or_default(),
+                    argv: argv.iter().map(|s| s.to_string()).collect(),
+                    argv_truncated: false,
+                }),
+                exit: (kind == Kind::Exit).then_some(ExitPayload {
+                    status,
+                    duration_ns: 1,
+                }),
+            }
+        })
+}
+
+#[test]
+fn synthetic_trace_reads_back_record_for_record() {
+    let records = synth::trace(300, 3, 1);
+    let text = synth::to_ndjson(&records);
+    let mut r = TraceReader::from_reader(
+        Box::new(Cursor::new(text.into_bytes())),
+        "synth".into(),
+        false,
+    );
+    let mut back: Vec<Record> = Vec::new();
+    while let Some((_, rec)) = r.next_record().expect("valid trace") {
+        back.push(rec);
+    }
+    assert_eq!(back, records);
+    assert!(r.cut_short.is_none());
+}
