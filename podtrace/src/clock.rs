@@ -44,6 +44,44 @@ impl BootClock {
     }
 }
 
+/// Formats timestamps, reusing the date and time of day while the second does not change
+/// (events come thousands per second: only the nanoseconds differ).
+#[derive(Clone, Debug, Default)]
+pub struct TsFormatter {
+    second: Option<i64>,
+    prefix: String,
+}
+
+impl TsFormatter {
+    pub fn format(&mut self, unix_ns: i64) -> String {
+        let secs = unix_ns.div_euclid(1_000_000_000);
+        let nanos = unix_ns.rem_euclid(1_000_000_000) as u32;
+        if self.second != Some(secs) {
+            let full = format_rfc3339(secs * 1_000_000_000);
+            // "YYYY-MM-DDTHH:MM:SS." without the fraction and the Z.
+            self.prefix = full
+                .get(..full.len().saturating_sub(10))
+                .unwrap_or("")
+                .to_string();
+            self.second = Some(secs);
+            if !full.ends_with(".000000000Z") {
+                return format_rfc3339(unix_ns);
+            }
+        }
+        let mut out = String::with_capacity(self.prefix.len() + 10);
+        out.push_str(&self.prefix);
+        let mut digits = [b'0'; 9];
+        let mut n = nanos;
+        for d in digits.iter_mut().rev() {
+            *d = b'0' + (n % 10) as u8;
+            n /= 10;
+        }
+        out.push_str(std::str::from_utf8(&digits).unwrap_or("000000000"));
+        out.push('Z');
+        out
+    }
+}
+
 /// `YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ` (UTC, always nine fractional digits).
 pub fn format_rfc3339(unix_ns: i64) -> String {
     let secs = unix_ns.div_euclid(1_000_000_000);
@@ -85,6 +123,23 @@ mod tests {
             format_rfc3339(1_795_734_349_123_456_789),
             "2026-11-26T23:05:49.123456789Z"
         );
+    }
+
+    #[test]
+    fn cached_formatter_agrees_with_the_plain_one() {
+        let mut f = TsFormatter::default();
+        for ns in [
+            0i64,
+            1,
+            999_999_999,
+            1_000_000_000,
+            1_795_734_349_123_456_789,
+            1_795_734_349_999_999_999,
+            1_795_734_350_000_000_001,
+            1_795_734_349_000_000_007,
+        ] {
+            assert_eq!(f.format(ns), format_rfc3339(ns), "{ns}");
+        }
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! The NDJSON event schema (v1). Field names are a contract: see docs/events.md.
 //! `podtrace schema` prints the JSON Schema generated from these types.
+use std::sync::Arc;
+
 use schemars::JsonSchema;
 use serde::Serialize;
 
@@ -57,9 +59,9 @@ pub struct ProcessFields {
     /// Process start, nanoseconds since boot (with pid, the process's identity).
     pub start_ns: u64,
     /// cgroup v2 path, null when it could not be resolved.
-    pub cgroup: Option<String>,
-    pub container: Option<ContainerRef>,
-    pub pod: Option<PodRef>,
+    pub cgroup: Option<Arc<str>>,
+    pub container: Option<Arc<ContainerRef>>,
+    pub pod: Option<Arc<PodRef>>,
     pub role: Option<Role>,
     /// Node name (`--node` / NODE_NAME), absent when not set.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -75,7 +77,7 @@ pub enum Event {
         #[serde(flatten)]
         process: ProcessFields,
         filename: String,
-        argv: Vec<String>,
+        argv: Arc<[String]>,
         /// argv was longer than the 4 KiB the kernel side copies.
         argv_truncated: bool,
     },

@@ -7,7 +7,7 @@ use podtrace_tests::lab::{
 use podtrace_tests::tracer::{tree_containers, tree_json, tree_processes, Run, Tracer};
 use serde_json::Value;
 
-fn events_of<'a>(run: &'a Run, pid: u32) -> Vec<&'a Value> {
+fn events_of(run: &Run, pid: u32) -> Vec<&Value> {
     run.events.iter().filter(|e| e["pid"] == pid).collect()
 }
 

@@ -1,5 +1,7 @@
 //! What the engine knows of each container: names, pod, runtime, its helper and its init.
-use std::collections::HashMap;
+use std::sync::Arc;
+
+use rustc_hash::FxHashMap as HashMap;
 
 use crate::attribution::{CgroupInfo, Helper, HelperKind, Runtime};
 use crate::output::{ContainerRef, PodRef};
@@ -9,7 +11,7 @@ pub const CONTAINERS_MAX: usize = 16_384;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Container {
-    pub id: String,
+    pub id: Arc<str>,
     pub name: Option<String>,
     pub runtime: Option<Runtime>,
     pub pod_name: Option<String>,
@@ -28,12 +30,14 @@ pub struct Container {
     pub cgroup: Option<String>,
     /// Set when both helper and init are gone.
     pub finished_ns: Option<u64>,
+    /// What events carry, built once per change (names and pod change rarely).
+    refs: Option<(Arc<ContainerRef>, Option<Arc<PodRef>>)>,
 }
 
 impl Container {
     pub fn reference(&self) -> ContainerRef {
         ContainerRef {
-            id: self.id.clone(),
+            id: self.id.to_string(),
             name: self.name.clone(),
             runtime: self.runtime,
         }
@@ -53,8 +57,9 @@ impl Container {
 
 #[derive(Default)]
 pub struct Registry {
-    by_id: HashMap<String, Container>,
-    by_pidns: HashMap<u32, String>,
+    by_id: HashMap<Arc<str>, Container>,
+    by_pidns: HashMap<u32, Arc<str>>,
+    last_evict_ns: u64,
 }
 
 impl Registry {
@@ -62,25 +67,39 @@ impl Registry {
         self.by_id.get(id)
     }
 
+    /// The container's shared id (what processes point at).
+    pub fn id(&self, id: &str) -> Option<Arc<str>> {
+        self.by_id.get(id).map(|c| c.id.clone())
+    }
+
+    /// The record to change; changing it rebuilds what events carry.
     pub fn entry(&mut self, id: &str) -> &mut Container {
-        if !self.by_id.contains_key(id) {
-            if self.by_id.len() >= CONTAINERS_MAX {
-                self.evict_one();
-            }
-            self.by_id.insert(
-                id.to_string(),
-                Container {
-                    id: id.to_string(),
-                    ..Container::default()
-                },
-            );
+        if !self.by_id.contains_key(id) && self.by_id.len() >= CONTAINERS_MAX {
+            self.evict_one();
         }
-        self.by_id
-            .entry(id.to_string())
-            .or_insert_with(|| Container {
-                id: id.to_string(),
+        let c = self
+            .by_id
+            .entry(Arc::from(id))
+            .or_insert_with_key(|key| Container {
+                id: key.clone(),
                 ..Container::default()
-            })
+            });
+        c.refs = None;
+        c
+    }
+
+    /// Container and pod as events carry them.
+    pub fn refs(&mut self, id: &str) -> (Option<Arc<ContainerRef>>, Option<Arc<PodRef>>) {
+        let Some(c) = self.by_id.get_mut(id) else {
+            return (None, None);
+        };
+        if c.refs.is_none() {
+            c.refs = Some((Arc::new(c.reference()), c.pod().map(Arc::new)));
+        }
+        match &c.refs {
+            Some((cref, pod)) => (Some(cref.clone()), pod.clone()),
+            None => (None, None),
+        }
     }
 
     fn evict_one(&mut self) {
@@ -99,7 +118,7 @@ impl Registry {
     pub fn remove(&mut self, id: &str) {
         if let Some(c) = self.by_id.remove(id) {
             if let Some(ns) = c.pidns {
-                if self.by_pidns.get(&ns).map(String::as_str) == Some(id) {
+                if self.by_pidns.get(&ns).map(|k| &**k) == Some(id) {
                     self.by_pidns.remove(&ns);
                 }
             }
@@ -107,9 +126,9 @@ impl Registry {
     }
 
     /// What a runtime helper's argv says about its container.
-    pub fn learn_helper(&mut self, h: &Helper, pid: u32) -> Option<String> {
-        let id = h.container_id.clone()?;
-        let c = self.entry(&id);
+    pub fn learn_helper(&mut self, h: &Helper, pid: u32) -> Option<Arc<str>> {
+        let id = h.container_id.as_deref()?;
+        let c = self.entry(id);
         if let Some(k) = &h.k8s {
             c.name = Some(k.container.clone());
             c.pod_name = Some(k.pod.clone());
@@ -133,11 +152,11 @@ impl Registry {
                 c.helper_pid = Some(pid);
                 c.runtime = Some(Runtime::Containerd);
                 c.ctr_namespace = h.namespace.clone();
-                c.name.get_or_insert_with(|| id.clone());
+                c.name.get_or_insert_with(|| id.to_string());
             }
             HelperKind::Runtime => {}
         }
-        Some(id)
+        Some(c.id.clone())
     }
 
     /// What a container cgroup path says (runtime, pod uid, QoS).
@@ -165,26 +184,28 @@ impl Registry {
         c.finished_ns = None;
         if pidns != host_pidns && pidns != 0 && host_pidns != 0 {
             c.pidns = Some(pidns);
-            self.by_pidns.insert(pidns, id.to_string());
+            let key = c.id.clone();
+            self.by_pidns.insert(pidns, key);
         }
     }
 
     /// The container whose own pid namespace this is.
-    pub fn by_pidns(&self, pidns: u32) -> Option<&str> {
-        self.by_pidns.get(&pidns).map(String::as_str)
+    pub fn by_pidns(&self, pidns: u32) -> Option<Arc<str>> {
+        self.by_pidns.get(&pidns).cloned()
     }
 
     /// A container whose containerd shim matches a `/<namespace>/<id>` cgroup path.
-    pub fn by_shim_path(&self, path: &str) -> Option<&str> {
+    pub fn by_shim_path(&self, path: &str) -> Option<Arc<str>> {
         let mut parts = path.trim_start_matches('/').splitn(2, '/');
         let (ns, id) = (parts.next()?, parts.next()?);
         let c = self.by_id.get(id)?;
-        (c.ctr_namespace.as_deref() == Some(ns)).then_some(c.id.as_str())
+        (c.ctr_namespace.as_deref() == Some(ns)).then(|| c.id.clone())
     }
 
     /// Notes that a helper or init exited; finished containers are dropped later.
     pub fn process_exited(&mut self, id: &str, pid: u32, at_ns: u64) {
         if let Some(c) = self.by_id.get_mut(id) {
+            c.refs = None;
             if c.helper_pid == Some(pid) {
                 c.helper_pid = None;
             }
@@ -197,8 +218,13 @@ impl Registry {
         }
     }
 
+    /// Drops containers finished for longer than `grace_ns` (looked at once a second).
     pub fn evict(&mut self, now_ns: u64, grace_ns: u64) {
-        let old: Vec<String> = self
+        if now_ns.saturating_sub(self.last_evict_ns) < 1_000_000_000 {
+            return;
+        }
+        self.last_evict_ns = now_ns;
+        let old: Vec<Arc<str>> = self
             .by_id
             .values()
             .filter(|c| {

@@ -6,10 +6,12 @@ pub mod containers;
 pub mod process;
 pub mod tree;
 
-use std::collections::HashMap;
+use std::sync::Arc;
+
+use rustc_hash::FxHashMap as HashMap;
 
 use crate::attribution::{parse_cgroup_path, parse_helper, CgroupInfo, HelperKind};
-use crate::clock::BootClock;
+use crate::clock::{BootClock, TsFormatter};
 use crate::facts::Facts;
 use crate::kernel_event::{KernelEvent, Kind};
 use crate::output::{Event, ProcessFields, Role};
@@ -23,15 +25,15 @@ const CGROUP_RETRY_NS: u64 = 500_000_000;
 /// Finished containers stay this long (for late events and the tree).
 const CONTAINER_GRACE_NS: u64 = 30_000_000_000;
 
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 struct Cgroup {
-    path: String,
+    path: Arc<str>,
     info: CgroupInfo,
 }
 
 #[derive(Clone, Debug)]
 enum CgroupEntry {
-    Known(Cgroup),
+    Known(Arc<Cgroup>),
     /// Not resolvable when asked at this event time.
     Unknown(u64),
 }
@@ -50,6 +52,7 @@ pub struct Engine {
     containers: Registry,
     cgroups: HashMap<u64, CgroupEntry>,
     now_ns: u64,
+    ts: TsFormatter,
     pub stats: Stats,
 }
 
@@ -61,10 +64,19 @@ fn helper_role(kind: HelperKind) -> Role {
     }
 }
 
+fn exe_of(p: &Proc) -> &str {
+    p.filename.as_deref().unwrap_or(&p.comm)
+}
+
 /// conmon started for `podman exec` / `crictl exec` (not the container's own monitor).
 fn is_exec_session(p: &Proc) -> bool {
-    let exe = p.filename.as_deref().unwrap_or(&p.comm);
-    parse_helper(exe, &p.argv).map(|h| h.exec).unwrap_or(false)
+    parse_helper(exe_of(p), &p.argv)
+        .map(|h| h.exec)
+        .unwrap_or(false)
+}
+
+fn is_helper(role: Option<Role>) -> bool {
+    matches!(role, Some(Role::Conmon) | Some(Role::Shim))
 }
 
 impl Engine {
@@ -77,8 +89,9 @@ impl Engine {
             host_pidns,
             table: Table::default(),
             containers: Registry::default(),
-            cgroups: HashMap::new(),
+            cgroups: HashMap::default(),
             now_ns: 0,
+            ts: TsFormatter::default(),
             stats: Stats::default(),
         }
     }
@@ -106,10 +119,10 @@ impl Engine {
             if let (Some(path), true) = (&p.cgroup, p.cgroup_id != 0) {
                 self.cgroups.insert(
                     p.cgroup_id,
-                    CgroupEntry::Known(Cgroup {
+                    CgroupEntry::Known(Arc::new(Cgroup {
                         info: parse_cgroup_path(path),
-                        path: path.clone(),
-                    }),
+                        path: Arc::from(path.as_str()),
+                    })),
                 );
             }
             self.table.insert(Proc {
@@ -121,8 +134,8 @@ impl Engine {
                 uid: p.uid,
                 gid: p.gid,
                 comm: p.comm.clone(),
-                filename: p.exe.clone(),
-                argv: p.argv.clone(),
+                filename: p.exe.as_deref().map(Arc::from),
+                argv: p.argv.clone().into(),
                 cgroup_id: p.cgroup_id,
                 container: None,
                 role: None,
@@ -130,8 +143,7 @@ impl Engine {
             });
             self.now_ns = self.now_ns.max(p.start_ns);
         }
-        // Helpers first (their argv names the containers), then everyone else in pid order;
-        // twice, so that children see their parents' attribution.
+        // In pid order, twice, so that children see what their parents were given.
         let mut pids: Vec<u32> = procs.iter().map(|p| p.pid).collect();
         pids.sort_unstable();
         for _ in 0..2 {
@@ -142,16 +154,19 @@ impl Engine {
         }
     }
 
-    fn parent_attribution(&self, pid: u32) -> Option<String> {
+    /// The container a process inherits from its parent (not from a helper: conmon's and the
+    /// shim's children are the runtime and the init, which say for themselves).
+    fn parent_attribution(&self, pid: u32) -> Option<Arc<str>> {
         let ppid = self.table.get(pid)?.ppid;
         let parent = self.table.get(ppid)?;
-        match parent.role {
-            Some(Role::Conmon) | Some(Role::Shim) => None,
-            _ => parent.container.clone(),
+        if is_helper(parent.role) {
+            None
+        } else {
+            parent.container.clone()
         }
     }
 
-    fn cgroup(&mut self, id: u64, pid: u32, facts: &mut dyn Facts) -> Option<Cgroup> {
+    fn cgroup(&mut self, id: u64, pid: u32, facts: &mut dyn Facts) -> Option<Arc<Cgroup>> {
         if id == 0 {
             return None;
         }
@@ -164,10 +179,10 @@ impl Engine {
         }
         match facts.cgroup_path(id, pid) {
             Some(path) => {
-                let c = Cgroup {
+                let c = Arc::new(Cgroup {
                     info: parse_cgroup_path(&path),
-                    path,
-                };
+                    path: Arc::from(path),
+                });
                 self.cgroups.insert(id, CgroupEntry::Known(c.clone()));
                 Some(c)
             }
@@ -178,68 +193,69 @@ impl Engine {
         }
     }
 
-    /// Works out container and role of a table entry. `inherited` is the container the
-    /// process had before (exec) or its parent's (fork), used when nothing better is known.
-    fn attribute(&mut self, pid: u32, facts: &mut dyn Facts, inherited: Option<String>) {
+    /// Works out container and role of a table entry, in order of trust: a runtime helper's
+    /// argv, the cgroup path, the container's pid namespace, then `inherited` (the container
+    /// the process had before exec, or its parent's at fork).
+    fn attribute(&mut self, pid: u32, facts: &mut dyn Facts, inherited: Option<Arc<str>>) {
         let Some(p) = self.table.get(pid) else { return };
-        let (cgroup_id, nspid, pidns, ppid) = (p.cgroup_id, p.nspid, p.pidns, p.ppid);
-        let exe = p.filename.clone().unwrap_or_else(|| p.comm.clone());
-        let helper = parse_helper(&exe, &p.argv);
-        let exec_session = helper.as_ref().map(|h| h.exec).unwrap_or(false);
-        let prev_role = p.role;
+        let (cgroup_id, nspid, pidns, ppid, prev_role) =
+            (p.cgroup_id, p.nspid, p.pidns, p.ppid, p.role);
+        let no_argv = p.argv.is_empty();
+        let helper = parse_helper(exe_of(p), &p.argv);
 
         let mut role = None;
-        let mut container = None;
+        let mut container: Option<Arc<str>> = None;
         if let Some(h) = &helper {
             role = Some(helper_role(h.kind));
-            container = if h.kind == HelperKind::Conmon && exec_session {
-                h.container_id.clone()
+            container = if h.kind == HelperKind::Conmon && h.exec {
+                // An exec session's conmon joins the container without becoming its monitor.
+                h.container_id
+                    .as_deref()
+                    .map(|id| self.containers.entry(id).id.clone())
             } else {
                 self.containers.learn_helper(h, pid)
             };
         }
         let cg = self.cgroup(cgroup_id, pid, facts);
-        if container.is_none() {
-            if let Some(cg) = &cg {
-                if let Some(id) = &cg.info.container_id {
+        if let Some(cg) = &cg {
+            match (&container, &cg.info.container_id) {
+                (None, Some(id)) => {
                     self.containers.learn_cgroup(id, &cg.info, &cg.path);
                     if cg.info.conmon && role.is_none() && prev_role != Some(Role::Runtime) {
                         role = Some(Role::Conmon);
                         self.containers.entry(id).helper_pid.get_or_insert(pid);
                     }
-                    container = Some(id.clone());
-                } else if let Some(id) = self.containers.by_shim_path(&cg.path) {
-                    let id = id.to_string();
-                    let info = CgroupInfo::default();
-                    self.containers.learn_cgroup(&id, &info, &cg.path);
-                    container = Some(id);
+                    container = self.containers.id(id);
                 }
-            }
-        } else if let (Some(cg), Some(id)) = (&cg, &container) {
-            if cg.info.container_id.as_deref() == Some(id.as_str()) {
-                self.containers.learn_cgroup(id, &cg.info, &cg.path);
+                (None, None) => {
+                    if let Some(id) = self.containers.by_shim_path(&cg.path) {
+                        self.containers
+                            .learn_cgroup(&id, &CgroupInfo::default(), &cg.path);
+                        container = Some(id);
+                    }
+                }
+                (Some(have), Some(id)) if **have == **id => {
+                    self.containers.learn_cgroup(id, &cg.info, &cg.path);
+                }
+                _ => {}
             }
         }
         if container.is_none() {
-            container = self.containers.by_pidns(pidns).map(str::to_string);
+            container = self.containers.by_pidns(pidns);
         }
         if container.is_none() {
             container = inherited;
         }
-        if role.is_none() {
-            // A forked copy of a helper stays that helper until it execs something else.
-            if matches!(
+        // A forked copy of a helper stays that helper until it execs something else.
+        if role.is_none()
+            && helper.is_none()
+            && no_argv
+            && matches!(
                 prev_role,
                 Some(Role::Conmon) | Some(Role::Shim) | Some(Role::Runtime)
-            ) && helper.is_none()
-                && self
-                    .table
-                    .get(pid)
-                    .map(|p| p.argv.is_empty())
-                    .unwrap_or(false)
-            {
-                role = prev_role;
-            }
+            )
+        {
+            role = prev_role;
         }
         if let Some(id) = &container {
             let own_ns_init =
@@ -249,7 +265,7 @@ impl Engine {
                 .get(id)
                 .map(|c| c.helper_pid == Some(ppid) && !c.had_init)
                 .unwrap_or(false);
-            if role.is_none() || role == Some(Role::Runtime) || role == Some(Role::ContainerInit) {
+            if matches!(role, None | Some(Role::Runtime) | Some(Role::ContainerInit)) {
                 if own_ns_init || (role.is_none() && child_of_helper && helper.is_none()) {
                     role = Some(Role::ContainerInit);
                     self.containers.set_init(id, pid, pidns, self.host_pidns);
@@ -289,7 +305,7 @@ impl Engine {
         self.now_ns = self.now_ns.max(ts_ns);
         self.stats.lost += count;
         out.push(Event::Lost {
-            ts: self.clock.rfc3339(ts_ns),
+            ts: self.ts.format(self.clock.unix_ns(ts_ns)),
             count,
             node: self.node.clone(),
         });
@@ -306,7 +322,7 @@ impl Engine {
             gid: ev.gid,
             comm: ev.comm.clone(),
             filename: None,
-            argv: Vec::new(),
+            argv: Arc::from([]),
             cgroup_id: ev.cgroup_id,
             container: None,
             role: None,
@@ -328,7 +344,9 @@ impl Engine {
         p.pidns = ev.pidns;
         p.uid = ev.uid;
         p.gid = ev.gid;
-        p.comm.clone_from(&ev.comm);
+        if p.comm != ev.comm {
+            p.comm.clone_from(&ev.comm);
+        }
         p.cgroup_id = ev.cgroup_id;
         if p.start_ns / process::TICK_NS == ev.start_ns / process::TICK_NS {
             p.start_ns = ev.start_ns;
@@ -336,14 +354,14 @@ impl Engine {
     }
 
     fn on_exec(&mut self, ev: &KernelEvent, facts: &mut dyn Facts, out: &mut Vec<Event>) {
-        let exec = ev
-            .exec
-            .clone()
-            .unwrap_or_else(|| crate::kernel_event::ExecPayload {
-                filename: String::new(),
-                argv: Vec::new(),
-                argv_truncated: false,
-            });
+        let (filename, argv, argv_truncated) = match &ev.exec {
+            Some(x) => (
+                x.filename.clone(),
+                Arc::<[String]>::from(x.argv.as_slice()),
+                x.argv_truncated,
+            ),
+            None => (String::new(), Arc::from([]), false),
+        };
         let inherited = match self.table.live_matching(ev.pid, ev.start_ns) {
             Some(p) => {
                 Self::update_from_event(p, ev);
@@ -355,16 +373,16 @@ impl Engine {
             }
         };
         if let Some(p) = self.table.get_mut(ev.pid) {
-            p.filename = Some(exec.filename.clone());
-            p.argv.clone_from(&exec.argv);
+            p.filename = Some(Arc::from(filename.as_str()));
+            p.argv = argv.clone();
         }
         self.attribute(ev.pid, facts, inherited);
         let process = self.fields(ev, facts);
         out.push(Event::Exec {
             process,
-            filename: exec.filename,
-            argv: exec.argv,
-            argv_truncated: exec.argv_truncated,
+            filename,
+            argv,
+            argv_truncated,
         });
     }
 
@@ -373,15 +391,16 @@ impl Engine {
         let mut inherited = None;
         if let Some(parent) = self.table.get(ev.ppid) {
             child.filename.clone_from(&parent.filename);
+            // A copy of a helper or runtime is one until it execs; a child of the init is not
+            // the init.
             child.role = match parent.role {
-                Some(Role::ContainerInit) | None => None,
+                Some(Role::ContainerInit) => None,
                 r => r,
             };
-            inherited = match parent.role {
-                Some(Role::Conmon) | Some(Role::Shim) => {
-                    parent.container.clone().filter(|_| child.role.is_some())
-                }
-                _ => parent.container.clone(),
+            inherited = if is_helper(parent.role) && child.role.is_none() {
+                None
+            } else {
+                parent.container.clone()
             };
         }
         self.table.insert(child);
@@ -435,15 +454,22 @@ impl Engine {
         }
     }
 
-    /// Orphans go to the nearest subreaper the engine knows (conmon, shim), else to the init
-    /// of their pid namespace. The next event of each child carries the kernel's own answer.
+    /// Orphans go to the init of their pid namespace when it lives on (inside a container),
+    /// else to the nearest subreaper the engine knows (conmon, shim), else to PID 1. The
+    /// next event of each child carries the kernel's own answer.
     fn reparent_children(&mut self, dead: &Proc) {
-        let mut reaper = None;
+        let ns_init = dead
+            .container
+            .as_deref()
+            .and_then(|id| self.containers.get(id))
+            .and_then(|c| c.init_pid)
+            .filter(|&init| init != dead.pid);
+        let mut reaper = 1;
         let mut cur = dead.ppid;
         for _ in 0..64 {
             let Some(p) = self.table.get(cur) else { break };
-            if matches!(p.role, Some(Role::Conmon) | Some(Role::Shim)) {
-                reaper = Some(p.pid);
+            if is_helper(p.role) {
+                reaper = p.pid;
                 break;
             }
             if p.ppid == cur || p.ppid == 0 {
@@ -451,33 +477,31 @@ impl Engine {
             }
             cur = p.ppid;
         }
-        let ns_init = dead
-            .container
-            .as_deref()
-            .and_then(|id| self.containers.get(id))
-            .and_then(|c| c.init_pid)
-            .filter(|&init| init != dead.pid);
-        let host_init = 1;
+        let host_pidns = self.host_pidns;
         for p in self.table.live_mut() {
             if p.ppid == dead.pid {
-                p.ppid = if p.pidns != 0 && Some(p.pidns) == dead_ns_of(dead) && ns_init.is_some() {
-                    ns_init.unwrap_or(host_init)
-                } else {
-                    reaper.unwrap_or(host_init)
+                p.ppid = match ns_init {
+                    Some(init) if p.pidns == dead.pidns && p.pidns != host_pidns => init,
+                    _ => reaper,
                 };
             }
         }
     }
 
     fn fields(&mut self, ev: &KernelEvent, facts: &mut dyn Facts) -> ProcessFields {
-        let cgroup = self.cgroup(ev.cgroup_id, ev.pid, facts).map(|c| c.path);
+        let cgroup = self
+            .cgroup(ev.cgroup_id, ev.pid, facts)
+            .map(|c| c.path.clone());
         let (container, role) = match self.table.get(ev.pid) {
             Some(p) => (p.container.clone(), p.role),
             None => (None, None),
         };
-        let c = container.as_deref().and_then(|id| self.containers.get(id));
+        let (container, pod) = match container.as_deref() {
+            Some(id) => self.containers.refs(id),
+            None => (None, None),
+        };
         ProcessFields {
-            ts: self.clock.rfc3339(ev.ts_ns),
+            ts: self.ts.format(self.clock.unix_ns(ev.ts_ns)),
             pid: ev.pid,
             tid: ev.tid,
             ppid: ev.ppid,
@@ -489,17 +513,12 @@ impl Engine {
             cgroup_id: ev.cgroup_id,
             start_ns: ev.start_ns,
             cgroup,
-            container: c.map(|c| c.reference()),
-            pod: c.and_then(|c| c.pod()),
+            container,
+            pod,
             role,
             node: self.node.clone(),
         }
     }
-}
-
-/// The pid namespace a dead process's children in a container share with it.
-fn dead_ns_of(dead: &Proc) -> Option<u32> {
-    (dead.pidns != 0).then_some(dead.pidns)
 }
 
 #[cfg(test)]

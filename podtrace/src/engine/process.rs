@@ -1,5 +1,8 @@
 //! The process table: live processes by pid, exited ones kept for a grace period.
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use rustc_hash::FxHashMap as HashMap;
+use std::sync::Arc;
 
 use crate::output::Role;
 
@@ -22,11 +25,11 @@ pub struct Proc {
     pub uid: u32,
     pub gid: u32,
     pub comm: String,
-    pub filename: Option<String>,
-    pub argv: Vec<String>,
+    pub filename: Option<Arc<str>>,
+    pub argv: Arc<[String]>,
     pub cgroup_id: u64,
     /// Id of the container it belongs to.
-    pub container: Option<String>,
+    pub container: Option<Arc<str>>,
     pub role: Option<Role>,
     /// Boot-clock ns of its exit, if it exited.
     pub exited_ns: Option<u64>,

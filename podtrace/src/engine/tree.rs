@@ -120,7 +120,7 @@ fn forest(procs: &[&Proc]) -> Vec<ProcNode> {
             nspid: p.nspid,
             ppid: p.ppid,
             comm: p.comm.clone(),
-            argv: p.argv.clone(),
+            argv: p.argv.to_vec(),
             role: p.role,
             children,
         }

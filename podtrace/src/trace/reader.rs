@@ -108,7 +108,7 @@ impl TraceReader {
                     Some(false)
                 });
             }
-            let (take, done) = match chunk.iter().position(|&b| b == b'\n') {
+            let (take, done) = match memchr::memchr(b'\n', chunk) {
                 Some(i) => (i + 1, true),
                 None => (chunk.len(), false),
             };
@@ -136,7 +136,7 @@ impl TraceReader {
             if chunk.is_empty() {
                 return;
             }
-            match chunk.iter().position(|&b| b == b'\n') {
+            match memchr::memchr(b'\n', chunk) {
                 Some(i) => {
                     self.input.consume(i + 1);
                     return;
