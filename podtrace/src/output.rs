@@ -25,14 +25,19 @@ pub enum Role {
 pub struct ContainerRef {
     pub id: String,
     /// Kubernetes container name (from conmon's `-n`), podman's container name, or null.
+    #[schemars(required)]
     pub name: Option<String>,
+    #[schemars(required)]
     pub runtime: Option<Runtime>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
 pub struct PodRef {
+    #[schemars(required)]
     pub name: Option<String>,
+    #[schemars(required)]
     pub namespace: Option<String>,
+    #[schemars(required)]
     pub uid: Option<String>,
 }
 
@@ -59,9 +64,16 @@ pub struct ProcessFields {
     /// Process start, nanoseconds since boot (with pid, the process's identity).
     pub start_ns: u64,
     /// cgroup v2 path, null when it could not be resolved.
+    #[schemars(required)]
     pub cgroup: Option<Arc<str>>,
+    /// The container the process belongs to, null for host processes.
+    #[schemars(required)]
     pub container: Option<Arc<ContainerRef>>,
+    /// The pod of that container (from the cgroup path and conmon's argv), null if none.
+    #[schemars(required)]
     pub pod: Option<Arc<PodRef>>,
+    /// What the process is to its container, null for plain processes.
+    #[schemars(required)]
     pub role: Option<Role>,
     /// Node name (`--node` / NODE_NAME), absent when not set.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -91,8 +103,10 @@ pub enum Event {
         #[serde(flatten)]
         process: ProcessFields,
         /// 0–255, null when killed by a signal.
+        #[schemars(required)]
         exit_code: Option<u8>,
         /// Terminating signal number, null when it exited.
+        #[schemars(required)]
         signal: Option<u8>,
         core_dumped: bool,
         duration_ns: u64,
@@ -137,4 +151,16 @@ impl Event {
 pub fn json_schema() -> serde_json::Value {
     let schema = schemars::schema_for!(Event);
     serde_json::to_value(&schema).unwrap_or(serde_json::Value::Null)
+}
+
+#[cfg(test)]
+mod tests {
+    /// docs/events.schema.json is the generated schema, byte for byte: regenerate it with
+    /// `podtrace schema > docs/events.schema.json` when the types change.
+    #[test]
+    fn shipped_schema_file_is_current() {
+        let shipped = include_str!("../../docs/events.schema.json");
+        let current = serde_json::to_string_pretty(&super::json_schema()).expect("schema");
+        assert_eq!(shipped.trim_end(), current, "docs/events.schema.json is stale");
+    }
 }
