@@ -125,6 +125,8 @@ fn test(no_lint: bool, filter: Option<String>) -> Result<()> {
         &[],
     )?;
     util::require_root("the integration tests load eBPF programs and start containers")?;
+    // tests/tests/image.rs runs the image: build it from this tree first.
+    image::build()?;
     util::step("root integration tests (real kernel, processes, containers)")?;
     let bin_env = bin.display().to_string();
     let mut args = vec!["test", "--release", "-p", "podtrace-tests", "--"];
