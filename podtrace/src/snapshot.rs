@@ -36,8 +36,57 @@ fn ns_inode(link: &Path) -> Option<u32> {
     std::fs::metadata(link).ok().map(|m| m.ino() as u32)
 }
 
+/// Joins a cgroup path relative to our own cgroup namespace (`/../../kubepods…`, what
+/// /proc/PID/cgroup shows when podtrace runs in a private cgroup namespace) onto our own
+/// cgroup's real path, and removes the `..`s.
+pub fn resolve_cgroup_path(path: &str, own_real: &str) -> String {
+    if !path.starts_with("/..") {
+        return path.to_string();
+    }
+    let mut parts: Vec<&str> = own_real.split('/').filter(|p| !p.is_empty()).collect();
+    for part in path.split('/').filter(|p| !p.is_empty()) {
+        match part {
+            ".." => {
+                parts.pop();
+            }
+            "." => {}
+            p => parts.push(p),
+        }
+    }
+    format!("/{}", parts.join("/"))
+}
+
+/// Our own cgroup's path from the cgroup2 root: the directory whose cgroup.procs lists us.
+/// Needed only in a private cgroup namespace, where /proc/self/cgroup says "/".
+fn own_real_cgroup(root: &Path) -> Option<String> {
+    let me = std::process::id().to_string();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        if let Ok(procs) = std::fs::read_to_string(dir.join("cgroup.procs")) {
+            if procs.lines().any(|l| l == me) {
+                let rel = dir.strip_prefix(root).ok()?;
+                return Some(format!("/{}", rel.display()));
+            }
+        }
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                stack.push(e.path());
+            }
+        }
+    }
+    None
+}
+
 /// Reads one process; None if it vanished or is a kernel thread.
 pub fn read_process(pid: u32, cgroup2_root: Option<&Path>) -> Option<ProcInfo> {
+    read_process_in(pid, cgroup2_root, &mut None)
+}
+
+fn read_process_in(
+    pid: u32,
+    cgroup2_root: Option<&Path>,
+    own_real: &mut Option<Option<String>>,
+) -> Option<ProcInfo> {
     let p = procfs::process::Process::new(pid as i32).ok()?;
     let stat = p.stat().ok()?;
     // Kernel threads (PF_KTHREAD) never exec/fork in user space: not part of any container.
@@ -46,12 +95,18 @@ pub fn read_process(pid: u32, cgroup2_root: Option<&Path>) -> Option<ProcInfo> {
     }
     let status = p.status().ok()?;
     let tick_ns = 1_000_000_000 / procfs::ticks_per_second().max(1);
-    let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+    let mut cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
         .ok()
         .and_then(|s| {
             s.lines()
                 .find_map(|l| l.strip_prefix("0::").map(str::to_string))
         });
+    if let (Some(path), Some(root)) = (&cgroup, cgroup2_root) {
+        if path.starts_with("/..") {
+            let own = own_real.get_or_insert_with(|| own_real_cgroup(root));
+            cgroup = own.as_deref().map(|o| resolve_cgroup_path(path, o));
+        }
+    }
     let cgroup_id = match (cgroup2_root, &cgroup) {
         (Some(root), Some(path)) => std::fs::metadata(root.join(path.trim_start_matches('/')))
             .map(|m| m.ino())
@@ -82,6 +137,7 @@ pub fn read_process(pid: u32, cgroup2_root: Option<&Path>) -> Option<ProcInfo> {
 /// All user-space processes, sorted by pid.
 pub fn scan(cgroup2_root: Option<&Path>, skip_pid: u32) -> anyhow::Result<Vec<ProcInfo>> {
     let mut out = Vec::new();
+    let mut own_real = None;
     for entry in std::fs::read_dir("/proc").map_err(|e| anyhow::anyhow!("reading /proc: {e}"))? {
         let Ok(entry) = entry else { continue };
         let Some(pid) = entry
@@ -94,7 +150,7 @@ pub fn scan(cgroup2_root: Option<&Path>, skip_pid: u32) -> anyhow::Result<Vec<Pr
         if pid == skip_pid {
             continue;
         }
-        if let Some(p) = read_process(pid, cgroup2_root) {
+        if let Some(p) = read_process_in(pid, cgroup2_root, &mut own_real) {
             out.push(p);
         }
     }
@@ -105,6 +161,21 @@ pub fn scan(cgroup2_root: Option<&Path>, skip_pid: u32) -> anyhow::Result<Vec<Pr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paths_relative_to_a_private_cgroup_namespace_are_resolved() {
+        let own =
+            "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-podA.slice/crio-1.scope";
+        assert_eq!(
+            resolve_cgroup_path("/../../kubepods-besteffort-podB.slice/crio-2.scope", own),
+            "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-podB.slice/crio-2.scope"
+        );
+        assert_eq!(
+            resolve_cgroup_path("/system.slice/x.service", own),
+            "/system.slice/x.service"
+        );
+        assert_eq!(resolve_cgroup_path("/../../../../../..", own), "/");
+    }
 
     #[test]
     fn reads_a_child_process_like_ps_does() {

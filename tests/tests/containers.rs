@@ -317,3 +317,35 @@ fn run_filters_keep_only_the_container_asked_for() {
         .iter()
         .all(|e| e["container"]["id"] != other.id.as_str()));
 }
+
+/// podtrace in a private cgroup namespace (what containerd and cri-o give pods on cgroup v2)
+/// sees other processes' cgroups as `/../…`; the tree must still find the container.
+#[test]
+fn tree_from_a_private_cgroup_namespace() {
+    let c = PodmanContainer::start(&["/bin/sleep", "600"]);
+    let root = lab::unified_root();
+    let name = lab::unique_name("podtrace-cgns");
+    let dir = root.join(&name);
+    std::fs::create_dir(&dir).expect("create cgroup");
+    let script = format!(
+        "echo $$ > {}/cgroup.procs && exec unshare --cgroup {} tree --json --container {}",
+        dir.display(),
+        podtrace_tests::tracer::bin().display(),
+        &c.id[..12]
+    );
+    let out = std::process::Command::new("sh")
+        .args(["-c", &script])
+        .output()
+        .expect("sh");
+    let _ = std::fs::remove_dir(&dir);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let view: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let containers = tree_containers(&view);
+    assert_eq!(containers.len(), 1, "{view:#}");
+    assert_eq!(containers[0]["cgroup"], c.cgroup.as_str());
+    assert_eq!(containers[0]["init_pid"], c.pid);
+}
