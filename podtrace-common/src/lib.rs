@@ -84,6 +84,13 @@ pub mod counter {
     pub const COUNT: u32 = 4;
 }
 
+/// `bpf_ringbuf_output` flags and `bpf_ringbuf_query` selector (uapi/linux/bpf.h).
+pub mod ringbuf {
+    pub const NO_WAKEUP: u64 = 1;
+    pub const FORCE_WAKEUP: u64 = 2;
+    pub const AVAIL_DATA: u64 = 0;
+}
+
 /// `Config::flags` bits.
 pub mod config {
     /// Also send `kind::THREAD` records.
@@ -135,6 +142,10 @@ pub struct Config {
     pub self_tgid: u32,
     /// `config::*` bits.
     pub flags: u32,
+    /// Wake the reader only once this many bytes wait in the ring buffer (it also drains on
+    /// a timer): a wakeup per event costs more than the rest of the program in a VM.
+    pub wakeup_bytes: u32,
+    pub _pad: u32,
 }
 
 #[cfg(feature = "user")]

@@ -18,8 +18,8 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::debug;
 use podtrace_common::{
-    config, counter, flags, kind, Config, EventHeader, ARGV_MAX, EXEC_RECORD_MAX, FILENAME_MAX,
-    HEADER_LEN,
+    config, counter, flags, kind, ringbuf, Config, EventHeader, ARGV_MAX, EXEC_RECORD_MAX,
+    FILENAME_MAX, HEADER_LEN,
 };
 use task::Task;
 
@@ -58,6 +58,8 @@ static CONFIG: Global<Config> = Global::new(Config {
     },
     self_tgid: 0,
     flags: 0,
+    wakeup_bytes: 0,
+    _pad: 0,
 });
 
 /// Events to userspace. The daemon sets the size at load time (`--ring-buffer-bytes`).
@@ -81,11 +83,16 @@ fn count(index: u32) {
 }
 
 #[inline(always)]
-fn send(bytes: &[u8], hdr: &EventHeader, ctx: &RawTracePointContext) {
+fn send(bytes: &[u8], hdr: &EventHeader, cfg: &Config, ctx: &RawTracePointContext) {
     if hdr.flags & flags::PARTIAL != 0 {
         count(counter::READ_ERRORS);
     }
-    match EVENTS.output::<[u8]>(bytes, 0) {
+    let wake = if EVENTS.query(ringbuf::AVAIL_DATA) >= u64::from(cfg.wakeup_bytes) {
+        ringbuf::FORCE_WAKEUP
+    } else {
+        ringbuf::NO_WAKEUP
+    };
+    match EVENTS.output::<[u8]>(bytes, wake) {
         Ok(()) => count(counter::SENT),
         Err(_) => {
             count(counter::RINGBUF_DROPS);
@@ -161,7 +168,7 @@ fn try_exec(ctx: &RawTracePointContext) -> Result<i32, i32> {
     }
     let total = HEADER_LEN + FILENAME_MAX + argv_len;
     if let Some(record) = buf.get(..total) {
-        send(record, &hdr, ctx);
+        send(record, &hdr, &cfg, ctx);
     }
     Ok(0)
 }
@@ -189,7 +196,7 @@ fn try_fork(ctx: &RawTracePointContext) -> Result<i32, i32> {
         }
         hdr.kind = kind::THREAD;
     }
-    send(header_bytes(&hdr), &hdr, ctx);
+    send(header_bytes(&hdr), &hdr, &cfg, ctx);
     Ok(0)
 }
 
@@ -215,7 +222,7 @@ fn try_exit(ctx: &RawTracePointContext) -> Result<i32, i32> {
     }
     hdr.exit_status = task.exit_code();
     hdr.duration_ns = hdr.ts_ns.saturating_sub(hdr.start_ns);
-    send(header_bytes(&hdr), &hdr, ctx);
+    send(header_bytes(&hdr), &hdr, &cfg, ctx);
     Ok(0)
 }
 

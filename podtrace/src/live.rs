@@ -18,8 +18,9 @@ use crate::snapshot;
 use crate::trace::writer::TraceWriter;
 use crate::trace::{self, CgroupFact, EndRecord, Header, LostRecord, Record};
 
-/// How often the kernel drop counter is read (and idle output flushed).
-const TICK: Duration = Duration::from_millis(200);
+/// How often the ring buffer is drained without a wakeup, the kernel drop counter read and
+/// idle output flushed: the most a quiet event waits before it is printed.
+const TICK: Duration = Duration::from_millis(100);
 
 pub struct RunOptions {
     /// None: stdout. `Some(None)`-like "no output" is `quiet`.
@@ -259,6 +260,8 @@ pub async fn run(opts: RunOptions) -> Result<RunSummary> {
                 }
             }
             _ = ticker.tick() => {
+                // The kernel wakes us only when records pile up; quiet periods drain here.
+                drain(ring.get_mut(), &mut pipe, &mut summary)?;
                 let drops = loader::counter_sum(&loaded.counters, podtrace_common::counter::RINGBUF_DROPS);
                 if drops > reported_drops {
                     summary.printed += pipe.lost(boot_now_ns(), drops - reported_drops)?;

@@ -62,6 +62,10 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded> {
         offsets,
         self_tgid: std::process::id(),
         flags: if opts.threads { config::THREADS } else { 0 },
+        // Wake the reader when a quarter of the ring (at most 256 KiB) waits; the live loop
+        // also drains on its timer, so quiet periods are not held back.
+        wakeup_bytes: (opts.ring_buffer_bytes / 4).min(1 << 18),
+        _pad: 0,
     };
     let log_level: u8 = if opts.kernel_debug { 0xff } else { 0 };
     let mut ebpf = EbpfLoader::new()
