@@ -25,19 +25,14 @@ pub enum Role {
 pub struct ContainerRef {
     pub id: String,
     /// Kubernetes container name (from conmon's `-n`), podman's container name, or null.
-    #[schemars(required)]
     pub name: Option<String>,
-    #[schemars(required)]
     pub runtime: Option<Runtime>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
 pub struct PodRef {
-    #[schemars(required)]
     pub name: Option<String>,
-    #[schemars(required)]
     pub namespace: Option<String>,
-    #[schemars(required)]
     pub uid: Option<String>,
 }
 
@@ -64,16 +59,12 @@ pub struct ProcessFields {
     /// Process start, nanoseconds since boot (with pid, the process's identity).
     pub start_ns: u64,
     /// cgroup v2 path, null when it could not be resolved.
-    #[schemars(required)]
     pub cgroup: Option<Arc<str>>,
     /// The container the process belongs to, null for host processes.
-    #[schemars(required)]
     pub container: Option<Arc<ContainerRef>>,
     /// The pod of that container (from the cgroup path and conmon's argv), null if none.
-    #[schemars(required)]
     pub pod: Option<Arc<PodRef>>,
     /// What the process is to its container, null for plain processes.
-    #[schemars(required)]
     pub role: Option<Role>,
     /// Node name (`--node` / NODE_NAME), absent when not set.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -103,10 +94,8 @@ pub enum Event {
         #[serde(flatten)]
         process: ProcessFields,
         /// 0–255, null when killed by a signal.
-        #[schemars(required)]
         exit_code: Option<u8>,
         /// Terminating signal number, null when it exited.
-        #[schemars(required)]
         signal: Option<u8>,
         core_dumped: bool,
         duration_ns: u64,
@@ -147,10 +136,67 @@ impl Event {
     }
 }
 
+/// Fields that are left out when they have no value (everything else nullable is printed as
+/// `null`, never left out).
+const OMITTED_WHEN_EMPTY: [&str; 1] = ["node"];
+
+fn is_nullable(schema: &serde_json::Value) -> bool {
+    let null = |t: &serde_json::Value| t == "null";
+    match schema.get("type") {
+        Some(serde_json::Value::Array(types)) => types.iter().any(null),
+        _ => schema
+            .get("anyOf")
+            .and_then(|a| a.as_array())
+            .map(|a| a.iter().any(|s| s.get("type").map(null).unwrap_or(false)))
+            .unwrap_or(false),
+    }
+}
+
+/// Marks nullable properties as required: podtrace always prints them, as `null` when
+/// unknown, and consumers may rely on that.
+fn require_nullable(schema: &mut serde_json::Value) {
+    match schema {
+        serde_json::Value::Object(map) => {
+            let nullable: Vec<String> = map
+                .get("properties")
+                .and_then(|p| p.as_object())
+                .map(|props| {
+                    props
+                        .iter()
+                        .filter(|(k, v)| {
+                            is_nullable(v) && !OMITTED_WHEN_EMPTY.contains(&k.as_str())
+                        })
+                        .map(|(k, _)| k.clone())
+                        .collect()
+                })
+                .unwrap_or_default();
+            if !nullable.is_empty() {
+                let req = map
+                    .entry("required")
+                    .or_insert_with(|| serde_json::Value::Array(Vec::new()));
+                if let Some(req) = req.as_array_mut() {
+                    for name in nullable {
+                        if !req.iter().any(|r| r == name.as_str()) {
+                            req.push(serde_json::Value::String(name));
+                        }
+                    }
+                }
+            }
+            for v in map.values_mut() {
+                require_nullable(v);
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(require_nullable),
+        _ => {}
+    }
+}
+
 /// The JSON Schema of one NDJSON line, generated from the types above.
 pub fn json_schema() -> serde_json::Value {
     let schema = schemars::schema_for!(Event);
-    serde_json::to_value(&schema).unwrap_or(serde_json::Value::Null)
+    let mut v = serde_json::to_value(&schema).unwrap_or(serde_json::Value::Null);
+    require_nullable(&mut v);
+    v
 }
 
 #[cfg(test)]
@@ -158,9 +204,36 @@ mod tests {
     /// docs/events.schema.json is the generated schema, byte for byte: regenerate it with
     /// `podtrace schema > docs/events.schema.json` when the types change.
     #[test]
+    fn nullable_fields_are_required_and_node_is_optional() {
+        let schema = super::json_schema();
+        let exec = &schema["oneOf"][0];
+        let required: Vec<&str> = exec["required"]
+            .as_array()
+            .expect("required list")
+            .iter()
+            .filter_map(|v| v.as_str())
+            .collect();
+        for field in ["cgroup", "container", "pod", "role", "argv", "ts"] {
+            assert!(
+                required.contains(&field),
+                "{field} must be required: {required:?}"
+            );
+        }
+        assert!(!required.contains(&"node"));
+        assert!(
+            super::is_nullable(&exec["properties"]["cgroup"]),
+            "cgroup may be null"
+        );
+    }
+
+    #[test]
     fn shipped_schema_file_is_current() {
         let shipped = include_str!("../../docs/events.schema.json");
         let current = serde_json::to_string_pretty(&super::json_schema()).expect("schema");
-        assert_eq!(shipped.trim_end(), current, "docs/events.schema.json is stale");
+        assert_eq!(
+            shipped.trim_end(),
+            current,
+            "docs/events.schema.json is stale"
+        );
     }
 }
