@@ -182,7 +182,7 @@ fn start_engine(
             t.write(&Record::Cgroup(CgroupFact { id, path }))?;
         }
         t.write(&Record::SnapshotEnd {})?;
-        t.flush()?;
+        t.flush_now()?;
     }
     facts.answers.clear();
     Ok((engine, facts))

@@ -158,3 +158,46 @@ fn replay_needs_no_root_and_tree_shows_a_past_moment() {
         "both inits gone at the end: {end:#}"
     );
 }
+
+/// A recorder killed outright (SIGKILL: no drain, no end record) leaves a trace that replays
+/// up to its last complete record, with a warning; plain and zstd alike.
+#[test]
+fn trace_of_a_killed_recorder_replays_up_to_the_last_complete_record() {
+    for name in ["killed.trace", "killed.trace.zst"] {
+        let dir = tempfile::tempdir().expect("tmp");
+        let trace = dir.path().join(name);
+        let mut child = Command::new(bin())
+            .args(["record", "-o"])
+            .arg(&trace)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("podtrace record");
+        // Some activity, then more than the 1 s flush interval.
+        std::thread::sleep(std::time::Duration::from_millis(700));
+        for _ in 0..20 {
+            Command::new("true").status().expect("true");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1800));
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reap");
+        let out = Command::new(bin())
+            .arg("replay")
+            .arg(&trace)
+            .output()
+            .expect("replay");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{name}: {err}");
+        assert!(
+            err.contains("WARN"),
+            "{name}: a cut trace is reported: {err}"
+        );
+        let n = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.contains("\"comm\":\"true\"") && l.contains("\"type\":\"exec\""))
+            .count();
+        assert!(
+            n >= 20,
+            "{name}: the execs before the last flush were kept ({n})"
+        );
+    }
+}

@@ -60,15 +60,21 @@ impl TraceWriter {
         out.write_all(b"\n")
             .with_context(|| format!("writing trace {path}"))?;
         self.records += 1;
+        self.flush()
+    }
+
+    /// Flushes when the last flush is `FLUSH_EVERY` ago (so a crash loses at most that much,
+    /// and zstd still gets blocks worth compressing); call it from a timer too.
+    pub fn flush(&mut self) -> Result<()> {
         if self.last_flush.elapsed() >= FLUSH_EVERY {
-            self.flush()?;
+            self.flush_now()?;
         }
         Ok(())
     }
 
-    /// Pushes everything written so far to the file (a complete zstd frame block included), so
-    /// a crash after this loses nothing before it.
-    pub fn flush(&mut self) -> Result<()> {
+    /// Pushes everything written so far to the file (ending the current zstd block), so a
+    /// crash after this loses nothing before it.
+    pub fn flush_now(&mut self) -> Result<()> {
         self.last_flush = Instant::now();
         let path = self.path.clone();
         match &mut self.sink {
