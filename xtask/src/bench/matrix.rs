@@ -1,5 +1,6 @@
-//! The side-by-side runs: every configuration against the same storm, repeated and interleaved
-//! (the order rotates each round so no configuration always runs first or last).
+//! The side-by-side runs: every configuration against the same storm, repeated and interleaved.
+//! Each tracer run follows its own no-tracer run (its pair), so that a ratio compares two
+//! storms seconds apart on a shared, noisy box; the order of the tracers rotates each round.
 use std::path::Path;
 use std::time::Duration;
 
@@ -18,6 +19,10 @@ pub struct Sample {
     pub round: usize,
     /// The storm's own wall time (tracer start-up excluded).
     pub wall_ns: u64,
+    /// CPU of the storm and its children (tracers' BPF programs included).
+    pub storm_cpu_ns: u64,
+    /// The no-tracer run just before this one: (wall_ns, storm_cpu_ns).
+    pub pair: Option<(u64, u64)>,
     pub started: usize,
     pub exec_seen: Option<usize>,
     pub exit_seen: Option<usize>,
@@ -38,6 +43,8 @@ pub struct Sample {
 }
 
 pub struct Matrix<'a> {
+    /// Runs so far (unique file names).
+    pub runs: std::cell::Cell<usize>,
     pub storm: &'a Storm,
     pub tools: &'a Tools,
     pub dir: &'a Path,
@@ -47,31 +54,45 @@ pub struct Matrix<'a> {
 }
 
 impl Matrix<'_> {
+    fn next_tag(&self) -> usize {
+        let n = self.runs.get();
+        self.runs.set(n + 1);
+        n
+    }
+
     pub fn run(&self) -> Result<Vec<Sample>> {
-        let mut samples = Vec::new();
-        let n = Config::ALL.len();
+        let mut samples: Vec<Sample> = Vec::new();
+        let tracers: Vec<Config> = Config::tracers().collect();
+        let n = tracers.len();
         for round in 0..self.rounds {
             for i in 0..n {
-                let config = Config::ALL[(i + round) % n];
-                check_interrupted()?;
-                eprintln!(
-                    "bench: round {}/{}: {} ({} processes, {} workers)",
-                    round + 1,
-                    self.rounds,
-                    config.label(),
-                    self.count,
-                    self.workers
-                );
-                let s = self.one(config, round)?;
-                eprintln!("bench:   {}", brief(&s));
-                samples.push(s);
+                let config = tracers[(i + round) % n];
+                for c in [Config::NoTracer, config] {
+                    check_interrupted()?;
+                    eprintln!(
+                        "bench: round {}/{}: {} ({} processes, {} workers)",
+                        round + 1,
+                        self.rounds,
+                        c.label(),
+                        self.count,
+                        self.workers
+                    );
+                    let mut s = self.one(c, round)?;
+                    s.pair = samples
+                        .iter()
+                        .rev()
+                        .find(|p| p.config == Config::NoTracer)
+                        .map(|p| (p.wall_ns, p.storm_cpu_ns));
+                    eprintln!("bench:   {}", brief(&s));
+                    samples.push(s);
+                }
             }
         }
         Ok(samples)
     }
 
     fn one(&self, config: Config, round: usize) -> Result<Sample> {
-        let tag = format!("{config:?}-{round}").to_lowercase();
+        let tag = format!("{config:?}-{round}-{}", self.next_tag()).to_lowercase();
         let storm_out = self.dir.join(format!("{tag}.storm.json"));
         let mut tracer = tracers::start(config, self.tools, self.dir, &tag)?;
         let before = match tracer.as_mut() {
@@ -79,17 +100,33 @@ impl Matrix<'_> {
                 t.wait_ready(Duration::from_secs(60))?;
                 // Let the canaries' events drain before the window opens.
                 std::thread::sleep(Duration::from_millis(300));
-                Some(t.snapshot()?)
+                let snap = t.snapshot()?;
+                if config == Config::PodtraceStalled {
+                    t.freeze(true)?;
+                }
+                Some(snap)
             }
             None => None,
         };
-        let storm = self.storm.run(self.count, self.workers, &storm_out)?;
+        let storm = self.storm.run(self.count, self.workers, &storm_out);
         let _ = std::fs::remove_file(&storm_out);
+        // The kernel side of a stopped reader: its programs' statistics before it resumes.
+        let frozen = match tracer.as_mut() {
+            Some(t) if config == Config::PodtraceStalled => {
+                let progs = procfs::bpf_progs(t.pid());
+                t.freeze(false)?;
+                Some(progs?)
+            }
+            _ => None,
+        };
+        let storm = storm?;
         check_interrupted()?;
         let mut sample = Sample {
             config,
             round,
             wall_ns: storm.wall_ns,
+            storm_cpu_ns: storm.cpu_ns,
+            pair: None,
             started: storm.started,
             exec_seen: None,
             exit_seen: None,
@@ -132,7 +169,8 @@ impl Matrix<'_> {
         sample.cpu_ns = Some(after.cpu_ns.saturating_sub(before.cpu_ns));
         sample.cpu_life_ns = Some(fin.exit.cpu_ns);
         sample.peak_rss_kb = Some(hwm.max(fin.exit.maxrss_kb));
-        let (time, cnt) = procfs::progs_delta(&before.progs, &after.progs);
+        let kernel_after = frozen.as_ref().unwrap_or(&after.progs);
+        let (time, cnt) = procfs::progs_delta(&before.progs, kernel_after);
         sample.kernel = (cnt > 0).then_some((time, cnt));
         sample.summary_kernel = seen.summary_kernel;
         Ok(sample)
@@ -142,10 +180,14 @@ impl Matrix<'_> {
 /// One line of progress for stderr.
 fn brief(s: &Sample) -> String {
     let mut parts = vec![format!(
-        "{} processes in {:.2} s",
+        "{} processes in {:.2} s (storm CPU {:.2} s)",
         s.started,
-        s.wall_ns as f64 / 1e9
+        s.wall_ns as f64 / 1e9,
+        s.storm_cpu_ns as f64 / 1e9
     )];
+    if let Some((w, _)) = s.pair {
+        parts.push(format!("{:.3}× its pair", s.wall_ns as f64 / w as f64));
+    }
     if let (Some(e), Some(x)) = (s.exec_seen, s.exit_seen) {
         parts.push(format!("exec seen {e}, exit seen {x}"));
     }

@@ -54,7 +54,7 @@ impl Plan {
         } else {
             Plan {
                 quick,
-                processes: 20_000,
+                processes: 10_000,
                 workers: cores,
                 rounds: 5,
                 sleepers: 10_000,
@@ -113,6 +113,7 @@ pub fn run(quick: bool) -> Result<()> {
     let load_before = machine::load();
     let t0 = Instant::now();
     let samples = matrix::Matrix {
+        runs: std::cell::Cell::new(0),
         storm: &storm,
         tools: &tools,
         dir: dir.path(),
@@ -174,7 +175,7 @@ fn render(
     );
     let _ = writeln!(
         t,
-        "- command: `cargo xtask bench{}`: storm of {} × fork+exec+wait of `/bin/busybox true` from {} workers, flat out; {} rounds, configurations interleaved (order rotated each round); kernel.bpf_stats_enabled=1 throughout",
+        "- command: `cargo xtask bench{}`: storm of {} × fork+exec+wait of `/bin/busybox true` from {} workers, flat out; {} rounds; each tracer run follows its own no-tracer run, tracer order rotated each round; kernel.bpf_stats_enabled=1 throughout",
         if plan.quick { " --quick" } else { "" },
         plan.processes,
         plan.workers,
@@ -192,12 +193,15 @@ fn render(
     t.push_str(&report::side_by_side(&rows));
     let _ = writeln!(
         t,
-        "\nWall ratio: storm wall time over the same round's no-tracer time. Seen/started: storm pids \
-         found in the tracer's exec / exit events, over all rounds. Events: what the tracer's user space \
-         received (podtrace: its own count, before filters; the others: lines written). Tracer CPU: user+sys \
-         of the tracer from just before the storm until it had caught up. Kernel: the tracer's BPF programs' \
-         run_time_ns / run_cnt over the same window (bpftrace's too; forkstat's proc connector cost is in the \
-         workload's wall time only)."
+        "\nWall ratio: storm wall time over that of the no-tracer run just before it (for \"no tracer\": \
+         over the previous no-tracer run, i.e. the noise floor of this box). Workload CPU ratio: the same \
+         for user+sys CPU of the storm and its children (the tracers' BPF programs run in them). Seen/started: \
+         storm pids found in the tracer's exec / exit events, over all rounds. Events: what the tracer's user \
+         space received (podtrace: its own count, before filters; the others: lines written). Tracer CPU: \
+         user+sys of the tracer from just before the storm until it had caught up. Kernel: the tracer's BPF \
+         programs' run_time_ns / run_cnt over the storm (bpftrace's too; forkstat's proc connector has no such \
+         figure: its cost shows in the workload CPU ratio only). Reader stopped: podtrace was SIGSTOPped after \
+         attaching and SIGCONTed after the storm, as a daemon starved of CPU would be."
     );
     let _ = writeln!(t, "\n### Start-up and memory (podtrace)\n");
     t.push_str(&report::startup_table(startups));

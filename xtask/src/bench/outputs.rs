@@ -43,7 +43,9 @@ pub fn parse(
 ) -> Result<Seen> {
     match config {
         Config::NoTracer => Ok(Seen::default()),
-        Config::Podtrace | Config::PodtraceContainers => podtrace(out, stderr, summary),
+        Config::Podtrace | Config::PodtraceContainers | Config::PodtraceStalled => {
+            podtrace(out, stderr, summary)
+        }
         Config::Bpftrace => bpftrace(out, stderr),
         Config::Forkstat => forkstat(out),
     }

@@ -48,6 +48,30 @@ fn parse_status_kb(status: &str, key: &str) -> Option<u64> {
     })
 }
 
+/// Resident KiB of the mappings whose name contains `name` (e.g. "bpf-map": the ring buffer,
+/// which is mapped twice so that records can wrap, and so counts twice in RSS).
+pub fn mapped_rss_kb(pid: i32, name: &str) -> Result<u64> {
+    let path = format!("/proc/{pid}/smaps");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    Ok(parse_mapped_rss_kb(&text, name))
+}
+
+fn parse_mapped_rss_kb(smaps: &str, name: &str) -> u64 {
+    let mut inside = false;
+    let mut total = 0;
+    for line in smaps.lines() {
+        let mut w = line.split_whitespace();
+        let first = w.next().unwrap_or("");
+        if first.contains('-') && !first.ends_with(':') {
+            // A mapping header: "start-end perms offset dev inode [name]".
+            inside = line.contains(name);
+        } else if inside && first == "Rss:" {
+            total += w.next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        }
+    }
+    total
+}
+
 /// Run-time statistics of one BPF program.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ProgStat {
@@ -143,6 +167,18 @@ mod tests {
         assert_eq!(parse_status_kb(s, "VmHWM"), Some(12345));
         assert_eq!(parse_status_kb(s, "VmRSS"), Some(999));
         assert_eq!(parse_status_kb(s, "VmSwap"), None);
+    }
+
+    #[test]
+    fn mapped_rss_sums_only_the_named_mappings() {
+        let smaps = "55f5ae737000-55f5aed80000 rw-p 00000000 00:00 0          [heap]\n\
+                     Size:               6436 kB\nRss:                6436 kB\n\
+                     7f0f63cf1000-7f0f64cf2000 r--s 00000000 00:0f 1057       anon_inode:bpf-map\n\
+                     Size:              16388 kB\nRss:               16388 kB\n\
+                     7f0f64cf2000-7f0f64cf3000 rw-s 00000000 00:0f 1057       anon_inode:bpf-map\n\
+                     Rss:                   4 kB\n";
+        assert_eq!(parse_mapped_rss_kb(smaps, "bpf-map"), 16392);
+        assert_eq!(parse_mapped_rss_kb(smaps, "[heap]"), 6436);
     }
 
     #[test]

@@ -54,6 +54,7 @@ fn show(s: Option<Spread>, digits: usize) -> String {
 pub struct Row {
     pub config: Config,
     pub ratio: Option<Spread>,
+    pub cpu_ratio: Option<Spread>,
     pub wall_s: Option<Spread>,
     pub started: usize,
     pub exec_seen: Option<usize>,
@@ -68,12 +69,6 @@ pub struct Row {
 }
 
 pub fn rows(samples: &[Sample]) -> Vec<Row> {
-    let baseline = |round: usize| {
-        samples
-            .iter()
-            .find(|s| s.config == Config::NoTracer && s.round == round)
-            .map(|s| s.wall_ns as f64)
-    };
     Config::ALL
         .iter()
         .map(|&config| {
@@ -85,7 +80,11 @@ pub fn rows(samples: &[Sample]) -> Vec<Row> {
                 config,
                 ratio: Spread::of(
                     mine.iter()
-                        .filter_map(|s| baseline(s.round).map(|b| s.wall_ns as f64 / b)),
+                        .filter_map(|s| s.pair.map(|(w, _)| s.wall_ns as f64 / w as f64)),
+                ),
+                cpu_ratio: Spread::of(
+                    mine.iter()
+                        .filter_map(|s| s.pair.map(|(_, c)| s.storm_cpu_ns as f64 / c as f64)),
                 ),
                 wall_s: Spread::of(mine.iter().map(|s| s.wall_ns as f64 / 1e9)),
                 started: mine.iter().map(|s| s.started).sum(),
@@ -127,9 +126,9 @@ pub fn side_by_side(rows: &[Row]) -> String {
     let mut t = String::new();
     let _ = writeln!(
         t,
-        "| configuration | wall ratio to no tracer | storm wall s | exec seen/started | exit seen/started | lost | events/run | tracer CPU µs/event | tracer CPU µs/storm process | tracer peak RSS MiB | kernel ns/event |"
+        "| configuration | wall ratio to its no-tracer pair | workload CPU ratio | storm wall s | exec seen/started | exit seen/started | lost | events/run | tracer CPU µs/event | tracer CPU µs/storm process | tracer peak RSS MiB | kernel ns/event |"
     );
-    let _ = writeln!(t, "|---|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(t, "|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in rows {
         let mut label = r.config.label().to_string();
         if r.unsettled > 0 {
@@ -137,8 +136,9 @@ pub fn side_by_side(rows: &[Row]) -> String {
         }
         let _ = writeln!(
             t,
-            "| {label} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {label} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             show(r.ratio, 3),
+            show(r.cpu_ratio, 3),
             show(r.wall_s, 2),
             seen(r.exec_seen, r.started),
             seen(r.exit_seen, r.started),
@@ -162,18 +162,26 @@ pub fn startup_table(runs: &[StartRun]) -> String {
     let mut t = String::new();
     let _ = writeln!(
         t,
-        "| extra sleeping processes | processes read from /proc | start-up ms (spawn to \"attached\") | RSS MiB 1 s after attach | peak RSS (VmHWM) MiB |"
+        "| extra sleeping processes | processes read from /proc | start-up ms (spawn to \"attached\") | RSS MiB 1 s after attach | of which anonymous | of which BPF map mappings | peak RSS (VmHWM) MiB |"
     );
-    let _ = writeln!(t, "|---|---|---|---|---|");
+    let _ = writeln!(t, "|---|---|---|---|---|---|---|");
     for g in groups {
         let mine: Vec<&StartRun> = runs.iter().filter(|r| r.sleepers == g).collect();
         let procs = Spread::of(mine.iter().filter_map(|r| r.procs.map(|p| p as f64)));
         let _ = writeln!(
             t,
-            "| {g} | {} | {} | {} | {} |",
+            "| {g} | {} | {} | {} | {} | {} | {} |",
             show(procs, 0),
             show(Spread::of(mine.iter().map(|r| r.attach_ms)), 0),
             show(Spread::of(mine.iter().map(|r| r.rss_kb as f64 / 1024.0)), 1),
+            show(
+                Spread::of(mine.iter().map(|r| r.anon_kb as f64 / 1024.0)),
+                1
+            ),
+            show(
+                Spread::of(mine.iter().map(|r| r.maps_kb as f64 / 1024.0)),
+                1
+            ),
             show(Spread::of(mine.iter().map(|r| r.hwm_kb as f64 / 1024.0)), 1),
         );
     }
@@ -245,7 +253,7 @@ pub fn raw(samples: &[Sample]) -> String {
     let mut t = String::new();
     let _ = writeln!(
         t,
-        "| round | configuration | storm wall ms | started | exec seen | exit seen | lost | events | tracer CPU ms (window) | tracer CPU ms (life) | peak RSS KiB | kernel runs | kernel ns (window) | summary kernel ns/run |"
+        "| round | configuration | storm wall ms | pair wall ms | storm CPU ms | pair CPU ms | started | exec seen | exit seen | lost | events | tracer CPU ms (window) | tracer CPU ms (life) | peak RSS KiB | kernel runs | kernel ns (window) | summary kernel ns/run |"
     );
     let _ = writeln!(
         t,
@@ -255,10 +263,17 @@ pub fn raw(samples: &[Sample]) -> String {
     for s in samples {
         let _ = writeln!(
             t,
-            "| {} | {} | {:.1} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |{}",
+            "| {} | {} | {:.1} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |{}",
             s.round + 1,
             s.config.label(),
             s.wall_ns as f64 / 1e6,
+            s.pair
+                .map(|(w, _)| format!("{:.1}", w as f64 / 1e6))
+                .unwrap_or_else(|| "-".into()),
+            s.storm_cpu_ns as f64 / 1e6,
+            s.pair
+                .map(|(_, c)| format!("{:.0}", c as f64 / 1e6))
+                .unwrap_or_else(|| "-".into()),
             s.started,
             o(s.exec_seen.map(|v| v as u64)),
             o(s.exit_seen.map(|v| v as u64)),
@@ -287,11 +302,13 @@ pub fn raw(samples: &[Sample]) -> String {
 mod tests {
     use super::*;
 
-    fn sample(config: Config, round: usize, wall_ns: u64) -> Sample {
+    fn sample(config: Config, round: usize, wall_ns: u64, pair: Option<u64>) -> Sample {
         Sample {
             config,
             round,
             wall_ns,
+            storm_cpu_ns: wall_ns * 2,
+            pair: pair.map(|w| (w, w * 4)),
             started: 100,
             exec_seen: Some(100),
             exit_seen: Some(99),
@@ -316,12 +333,12 @@ mod tests {
     }
 
     #[test]
-    fn ratios_are_per_round_against_that_rounds_baseline() {
+    fn ratios_are_against_each_runs_own_pair() {
         let samples = vec![
-            sample(Config::NoTracer, 0, 1000),
-            sample(Config::Podtrace, 0, 1100),
-            sample(Config::NoTracer, 1, 2000),
-            sample(Config::Podtrace, 1, 2000),
+            sample(Config::NoTracer, 0, 1000, None),
+            sample(Config::Podtrace, 0, 1100, Some(1000)),
+            sample(Config::NoTracer, 1, 2000, Some(1000)),
+            sample(Config::Podtrace, 1, 2000, Some(2000)),
         ];
         let rows = rows(&samples);
         let p = rows

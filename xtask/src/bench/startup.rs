@@ -21,6 +21,9 @@ pub struct StartRun {
     /// VmRSS and VmHWM one second after attaching, KiB.
     pub rss_kb: u64,
     pub hwm_kb: u64,
+    /// Of VmRSS: anonymous memory (heap), and the BPF map mappings (the ring buffer).
+    pub anon_kb: u64,
+    pub maps_kb: u64,
 }
 
 pub fn measure(
@@ -65,6 +68,8 @@ fn one(tools: &Tools, dir: &Path, sleepers: usize, i: usize) -> Result<StartRun>
     std::thread::sleep(Duration::from_secs(1));
     let rss_kb = procfs::status_kb(t.pid(), "VmRSS")?;
     let hwm_kb = procfs::status_kb(t.pid(), "VmHWM")?;
+    let anon_kb = procfs::status_kb(t.pid(), "RssAnon")?;
+    let maps_kb = procfs::mapped_rss_kb(t.pid(), "bpf-map")?;
     let out = t.out.clone();
     let summary = t.summary.clone();
     t.finish()?;
@@ -78,6 +83,8 @@ fn one(tools: &Tools, dir: &Path, sleepers: usize, i: usize) -> Result<StartRun>
         procs: procs_scanned(&line),
         rss_kb,
         hwm_kb,
+        anon_kb,
+        maps_kb,
     };
     eprintln!(
         "bench: start-up with {sleepers} sleepers: attached after {:.0} ms, {} processes from /proc, RSS {} KiB",

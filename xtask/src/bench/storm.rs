@@ -15,6 +15,9 @@ use crate::util;
 pub struct StormResult {
     pub started: usize,
     pub wall_ns: u64,
+    /// User + system CPU of the storm and its children (rusage): the work the storm cost,
+    /// including the tracers' BPF programs, which run in the storm's processes.
+    pub cpu_ns: u64,
     pub pids: Vec<i32>,
 }
 
@@ -49,7 +52,9 @@ impl Storm {
         if !exit.is_clean(0) {
             bail!("storm failed: {}", exit.describe());
         }
-        parse_result(out)
+        let mut r = parse_result(out)?;
+        r.cpu_ns = exit.cpu_ns;
+        Ok(r)
     }
 
     /// Starts `count` sleeping processes and waits until all exist.
@@ -114,6 +119,7 @@ fn parse_result(path: &Path) -> Result<StormResult> {
     Ok(StormResult {
         started,
         wall_ns: num("wall_ns")?,
+        cpu_ns: 0,
         pids,
     })
 }

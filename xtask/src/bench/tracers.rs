@@ -18,24 +18,33 @@ pub enum Config {
     NoTracer,
     Podtrace,
     PodtraceContainers,
+    /// podtrace with its reader stopped (SIGSTOP) during the storm: a starved daemon.
+    PodtraceStalled,
     Bpftrace,
     Forkstat,
 }
 
 impl Config {
-    pub const ALL: [Config; 5] = [
+    pub const ALL: [Config; 6] = [
         Config::NoTracer,
         Config::Podtrace,
         Config::PodtraceContainers,
+        Config::PodtraceStalled,
         Config::Bpftrace,
         Config::Forkstat,
     ];
+
+    /// Every configuration with a tracer.
+    pub fn tracers() -> impl Iterator<Item = Config> {
+        Self::ALL.into_iter().filter(|&c| c != Config::NoTracer)
+    }
 
     pub fn label(self) -> &'static str {
         match self {
             Config::NoTracer => "no tracer",
             Config::Podtrace => "podtrace",
             Config::PodtraceContainers => "podtrace --containers-only",
+            Config::PodtraceStalled => "podtrace, reader stopped during the storm",
             Config::Bpftrace => "bpftrace (exec+fork+exit)",
             Config::Forkstat => "forkstat (proc connector)",
         }
@@ -56,6 +65,9 @@ impl Config {
             Config::PodtraceContainers => {
                 format!("podtrace run --containers-only --output OUT{sum}")
             }
+            Config::PodtraceStalled => format!(
+                "podtrace run --output OUT{sum}; SIGSTOP before the storm, SIGCONT after it"
+            ),
             Config::Bpftrace => "bpftrace -o OUT exec_fork_exit.bt".into(),
             Config::Forkstat => "forkstat -l -e fork,exec,exit > OUT".into(),
         }
@@ -126,7 +138,7 @@ pub fn start(config: Config, tools: &Tools, dir: &Path, tag: &str) -> Result<Opt
     let mut summary = None;
     let mut cmd = match config {
         Config::NoTracer => return Ok(None),
-        Config::Podtrace | Config::PodtraceContainers => {
+        Config::Podtrace | Config::PodtraceContainers | Config::PodtraceStalled => {
             let mut c = Command::new(&tools.podtrace);
             c.args(["run", "--output"]).arg(&out);
             if config == Config::PodtraceContainers {
@@ -228,10 +240,11 @@ impl Running {
         match self.config {
             Config::NoTracer => Ok(true),
             Config::Forkstat => outputs::forkstat_saw_exec(&self.out, canary),
-            Config::Podtrace | Config::PodtraceContainers | Config::Bpftrace => {
-                if matches!(self.config, Config::Podtrace | Config::PodtraceContainers)
-                    && self.stderr.find("attached").is_none()
-                {
+            Config::Podtrace
+            | Config::PodtraceContainers
+            | Config::PodtraceStalled
+            | Config::Bpftrace => {
+                if self.config != Config::Bpftrace && self.stderr.find("attached").is_none() {
                     return Ok(false);
                 }
                 let progs = procfs::bpf_progs(self.pid())?;
@@ -284,6 +297,12 @@ impl Running {
             }
         }
         Ok(false)
+    }
+
+    /// SIGSTOP (`stop`) or SIGCONT: the whole daemon, reader included, stops or goes on.
+    pub fn freeze(&mut self, stop: bool) -> Result<()> {
+        self.proc
+            .signal(if stop { libc::SIGSTOP } else { libc::SIGCONT })
     }
 
     /// SIGINT, as a user stopping it would; fails if it had to be killed or exited badly.

@@ -232,6 +232,25 @@ fn worker(
     Ok(res)
 }
 
+/// Waits until child `pid` runs a program named `comm` (it has exec'd).
+fn wait_until_exec(pid: libc::pid_t, comm: &str) -> Result<()> {
+    let path = format!("/proc/{pid}/comm");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+        if now.trim_end() == comm {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "child {pid} still runs {:?}, not {comm:?}, after 30 s",
+                now.trim_end()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 /// Holds `count` sleeping processes until stdin reaches EOF, then kills and reaps them all.
 fn sleepers(count: usize) -> Result<()> {
     // Ctrl-C reaches the whole process group: the bench closes our stdin instead, so that the
@@ -250,6 +269,13 @@ fn sleepers(count: usize) -> Result<()> {
         }
         Ok(())
     })();
+    // "ready" means every sleeper is sleeping in busybox, not somewhere between fork and exec.
+    let spawned = spawned.and_then(|()| {
+        for &pid in &pids {
+            wait_until_exec(pid, "busybox")?;
+        }
+        Ok(())
+    });
     if spawned.is_ok() {
         let mut stdout = std::io::stdout().lock();
         // The bench waits for this line; a failure to write means it is gone: clean up.
