@@ -14,6 +14,19 @@ pub fn read<T>(addr: u64) -> Result<T, i32> {
     unsafe { bpf_probe_read_kernel(addr as *const T) }
 }
 
+/// A field of a BTF-typed kernel pointer (what BTF tracepoints hand us), as a plain load:
+/// the verifier checks the offset against the kernel's BTF and the JIT guards the access
+/// (a NULL or bad pointer reads 0), so no helper call is needed.
+#[inline(always)]
+pub fn load<T: Copy + Default>(addr: u64) -> Result<T, i32> {
+    if addr < 4096 {
+        return Err(-14);
+    }
+    // SAFETY: `addr` is a BTF pointer plus a BTF-derived field offset; the BPF JIT turns this
+    // into a fault-tolerant load.
+    Ok(unsafe { core::ptr::read(addr as *const T) })
+}
+
 /// Copies a NUL-terminated kernel string into `dst`; returns its length without the NUL.
 #[inline(always)]
 pub fn read_kernel_str(addr: u64, dst: &mut [u8]) -> Option<usize> {
@@ -44,8 +57,8 @@ impl<'a> Task<'a> {
     }
 
     #[inline(always)]
-    fn field<T>(&self, off: u32) -> Result<T, i32> {
-        read(self.addr + off as u64)
+    fn field<T: Copy + Default>(&self, off: u32) -> Result<T, i32> {
+        load(self.addr + off as u64)
     }
 
     #[inline(always)]
@@ -73,12 +86,12 @@ impl<'a> Task<'a> {
         h.pid = get_u32(self.field(o.task_tgid));
         h.tid = get_u32(self.field(o.task_pid));
         let parent = self.ptr(o.task_real_parent).unwrap_or(0);
-        h.ppid = get_u32(read(parent + o.task_tgid as u64));
+        h.ppid = get_u32(load(parent + o.task_tgid as u64));
         let leader = Task::new(self.ptr(o.task_group_leader).unwrap_or(0), o);
         h.start_ns = leader.field(o.task_start_boottime).unwrap_or(0);
         let cred = self.ptr(o.task_cred).unwrap_or(0);
-        h.uid = get_u32(read(cred + o.cred_uid as u64));
-        h.gid = get_u32(read(cred + o.cred_gid as u64));
+        h.uid = get_u32(load(cred + o.cred_uid as u64));
+        h.gid = get_u32(load(cred + o.cred_gid as u64));
         match leader.ns_pid() {
             Ok((nr, inum)) => {
                 h.nspid = nr;
@@ -90,7 +103,7 @@ impl<'a> Task<'a> {
             Ok(id) => h.cgroup_id = id,
             Err(_) => partial = true,
         }
-        match self.field::<[u8; COMM_LEN]>(o.task_comm) {
+        match read::<[u8; COMM_LEN]>(self.addr + o.task_comm as u64) {
             Ok(c) => h.comm = c,
             Err(_) => partial = true,
         }
@@ -106,7 +119,7 @@ impl<'a> Task<'a> {
     fn ns_pid(&self) -> Result<(u32, u32), i32> {
         let o = self.off;
         let pid = self.ptr(o.task_thread_pid)?;
-        let level: u32 = read(pid + o.pid_level as u64)?;
+        let level: u32 = load(pid + o.pid_level as u64)?;
         if level >= MAX_PID_NS_LEVEL {
             return Err(0);
         }
@@ -122,9 +135,9 @@ impl<'a> Task<'a> {
     fn cgroup_id(&self) -> Result<u64, i32> {
         let o = self.off;
         let css_set = self.ptr(o.task_cgroups)?;
-        let cgrp: u64 = read(css_set + o.css_set_dfl_cgrp as u64)?;
-        let kn: u64 = read(cgrp + o.cgroup_kn as u64)?;
-        read(kn + o.kernfs_node_id as u64)
+        let cgrp: u64 = load(css_set + o.css_set_dfl_cgrp as u64)?;
+        let kn: u64 = load(cgrp + o.cgroup_kn as u64)?;
+        load(kn + o.kernfs_node_id as u64)
     }
 
     /// (mm->arg_start, mm->arg_end), (0, 0) for a task without mm.
@@ -135,15 +148,15 @@ impl<'a> Task<'a> {
         if mm == 0 {
             return (0, 0);
         }
-        let start = read(mm + o.mm_arg_start as u64).unwrap_or(0);
-        let end = read(mm + o.mm_arg_end as u64).unwrap_or(0);
+        let start = load(mm + o.mm_arg_start as u64).unwrap_or(0);
+        let end = load(mm + o.mm_arg_end as u64).unwrap_or(0);
         (start, end)
     }
 
     #[inline(always)]
     pub fn live_threads(&self) -> Result<i32, i32> {
         let signal = self.ptr(self.off.task_signal)?;
-        read(signal + self.off.signal_live as u64)
+        load(signal + self.off.signal_live as u64)
     }
 
     #[inline(always)]

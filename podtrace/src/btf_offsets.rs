@@ -11,9 +11,11 @@ use podtrace_common::Offsets;
 pub const VMLINUX: &str = "/sys/kernel/btf/vmlinux";
 
 pub fn from_system() -> Result<Offsets> {
-    let btf = Btf::from_file(VMLINUX).with_context(|| {
+    // One read into memory: parsing straight from the file seeks once per type.
+    let bytes = std::fs::read(VMLINUX).with_context(|| {
         format!("reading kernel BTF from {VMLINUX} (is CONFIG_DEBUG_INFO_BTF on?)")
     })?;
+    let btf = Btf::from_bytes(&bytes).with_context(|| format!("parsing kernel BTF {VMLINUX}"))?;
     resolve(&btf)
 }
 

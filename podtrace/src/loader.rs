@@ -1,13 +1,14 @@
 //! Loading and attaching the kernel programs.
 use anyhow::{bail, Context, Result};
 use aya::maps::{MapData, PerCpuArray, RingBuf};
-use aya::programs::RawTracePoint;
+use aya::programs::BtfTracePoint;
+use aya::Btf;
 use aya::{Ebpf, EbpfLoader};
 use podtrace_common::{config, counter, Config};
 
 use crate::btf_offsets;
 
-/// The three raw tracepoints, named as both the programs and the kernel tracepoints.
+/// The three BTF tracepoints, named as both the programs and the kernel tracepoints.
 pub const PROGRAMS: [&str; 3] = [
     "sched_process_exec",
     "sched_process_fork",
@@ -80,18 +81,19 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded> {
     } else {
         None
     };
+    let btf = Btf::from_sys_fs().context("reading the kernel's BTF (/sys/kernel/btf/vmlinux)")?;
     for name in PROGRAMS {
-        let prog: &mut RawTracePoint = ebpf
+        let prog: &mut BtfTracePoint = ebpf
             .program_mut(name)
             .with_context(|| format!("program {name} missing from the eBPF object"))?
             .try_into()
-            .with_context(|| format!("program {name} is not a raw tracepoint"))?;
-        prog.load()
+            .with_context(|| format!("program {name} is not a BTF tracepoint"))?;
+        prog.load(name, &btf)
             .map_err(|e| anyhow::anyhow!("{}", explain(format!("{e:?}"))))
             .with_context(|| format!("verifying {name}"))?;
-        prog.attach(name)
+        prog.attach()
             .map_err(|e| anyhow::anyhow!(explain(&e)))
-            .with_context(|| format!("attaching raw tracepoint {name}"))?;
+            .with_context(|| format!("attaching BTF tracepoint {name}"))?;
     }
     let events = RingBuf::try_from(ebpf.take_map("EVENTS").context("map EVENTS missing")?)
         .context("map EVENTS is not a ring buffer")?;

@@ -135,6 +135,12 @@ impl Tracer {
         self.child.id()
     }
 
+    /// SIGKILL: no drain, no flush, no end record (a crash).
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// SIGSTOP: the daemon stops draining the ring buffer (the kernel side keeps running).
     pub fn pause(&self) {
         // SAFETY: signalling our own child.

@@ -166,20 +166,13 @@ fn trace_of_a_killed_recorder_replays_up_to_the_last_complete_record() {
     for name in ["killed.trace", "killed.trace.zst"] {
         let dir = tempfile::tempdir().expect("tmp");
         let trace = dir.path().join(name);
-        let mut child = Command::new(bin())
-            .args(["record", "-o"])
-            .arg(&trace)
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("podtrace record");
-        // Some activity, then more than the 1 s flush interval.
-        std::thread::sleep(std::time::Duration::from_millis(700));
+        let t = Tracer::start(&["--quiet", "--record", &trace.display().to_string()]);
         for _ in 0..20 {
             Command::new("true").status().expect("true");
         }
-        std::thread::sleep(std::time::Duration::from_millis(1800));
-        child.kill().expect("SIGKILL");
-        child.wait().expect("reap");
+        // More than the 1 s flush interval, then a crash.
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        t.kill();
         let out = Command::new(bin())
             .arg("replay")
             .arg(&trace)
