@@ -1,0 +1,465 @@
+//! Prometheus metrics of a running tracer (`--metrics-addr`), served as OpenMetrics text on
+//! `GET /metrics` by a minimal HTTP/1.1 responder on the daemon's own runtime.
+//!
+//! The pipeline counts as it goes (events, loss, decode errors, redactions); the engine's
+//! gauges (processes, containers, pods) and the kernel's counters are refreshed on every tick
+//! of the run loop. Names and meanings are listed in docs/operations.md.
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::{Registry, Unit};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::engine::Engine;
+use crate::kernel_event::Kind;
+use crate::loader::KernelCounters;
+
+/// The `type` label of `podtrace_events_total`.
+type TypeLabel = [(&'static str, &'static str); 1];
+
+/// OpenMetrics text, what `prometheus_client::encoding::text` writes.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// A request head larger than this is refused.
+const MAX_REQUEST: usize = 8192;
+/// A client that has not sent its request head by then is dropped.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn kind_label(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Exec => "exec",
+        Kind::Fork => "fork",
+        Kind::Exit => "exit",
+        Kind::Thread => "thread",
+    }
+}
+
+/// The registry and the handles the pipeline updates.
+pub struct Metrics {
+    registry: Registry,
+    events: Family<TypeLabel, Counter>,
+    lost: Counter,
+    decode_errors: Counter,
+    redacted: Counter,
+    processes: Gauge,
+    containers: Gauge,
+    pods: Gauge,
+    ring_buffer_bytes: Gauge,
+    kernel_threads: Counter,
+    kernel_read_errors: Counter,
+}
+
+impl Metrics {
+    pub fn new(ring_buffer_bytes: u32) -> Self {
+        let mut registry = Registry::with_prefix("podtrace");
+        let events = Family::<TypeLabel, Counter>::default();
+        for kind in [Kind::Exec, Kind::Fork, Kind::Exit, Kind::Thread] {
+            // Every type is exported from the start, at 0.
+            drop(events.get_or_create(&[("type", kind_label(kind))]));
+        }
+        registry.register(
+            "events",
+            "Kernel events received, by type (exec, fork, exit, thread)",
+            events.clone(),
+        );
+        let lost = Counter::default();
+        registry.register(
+            "lost_events",
+            "Events the kernel could not deliver (ring buffer full)",
+            lost.clone(),
+        );
+        let decode_errors = Counter::default();
+        registry.register(
+            "decode_errors",
+            "Malformed ring-buffer records (dropped)",
+            decode_errors.clone(),
+        );
+        let redacted = Counter::default();
+        registry.register(
+            "redacted_args",
+            "argv elements changed by redaction (--redact-args and the default rules)",
+            redacted.clone(),
+        );
+        let processes = Gauge::default();
+        registry.register(
+            "tracked_processes",
+            "Live processes in the process table",
+            processes.clone(),
+        );
+        let containers = Gauge::default();
+        registry.register(
+            "containers",
+            "Containers known with a live helper or init",
+            containers.clone(),
+        );
+        let pods = Gauge::default();
+        registry.register(
+            "pods",
+            "Distinct pods (by uid) among those containers",
+            pods.clone(),
+        );
+        let ring = Gauge::default();
+        ring.set(i64::from(ring_buffer_bytes));
+        registry.register_with_unit(
+            "ring_buffer_size",
+            "Size of the kernel ring buffer",
+            Unit::Bytes,
+            ring.clone(),
+        );
+        let kernel_threads = Counter::default();
+        registry.register(
+            "kernel_threads",
+            "Threads created, counted by the kernel programs (events only with --threads)",
+            kernel_threads.clone(),
+        );
+        let kernel_read_errors = Counter::default();
+        registry.register(
+            "kernel_read_errors",
+            "Kernel reads that failed, leaving some event fields 0",
+            kernel_read_errors.clone(),
+        );
+        Self {
+            registry,
+            events,
+            lost,
+            decode_errors,
+            redacted,
+            processes,
+            containers,
+            pods,
+            ring_buffer_bytes: ring,
+            kernel_threads,
+            kernel_read_errors,
+        }
+    }
+
+    pub fn event(&self, kind: Kind) {
+        self.events
+            .get_or_create(&[("type", kind_label(kind))])
+            .inc();
+    }
+
+    pub fn lost(&self, count: u64) {
+        self.lost.inc_by(count);
+    }
+
+    pub fn decode_error(&self) {
+        self.decode_errors.inc();
+    }
+
+    pub fn redacted(&self, elements: u64) {
+        if elements > 0 {
+            self.redacted.inc_by(elements);
+        }
+    }
+
+    /// Refreshes the gauges from the engine.
+    pub fn observe_engine(&self, engine: &Engine) {
+        self.processes
+            .set(i64::try_from(engine.table().live_len()).unwrap_or(i64::MAX));
+        let live: Vec<_> = engine
+            .containers()
+            .all()
+            .filter(|c| c.finished_ns.is_none())
+            .collect();
+        self.containers
+            .set(i64::try_from(live.len()).unwrap_or(i64::MAX));
+        let pods: std::collections::HashSet<&str> =
+            live.iter().filter_map(|c| c.pod_uid.as_deref()).collect();
+        self.pods.set(i64::try_from(pods.len()).unwrap_or(i64::MAX));
+    }
+
+    /// Brings the kernel-side counters up to the kernel's totals.
+    pub fn observe_kernel(&self, k: &KernelCounters) {
+        for (counter, total) in [
+            (&self.kernel_threads, k.threads),
+            (&self.kernel_read_errors, k.read_errors),
+        ] {
+            let seen = counter.get();
+            if total > seen {
+                counter.inc_by(total - seen);
+            }
+        }
+    }
+
+    pub fn ring_buffer_bytes(&self) -> i64 {
+        self.ring_buffer_bytes.get()
+    }
+
+    /// The exposition text (OpenMetrics, ends with `# EOF`).
+    pub fn encode(&self) -> Result<String> {
+        let mut text = String::new();
+        encode(&mut text, &self.registry).context("encoding the metrics")?;
+        Ok(text)
+    }
+}
+
+/// Binds the metrics listener (before the kernel programs load, so a bad address fails fast).
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("--metrics-addr {addr}: cannot listen"))
+}
+
+/// Accepts connections for as long as the run lasts (the task is dropped with the runtime).
+pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                let m = Arc::clone(&metrics);
+                tokio::spawn(async move {
+                    if let Err(e) = respond(stream, &m).await {
+                        tracing::debug!("metrics request from {peer}: {e:#}");
+                    }
+                });
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: wait instead of spinning.
+                tracing::warn!("metrics listener: accept: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// What to answer to a request head.
+#[derive(Debug, PartialEq, Eq)]
+enum Route {
+    Metrics { head_only: bool },
+    NotFound,
+    MethodNotAllowed,
+    BadRequest,
+}
+
+fn route(head: &str) -> Route {
+    let mut parts = head.lines().next().unwrap_or("").split_whitespace();
+    let (Some(method), Some(target), Some(version)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return Route::BadRequest;
+    };
+    if !version.starts_with("HTTP/1.") {
+        return Route::BadRequest;
+    }
+    let path = target.split('?').next().unwrap_or(target);
+    match (method, path) {
+        ("GET", "/metrics") => Route::Metrics { head_only: false },
+        ("HEAD", "/metrics") => Route::Metrics { head_only: true },
+        ("GET" | "HEAD", _) => Route::NotFound,
+        _ => Route::MethodNotAllowed,
+    }
+}
+
+fn response(status: &str, content_type: &str, body: &str, head_only: bool) -> Vec<u8> {
+    let mut out = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
+    if status.starts_with("405") {
+        out.push_str("Allow: GET, HEAD\r\n");
+    }
+    out.push_str("\r\n");
+    if !head_only {
+        out.push_str(body);
+    }
+    out.into_bytes()
+}
+
+/// Reads the request head (bounded in size and time) and answers; one request per connection.
+async fn respond(mut stream: TcpStream, metrics: &Metrics) -> Result<()> {
+    let mut buf = Vec::with_capacity(512);
+    let read_head = async {
+        let mut chunk = [0u8; 1024];
+        loop {
+            let n = stream
+                .read(&mut chunk)
+                .await
+                .context("reading the request")?;
+            if n == 0 {
+                anyhow::bail!("connection closed before the end of the request head");
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            if buf.windows(4).any(|w| w == b"\r\n\r\n") || buf.windows(2).any(|w| w == b"\n\n") {
+                return Ok(());
+            }
+            if buf.len() > MAX_REQUEST {
+                anyhow::bail!("request head larger than {MAX_REQUEST} bytes");
+            }
+        }
+    };
+    let head_ok = tokio::time::timeout(REQUEST_TIMEOUT, read_head)
+        .await
+        .map_err(|_| anyhow::anyhow!("no request head within {REQUEST_TIMEOUT:?}"))
+        .and_then(|r| r);
+    let text_plain = "text/plain; charset=utf-8";
+    let reply = match head_ok {
+        Err(e) if buf.len() <= MAX_REQUEST => return Err(e),
+        Err(_) => response("431 Request Header Fields Too Large", text_plain, "", false),
+        Ok(()) => match route(&String::from_utf8_lossy(&buf)) {
+            Route::Metrics { head_only } => match metrics.encode() {
+                Ok(body) => response("200 OK", CONTENT_TYPE, &body, head_only),
+                Err(e) => response(
+                    "500 Internal Server Error",
+                    text_plain,
+                    &format!("{e:#}\n"),
+                    head_only,
+                ),
+            },
+            Route::NotFound => response(
+                "404 Not Found",
+                text_plain,
+                "not found: metrics are at /metrics\n",
+                false,
+            ),
+            Route::MethodNotAllowed => {
+                response("405 Method Not Allowed", text_plain, "use GET\n", false)
+            }
+            Route::BadRequest => response("400 Bad Request", text_plain, "", false),
+        },
+    };
+    stream
+        .write_all(&reply)
+        .await
+        .context("writing the response")?;
+    stream.shutdown().await.context("closing the connection")?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes() {
+        assert_eq!(
+            route("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"),
+            Route::Metrics { head_only: false }
+        );
+        assert_eq!(
+            route("HEAD /metrics?x=1 HTTP/1.0\r\n\r\n"),
+            Route::Metrics { head_only: true }
+        );
+        assert_eq!(route("GET / HTTP/1.1\r\n\r\n"), Route::NotFound);
+        assert_eq!(
+            route("POST /metrics HTTP/1.1\r\n\r\n"),
+            Route::MethodNotAllowed
+        );
+        assert_eq!(route("garbage\r\n\r\n"), Route::BadRequest);
+        assert_eq!(route(""), Route::BadRequest);
+        assert_eq!(route("GET /metrics SPDY/3\r\n\r\n"), Route::BadRequest);
+    }
+
+    #[test]
+    fn exposition_has_every_metric_and_counts() {
+        let m = Metrics::new(1 << 23);
+        m.event(Kind::Exec);
+        m.event(Kind::Exec);
+        m.event(Kind::Fork);
+        m.lost(5);
+        m.decode_error();
+        m.redacted(2);
+        m.observe_kernel(&KernelCounters {
+            drops: 5,
+            threads: 7,
+            read_errors: 1,
+            sent: 3,
+        });
+        // Totals, not increments: observing the same totals again changes nothing.
+        m.observe_kernel(&KernelCounters {
+            drops: 5,
+            threads: 7,
+            read_errors: 1,
+            sent: 3,
+        });
+        let text = m.encode().expect("encodes");
+        for line in [
+            "podtrace_events_total{type=\"exec\"} 2",
+            "podtrace_events_total{type=\"fork\"} 1",
+            "podtrace_events_total{type=\"exit\"} 0",
+            "podtrace_events_total{type=\"thread\"} 0",
+            "podtrace_lost_events_total 5",
+            "podtrace_decode_errors_total 1",
+            "podtrace_redacted_args_total 2",
+            "podtrace_tracked_processes 0",
+            "podtrace_containers 0",
+            "podtrace_pods 0",
+            "podtrace_ring_buffer_size_bytes 8388608",
+            "podtrace_kernel_threads_total 7",
+            "podtrace_kernel_read_errors_total 1",
+            "# TYPE podtrace_events counter",
+            "# UNIT podtrace_ring_buffer_size_bytes bytes",
+            "# EOF",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing `{line}` in:\n{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn gauges_follow_the_engine() {
+        use crate::clock::BootClock;
+        use crate::facts::KnownFacts;
+        use crate::snapshot::ProcInfo;
+
+        let proc_in = |pid: u32, ppid: u32, argv: &[&str], cgroup: &str, cgroup_id: u64| ProcInfo {
+            pid,
+            ppid,
+            start_ns: 1_000_000_000,
+            nspid: pid,
+            pidns: 1,
+            uid: 0,
+            gid: 0,
+            comm: argv[0]
+                .rsplit('/')
+                .next()
+                .unwrap_or("x")
+                .chars()
+                .take(15)
+                .collect(),
+            exe: Some(argv[0].to_string()),
+            argv: argv.iter().map(|s| s.to_string()).collect(),
+            cgroup: Some(cgroup.to_string()),
+            cgroup_id,
+        };
+        let id_a = "a".repeat(64);
+        let id_b = "b".repeat(64);
+        let conmon = |pid: u32, id: &str, pod: &str, uid: &str| {
+            proc_in(
+                pid,
+                1,
+                &[
+                    "/usr/bin/conmon",
+                    "-c",
+                    id,
+                    "-n",
+                    &format!("k8s_app_{pod}_default_{uid}_0"),
+                    "-l",
+                    &format!("/var/log/pods/default_{pod}_{uid}/app/0.log"),
+                ],
+                "/machine.slice/conmon.scope",
+                0,
+            )
+        };
+        let procs = vec![
+            proc_in(1, 0, &["/sbin/init"], "/", 1),
+            conmon(100, &id_a, "web", "11111111-1111-1111-1111-111111111111"),
+            conmon(200, &id_b, "web", "11111111-1111-1111-1111-111111111111"),
+        ];
+        let mut engine = Engine::new(BootClock { offset_ns: 0 }, 1, None);
+        engine.load_snapshot(&procs, &mut KnownFacts::default());
+        let m = Metrics::new(4096);
+        m.observe_engine(&engine);
+        assert_eq!(m.processes.get(), 3);
+        assert_eq!(m.containers.get(), 2, "two conmons, two containers");
+        assert_eq!(m.pods.get(), 1, "both in one pod");
+        assert_eq!(m.ring_buffer_bytes(), 4096);
+    }
+}
