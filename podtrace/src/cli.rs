@@ -38,11 +38,22 @@ pub enum Command {
         /// Skip bad records (counted and reported at the end) instead of stopping at the first.
         #[arg(long)]
         lenient: bool,
+        /// Write the (filtered) events in this format to stdout instead of NDJSON:
+        /// chrome-trace is Trace Event Format JSON for Perfetto and chrome://tracing.
+        #[arg(long, value_enum)]
+        export: Option<ExportFormat>,
     },
     /// Pods, containers and their process trees: now (from /proc), or from a trace.
     Tree(TreeArgs),
     /// Print the JSON Schema of the event lines.
     Schema,
+}
+
+/// `replay --export` formats.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExportFormat {
+    /// Trace Event Format JSON: a track per container, a slice per process lifetime.
+    ChromeTrace,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -66,6 +77,17 @@ pub struct TracerArgs {
     /// Node name added to every event as "node".
     #[arg(long, env = "NODE_NAME")]
     pub node: Option<String>,
+    /// Serve Prometheus metrics on http://ADDR/metrics (off by default; e.g. 127.0.0.1:9464).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Replace argv elements matching this regular expression with `<redacted>` (keeping a
+    /// leading `NAME=`), in output and records; repeatable. Adds to the default rules.
+    #[arg(long = "redact-args", value_name = "REGEX")]
+    pub redact_args: Vec<String>,
+    /// Turn off the default redaction rules (--password=..., --token VALUE, AWS_SECRET_*=...,
+    /// Authorization: Bearer ..., mysql -pPASSWORD, user:password@ in URLs).
+    #[arg(long)]
+    pub no_default_redaction: bool,
 }
 
 #[derive(Args, Debug, Clone, Default)]

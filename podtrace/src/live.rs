@@ -1,5 +1,6 @@
 //! `podtrace run`: kernel programs -> ring buffer -> engine -> NDJSON (and the trace recorder).
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -12,8 +13,10 @@ use crate::facts::{Facts, LiveFacts, Recording};
 use crate::filter::EventFilter;
 use crate::kernel_event::{decode, KernelEvent};
 use crate::loader::{self, LoadOptions};
+use crate::metrics::{self, Metrics};
 use crate::ndjson::NdjsonWriter;
 use crate::output::Event;
+use crate::redact::Redactor;
 use crate::snapshot;
 use crate::trace::writer::TraceWriter;
 use crate::trace::{self, CgroupFact, EndRecord, Header, LostRecord, Record};
@@ -35,6 +38,10 @@ pub struct RunOptions {
     pub node: Option<String>,
     /// Write a JSON summary here at exit (enables the kernel's BPF run-time statistics).
     pub summary: Option<PathBuf>,
+    /// Serve Prometheus metrics here (`--metrics-addr`).
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Applied to every argv before the engine, the output and the recorder see it.
+    pub redactor: Redactor,
 }
 
 #[derive(Debug, Default, serde::Serialize)]
@@ -59,6 +66,8 @@ struct Pipeline {
     out: Option<NdjsonWriter>,
     trace: Option<TraceWriter>,
     buf: Vec<Event>,
+    redactor: Redactor,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl Pipeline {
@@ -86,16 +95,25 @@ impl Pipeline {
         Ok(printed)
     }
 
-    fn event(&mut self, ev: &KernelEvent) -> Result<u64> {
-        self.engine.ingest(ev, &mut self.facts, &mut self.buf);
+    fn event(&mut self, mut ev: KernelEvent) -> Result<u64> {
+        // Redact first: neither the engine, the output nor the trace file sees a secret.
+        let redacted = self.redactor.event(&mut ev);
+        if let Some(m) = &self.metrics {
+            m.event(ev.kind);
+            m.redacted(redacted);
+        }
+        self.engine.ingest(&ev, &mut self.facts, &mut self.buf);
         self.record_facts()?;
         if let Some(t) = &mut self.trace {
-            t.write(&Record::Event(ev.clone()))?;
+            t.write(&Record::Event(ev))?;
         }
         self.emit()
     }
 
     fn lost(&mut self, ts_ns: u64, count: u64) -> Result<u64> {
+        if let Some(m) = &self.metrics {
+            m.lost(count);
+        }
         self.engine.lost(ts_ns, count, &mut self.buf);
         if let Some(t) = &mut self.trace {
             t.write(&Record::Lost(LostRecord { ts_ns, count }))?;
@@ -147,15 +165,17 @@ fn kernel_release() -> String {
         .unwrap_or_default()
 }
 
-/// Builds the engine from the /proc snapshot (recording it when asked).
+/// Builds the engine from the /proc snapshot (redacted, and recorded when asked).
 fn start_engine(
     clock: BootClock,
     node: Option<String>,
     trace: &mut Option<TraceWriter>,
-) -> Result<(Engine, Recording<LiveFacts>)> {
+    redactor: &Redactor,
+) -> Result<(Engine, Recording<LiveFacts>, u64)> {
     let facts = LiveFacts::new();
     let pidns = host_pidns();
-    let procs = snapshot::scan(facts.root(), std::process::id())?;
+    let mut procs = snapshot::scan(facts.root(), std::process::id())?;
+    let redacted = procs.iter_mut().map(|p| redactor.process(p)).sum();
     let mut facts = Recording {
         inner: facts,
         answers: Vec::new(),
@@ -185,10 +205,14 @@ fn start_engine(
         t.flush_now()?;
     }
     facts.answers.clear();
-    Ok((engine, facts))
+    Ok((engine, facts, redacted))
 }
 
 pub async fn run(opts: RunOptions) -> Result<RunSummary> {
+    let metrics_listener = match opts.metrics_addr {
+        Some(addr) => Some(metrics::bind(addr).await?),
+        None => None,
+    };
     // Attach first, then read /proc: a process that starts in between is in both, never in neither.
     let mut loaded = loader::load(&LoadOptions {
         ring_buffer_bytes: opts.ring_buffer_bytes,
@@ -204,7 +228,18 @@ pub async fn run(opts: RunOptions) -> Result<RunSummary> {
         Some(p) => Some(TraceWriter::create(p)?),
         None => None,
     };
-    let (engine, facts) = start_engine(clock, opts.node.clone(), &mut trace)?;
+    let (engine, facts, redacted) =
+        start_engine(clock, opts.node.clone(), &mut trace, &opts.redactor)?;
+    let metrics = metrics_listener.map(|listener| {
+        let m = Arc::new(Metrics::new(opts.ring_buffer_bytes));
+        m.redacted(redacted);
+        m.observe_engine(&engine);
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!("metrics on http://{addr}/metrics");
+        }
+        tokio::spawn(metrics::serve(listener, Arc::clone(&m)));
+        m
+    });
     let out = if opts.quiet {
         None
     } else {
@@ -220,6 +255,8 @@ pub async fn run(opts: RunOptions) -> Result<RunSummary> {
         out,
         trace,
         buf: Vec::new(),
+        redactor: opts.redactor,
+        metrics,
     };
     tracing::info!(
         "attached {} raw tracepoints; {} processes from /proc; ring buffer {} bytes",
@@ -267,6 +304,10 @@ pub async fn run(opts: RunOptions) -> Result<RunSummary> {
                     summary.printed += pipe.lost(boot_now_ns(), drops - reported_drops)?;
                     summary.lost += drops - reported_drops;
                     reported_drops = drops;
+                }
+                if let Some(m) = &pipe.metrics {
+                    m.observe_engine(&pipe.engine);
+                    m.observe_kernel(&loader::read_counters(&loaded.counters));
                 }
                 pipe.flush()?;
             }
@@ -337,10 +378,13 @@ fn drain(
             Ok(ev) => {
                 drop(item);
                 summary.events += 1;
-                summary.printed += pipe.event(&ev)?;
+                summary.printed += pipe.event(ev)?;
             }
             Err(e) => {
                 summary.decode_errors += 1;
+                if let Some(m) = &pipe.metrics {
+                    m.decode_error();
+                }
                 if summary.decode_errors <= 10 {
                     tracing::warn!("malformed kernel record ({} bytes): {e}", item.len());
                 }

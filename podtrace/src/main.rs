@@ -3,11 +3,12 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use podtrace::cli::{Cli, Command, FilterArgs, RunArgs, TracerArgs, TreeArgs};
+use podtrace::cli::{Cli, Command, ExportFormat, FilterArgs, RunArgs, TracerArgs, TreeArgs};
 use podtrace::engine::tree;
 use podtrace::filter::{parse_types, EventFilter};
 use podtrace::live::{self, RunOptions};
 use podtrace::ndjson::NdjsonWriter;
+use podtrace::redact::Redactor;
 use podtrace::replay::{self, Until};
 use podtrace::trace::reader::TraceError;
 
@@ -36,7 +37,13 @@ fn run_options(run: &RunArgs) -> Result<RunOptions> {
         record: run.record.clone(),
         node: run.tracer.node.clone(),
         summary: run.tracer.summary.clone(),
+        metrics_addr: run.tracer.metrics_addr,
+        redactor: redactor_from(&run.tracer)?,
     })
+}
+
+fn redactor_from(t: &TracerArgs) -> Result<Redactor> {
+    Redactor::new(&t.redact_args, !t.no_default_redaction)
 }
 
 fn live(opts: RunOptions) -> Result<()> {
@@ -48,6 +55,7 @@ fn live(opts: RunOptions) -> Result<()> {
 }
 
 fn record(output: std::path::PathBuf, tracer: TracerArgs) -> Result<()> {
+    let redactor = redactor_from(&tracer)?;
     live(RunOptions {
         output: None,
         quiet: true,
@@ -59,6 +67,8 @@ fn record(output: std::path::PathBuf, tracer: TracerArgs) -> Result<()> {
         record: Some(output),
         node: tracer.node,
         summary: tracer.summary,
+        metrics_addr: tracer.metrics_addr,
+        redactor,
     })
 }
 
@@ -71,8 +81,39 @@ fn report_replay(s: &replay::ReplaySummary) {
     }
 }
 
-fn replay_cmd(file: std::path::PathBuf, filters: FilterArgs, lenient: bool) -> Result<()> {
+/// `started_unix_ns` of a trace's header (time 0 of an export).
+fn recording_start(file: &std::path::Path, lenient: bool) -> Result<Option<i64>> {
+    let mut reader = podtrace::trace::reader::TraceReader::open(file, lenient)?;
+    Ok(match reader.next_record()? {
+        Some((_, podtrace::trace::Record::Header(h))) => Some(h.started_unix_ns),
+        _ => None,
+    })
+}
+
+fn replay_cmd(
+    file: std::path::PathBuf,
+    filters: FilterArgs,
+    lenient: bool,
+    export: Option<ExportFormat>,
+) -> Result<()> {
     let filter = filter_from(&filters)?;
+    if let Some(ExportFormat::ChromeTrace) = export {
+        let mut trace = match recording_start(&file, lenient)? {
+            Some(start) => podtrace::export::ChromeTrace::with_origin(start),
+            None => podtrace::export::ChromeTrace::new(),
+        };
+        let (_, summary) = replay::replay(&file, lenient, &filter, Until::End, &mut |ev| {
+            trace.push(ev);
+            Ok(())
+        })?;
+        let stdout = std::io::stdout();
+        let mut w = std::io::BufWriter::new(stdout.lock());
+        serde_json::to_writer(&mut w, &trace.finish()).context("writing the trace to stdout")?;
+        std::io::Write::write_all(&mut w, b"\n").context("writing the trace to stdout")?;
+        std::io::Write::flush(&mut w).context("writing the trace to stdout")?;
+        report_replay(&summary);
+        return Ok(());
+    }
     let mut out = NdjsonWriter::stdout();
     let (_, summary) =
         replay::replay(&file, lenient, &filter, Until::End, &mut |ev| out.write(ev))?;
@@ -137,7 +178,8 @@ fn main() -> ExitCode {
             file,
             filters,
             lenient,
-        } => replay_cmd(file, filters, lenient),
+            export,
+        } => replay_cmd(file, filters, lenient, export),
         Command::Tree(t) => tree_cmd(t),
         Command::Schema => {
             println!(
