@@ -35,17 +35,103 @@ pub struct Loaded {
     pub logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
 }
 
-/// Explains the usual reasons a load fails, naming the capability.
-fn explain(e: impl std::fmt::Display) -> String {
-    let msg = e.to_string();
-    if msg.contains("Operation not permitted")
-        || msg.contains("EPERM")
-        || msg.contains("permission")
-    {
-        format!(
-            "{msg}: loading eBPF needs CAP_BPF and CAP_PERFMON (or root); the ring buffer may also need \
-             CAP_SYS_RESOURCE on kernels that charge memlock"
-        )
+/// Capability numbers (linux/capability.h).
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_PERFMON: u32 = 38;
+const CAP_BPF: u32 = 39;
+
+/// The effective capability set of this process (`CapEff` in /proc/self/status).
+pub fn effective_capabilities() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    parse_cap_eff(&status)
+}
+
+fn parse_cap_eff(status: &str) -> Option<u64> {
+    let hex = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))?
+        .trim();
+    u64::from_str_radix(hex, 16).ok()
+}
+
+/// The capabilities loading and attaching the programs needs that `cap_eff` lacks
+/// (CAP_SYS_ADMIN stands in for both on any kernel).
+pub fn missing_capabilities(cap_eff: u64) -> Vec<&'static str> {
+    let has = |cap: u32| cap_eff & (1u64 << cap) != 0;
+    let mut missing = Vec::new();
+    if !has(CAP_BPF) && !has(CAP_SYS_ADMIN) {
+        missing.push("CAP_BPF");
+    }
+    if !has(CAP_PERFMON) && !has(CAP_SYS_ADMIN) {
+        missing.push("CAP_PERFMON");
+    }
+    missing
+}
+
+/// Whether the kernel refused with EPERM / EACCES somewhere in this error's chain.
+fn permission_denied(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::PermissionDenied
+                || matches!(io.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES))
+            {
+                return true;
+            }
+        }
+        let text = err.to_string();
+        if text.contains("Operation not permitted") || text.contains("Permission denied") {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
+/// The message for a refusal, naming what is missing (`is_privilege_error` recognises it).
+fn privilege_message(cap_eff: Option<u64>) -> String {
+    let need = "podtrace needs CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN, or root) to load and \
+                attach its kernel programs";
+    match cap_eff {
+        Some(eff) => {
+            let missing = missing_capabilities(eff);
+            if missing.is_empty() {
+                format!(
+                    "{need}; this process has them (CapEff {eff:016x}), so something else refused \
+                     the bpf() call: a seccomp profile (run unconfined), a non-initial user \
+                     namespace, an LSM policy or kernel lockdown"
+                )
+            } else {
+                format!(
+                    "{need}; this process lacks {} (CapEff {eff:016x})",
+                    missing.join(" and ")
+                )
+            }
+        }
+        None => format!("{need}; /proc/self/status could not be read to tell which are missing"),
+    }
+}
+
+/// Explains the usual reasons a load fails, naming the capability. Keeps the whole cause
+/// chain in the text (aya's messages name the map or program, the io error the errno).
+fn explain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut msg = e.to_string();
+    // aya's program load error ends with an empty verifier log when the kernel refused early.
+    if let Some(head) = msg.trim_end().strip_suffix("Verifier output:") {
+        msg = head.trim_end().trim_end_matches('.').to_string();
+    }
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        // Some errors already print their source ("map error: {0}").
+        let text = s.to_string();
+        if !msg.contains(&text) {
+            msg.push_str(": ");
+            msg.push_str(&text);
+        }
+        cur = s.source();
+    }
+    if permission_denied(e) {
+        format!("{msg}: {}", privilege_message(effective_capabilities()))
     } else {
         msg
     }
@@ -89,7 +175,15 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded> {
             .try_into()
             .with_context(|| format!("program {name} is not a BTF tracepoint"))?;
         prog.load(name, &btf)
-            .map_err(|e| anyhow::anyhow!("{}", explain(format!("{e:?}"))))
+            .map_err(|e| {
+                let why = explain(&e);
+                // The verifier's log is in the Debug form only; worth having when it refused.
+                if permission_denied(&e) {
+                    anyhow::anyhow!(why)
+                } else {
+                    anyhow::anyhow!("{why}\n{e:?}")
+                }
+            })
             .with_context(|| format!("verifying {name}"))?;
         prog.attach()
             .map_err(|e| anyhow::anyhow!(explain(&e)))
@@ -133,6 +227,66 @@ pub fn read_counters(counters: &PerCpuArray<MapData, u64>) -> KernelCounters {
 /// Whether an error is the kernel refusing for lack of privileges.
 pub fn is_privilege_error(e: &anyhow::Error) -> bool {
     e.chain().any(|c| c.to_string().contains("needs CAP_BPF"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_cap_eff() {
+        let status = "Name:\tx\nCapInh:\t0000000000000000\nCapEff:\t000001ffffffffff\n";
+        assert_eq!(parse_cap_eff(status), Some(0x1ff_ffff_ffff));
+        assert_eq!(parse_cap_eff("Name: x\n"), None);
+        assert_eq!(parse_cap_eff("CapEff:\tzz\n"), None);
+    }
+
+    #[test]
+    fn names_the_missing_capabilities() {
+        assert_eq!(missing_capabilities(0), ["CAP_BPF", "CAP_PERFMON"]);
+        assert_eq!(missing_capabilities(1 << CAP_BPF), ["CAP_PERFMON"]);
+        assert_eq!(missing_capabilities(1 << CAP_PERFMON), ["CAP_BPF"]);
+        assert!(missing_capabilities((1 << CAP_BPF) | (1 << CAP_PERFMON)).is_empty());
+        assert!(missing_capabilities(1 << CAP_SYS_ADMIN).is_empty());
+    }
+
+    #[test]
+    fn eperm_anywhere_in_the_chain_is_a_privilege_error() {
+        #[derive(Debug)]
+        struct Outer(std::io::Error);
+        impl std::fmt::Display for Outer {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("failed to create map `EVENTS`")
+            }
+        }
+        impl std::error::Error for Outer {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let e = Outer(std::io::Error::from_raw_os_error(libc::EPERM));
+        let text = explain(&e);
+        assert!(
+            text.starts_with("failed to create map `EVENTS`: Operation not permitted"),
+            "{text}"
+        );
+        assert!(text.contains("needs CAP_BPF"), "{text}");
+        let err = anyhow::anyhow!(text).context("loading the eBPF programs");
+        assert!(is_privilege_error(&err));
+
+        let other = Outer(std::io::Error::from_raw_os_error(libc::EINVAL));
+        let text = explain(&other);
+        assert!(!text.contains("CAP_"), "{text}");
+        assert!(!is_privilege_error(&anyhow::anyhow!(text)));
+    }
+
+    #[test]
+    fn message_for_a_process_lacking_both() {
+        let m = privilege_message(Some(0));
+        assert!(m.contains("lacks CAP_BPF and CAP_PERFMON"), "{m}");
+        let m = privilege_message(Some(u64::MAX));
+        assert!(m.contains("seccomp"), "{m}");
+    }
 }
 
 /// Run count and total run time of one kernel program (BPF run-time statistics).
