@@ -327,3 +327,57 @@ impl Running {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tools_with(podtrace: &str, dir: &Path) -> Tools {
+        Tools {
+            podtrace: PathBuf::from(podtrace),
+            summary: false,
+            bpftrace_script: dir.join("unused.bt"),
+        }
+    }
+
+    #[test]
+    fn a_tracer_that_dies_at_start_fails_the_run() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        // Stands in for a podtrace that cannot start: exits 1 at once, whatever its arguments.
+        let tools = tools_with("/bin/false", dir.path());
+        let mut t = start(Config::Podtrace, &tools, dir.path(), "t")
+            .expect("spawning works")
+            .expect("a tracer configuration starts a process");
+        let err = t
+            .wait_ready(Duration::from_secs(10))
+            .expect_err("a tracer that exited is never ready");
+        assert!(
+            format!("{err:#}").contains("exited before it was ready"),
+            "{err:#}"
+        );
+    }
+
+    #[test]
+    fn a_tracer_that_never_attaches_times_out() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        // Runs, but never logs "attached" nor loads any BPF program.
+        let script = dir.path().join("fake-podtrace");
+        std::fs::write(&script, "#!/bin/sh\nexec /bin/busybox sleep 30\n").expect("write script");
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .expect("chmod");
+        let tools = tools_with(&script.display().to_string(), dir.path());
+        let mut t = start(Config::Podtrace, &tools, dir.path(), "t")
+            .expect("spawning works")
+            .expect("a tracer configuration starts a process");
+        let err = t
+            .wait_ready(Duration::from_millis(500))
+            .expect_err("never ready");
+        assert!(format!("{err:#}").contains("was not ready"), "{err:#}");
+        // Dropping the tracer kills and reaps it.
+        let pid = t.pid();
+        drop(t);
+        // SAFETY: plain syscall; null status pointer is allowed.
+        let r = unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) };
+        assert_eq!(r, -1, "the fake tracer {pid} was reaped on drop");
+    }
+}
