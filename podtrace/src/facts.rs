@@ -94,7 +94,7 @@ impl Default for LiveFacts {
 
 impl LiveFacts {
     /// The process's cgroup2 path, if that directory is the cgroup id asked about.
-    fn from_proc(&self, cgroup_id: u64, pid: u32) -> Option<String> {
+    fn lookup_proc(&self, cgroup_id: u64, pid: u32) -> Option<String> {
         let root = self.root.as_ref()?;
         let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
         let path = text.lines().find_map(|l| l.strip_prefix("0::"))?;
@@ -110,7 +110,7 @@ impl Facts for LiveFacts {
         if let Some(p) = self.cache.get(&cgroup_id) {
             return Some(p.clone());
         }
-        if let Some(p) = self.from_proc(cgroup_id, pid) {
+        if let Some(p) = self.lookup_proc(cgroup_id, pid) {
             self.cache.insert(cgroup_id, p.clone());
             return Some(p);
         }

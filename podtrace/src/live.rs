@@ -259,7 +259,7 @@ pub async fn run(opts: RunOptions) -> Result<RunSummary> {
         metrics,
     };
     tracing::info!(
-        "attached {} raw tracepoints; {} processes from /proc; ring buffer {} bytes",
+        "attached {} BTF tracepoints; {} processes from /proc; ring buffer {} bytes",
         loader::PROGRAMS.len(),
         pipe.engine.table().live_len(),
         opts.ring_buffer_bytes

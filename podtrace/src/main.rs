@@ -148,7 +148,8 @@ fn tree_cmd(t: TreeArgs) -> Result<()> {
             report_replay(&summary);
             engine
         }
-        None => podtrace::now::engine_from_proc()?,
+        // The live picture redacts argv with the default rules, as `run` does.
+        None => podtrace::now::engine_from_proc(&podtrace::redact::Redactor::new(&[], true)?)?,
     };
     let view = tree::build(&engine, &filter);
     if t.json {
@@ -170,6 +171,7 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "info".into()),
         )
         .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let result = match cli.cmd {
         Command::Run(run) => run_options(&run).and_then(live),

@@ -4,11 +4,16 @@ use anyhow::Result;
 use crate::clock::BootClock;
 use crate::engine::Engine;
 use crate::facts::LiveFacts;
+use crate::redact::Redactor;
 use crate::snapshot;
 
-pub fn engine_from_proc() -> Result<Engine> {
+/// The node now; argv goes through `redactor` as in `run`.
+pub fn engine_from_proc(redactor: &Redactor) -> Result<Engine> {
     let mut facts = LiveFacts::new();
-    let procs = snapshot::scan(facts.root(), std::process::id())?;
+    let mut procs = snapshot::scan(facts.root(), std::process::id())?;
+    for p in &mut procs {
+        redactor.process(p);
+    }
     let mut engine = Engine::new(BootClock::from_system()?, crate::live::host_pidns(), None);
     engine.load_snapshot(&procs, &mut facts);
     Ok(engine)

@@ -560,3 +560,20 @@ fn missing_privileges_exit_2_naming_the_capability() {
     assert!(err.contains("lacks CAP_PERFMON ("), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 }
+
+/// `podtrace tree` (the live picture from /proc) redacts argv with the default rules too.
+#[test]
+fn tree_redacts_argv_like_run() {
+    let mut child = std::process::Command::new("bash")
+        .args(["-c", "sleep 5; true", "tree-redact", "--password=hunter2"])
+        .spawn()
+        .expect("bash");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let view = podtrace_tests::tracer::tree_json(&["--all"]);
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = view.to_string();
+    assert!(text.contains("tree-redact"), "the process is in the tree");
+    assert!(!text.contains("hunter2"), "the secret is not");
+    assert!(text.contains("--password=<redacted>"));
+}
