@@ -201,7 +201,9 @@ fn render(
          user+sys of the tracer from just before the storm until it had caught up. Kernel: the tracer's BPF \
          programs' run_time_ns / run_cnt over the storm (bpftrace's too; forkstat's proc connector has no such \
          figure: its cost shows in the workload CPU ratio only). Reader stopped: podtrace was SIGSTOPped after \
-         attaching and SIGCONTed after the storm, as a daemon starved of CPU would be."
+         attaching and SIGCONTed after the storm, as a daemon starved of CPU would be. Empty probes: \
+         bpftrace with empty actions on the same tracepoints, the floor of the kernel figure here \
+         (bpftrace's probes are perf-event tracepoints; podtrace's are BTF tracepoints)."
     );
     let _ = writeln!(t, "\n### Start-up and memory (podtrace)\n");
     t.push_str(&report::startup_table(startups));

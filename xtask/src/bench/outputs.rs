@@ -46,7 +46,7 @@ pub fn parse(
         Config::Podtrace | Config::PodtraceContainers | Config::PodtraceStalled => {
             podtrace(out, stderr, summary)
         }
-        Config::Bpftrace => bpftrace(out, stderr),
+        Config::Bpftrace | Config::BpftraceEmpty => bpftrace(out, stderr),
         Config::Forkstat => forkstat(out),
     }
 }

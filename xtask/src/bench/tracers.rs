@@ -21,16 +21,19 @@ pub enum Config {
     /// podtrace with its reader stopped (SIGSTOP) during the storm: a starved daemon.
     PodtraceStalled,
     Bpftrace,
+    /// bpftrace with empty probes on the same tracepoints: the floor of the kernel figure.
+    BpftraceEmpty,
     Forkstat,
 }
 
 impl Config {
-    pub const ALL: [Config; 6] = [
+    pub const ALL: [Config; 7] = [
         Config::NoTracer,
         Config::Podtrace,
         Config::PodtraceContainers,
         Config::PodtraceStalled,
         Config::Bpftrace,
+        Config::BpftraceEmpty,
         Config::Forkstat,
     ];
 
@@ -46,6 +49,7 @@ impl Config {
             Config::PodtraceContainers => "podtrace --containers-only",
             Config::PodtraceStalled => "podtrace, reader stopped during the storm",
             Config::Bpftrace => "bpftrace (exec+fork+exit)",
+            Config::BpftraceEmpty => "bpftrace, empty probes (floor of the kernel figure)",
             Config::Forkstat => "forkstat (proc connector)",
         }
     }
@@ -53,7 +57,10 @@ impl Config {
     /// Whether the tracer's user space should see every storm process (the filtered
     /// configuration should see none of them: they run on the host).
     pub fn reports_host_processes(self) -> bool {
-        !matches!(self, Config::NoTracer | Config::PodtraceContainers)
+        !matches!(
+            self,
+            Config::NoTracer | Config::PodtraceContainers | Config::BpftraceEmpty
+        )
     }
 
     /// The command line, as documented in BENCHMARKS.md.
@@ -69,6 +76,7 @@ impl Config {
                 "podtrace run --output OUT{sum}; SIGSTOP before the storm, SIGCONT after it"
             ),
             Config::Bpftrace => "bpftrace -o OUT exec_fork_exit.bt".into(),
+            Config::BpftraceEmpty => "bpftrace -o OUT empty.bt".into(),
             Config::Forkstat => "forkstat -l -e fork,exec,exit > OUT".into(),
         }
     }
@@ -80,6 +88,7 @@ pub struct Tools {
     /// podtrace knows `run --summary FILE`.
     pub summary: bool,
     pub bpftrace_script: PathBuf,
+    pub bpftrace_empty: PathBuf,
 }
 
 impl Tools {
@@ -93,6 +102,9 @@ impl Tools {
         let bpftrace_script = dir.join("exec_fork_exit.bt");
         std::fs::write(&bpftrace_script, include_str!("exec_fork_exit.bt"))
             .with_context(|| format!("writing {}", bpftrace_script.display()))?;
+        let bpftrace_empty = dir.join("empty.bt");
+        std::fs::write(&bpftrace_empty, include_str!("empty.bt"))
+            .with_context(|| format!("writing {}", bpftrace_empty.display()))?;
         for tool in ["bpftrace", "forkstat"] {
             let found = std::env::var_os("PATH")
                 .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
@@ -106,6 +118,7 @@ impl Tools {
             podtrace,
             summary,
             bpftrace_script,
+            bpftrace_empty,
         })
     }
 }
@@ -153,9 +166,14 @@ pub fn start(config: Config, tools: &Tools, dir: &Path, tag: &str) -> Result<Opt
             c.stdout(Stdio::null());
             c
         }
-        Config::Bpftrace => {
+        Config::Bpftrace | Config::BpftraceEmpty => {
+            let script = if config == Config::Bpftrace {
+                &tools.bpftrace_script
+            } else {
+                &tools.bpftrace_empty
+            };
             let mut c = Command::new("bpftrace");
-            c.arg("-o").arg(&out).arg(&tools.bpftrace_script);
+            c.arg("-o").arg(&out).arg(script);
             c.stdout(Stdio::null());
             c
         }
@@ -243,8 +261,10 @@ impl Running {
             Config::Podtrace
             | Config::PodtraceContainers
             | Config::PodtraceStalled
-            | Config::Bpftrace => {
-                if self.config != Config::Bpftrace && self.stderr.find("attached").is_none() {
+            | Config::Bpftrace
+            | Config::BpftraceEmpty => {
+                let is_podtrace = !matches!(self.config, Config::Bpftrace | Config::BpftraceEmpty);
+                if is_podtrace && self.stderr.find("attached").is_none() {
                     return Ok(false);
                 }
                 let progs = procfs::bpf_progs(self.pid())?;
@@ -337,6 +357,7 @@ mod tests {
             podtrace: PathBuf::from(podtrace),
             summary: false,
             bpftrace_script: dir.join("unused.bt"),
+            bpftrace_empty: dir.join("unused-empty.bt"),
         }
     }
 
