@@ -121,14 +121,32 @@ fn seen(seen: Option<usize>, started: usize) -> String {
     }
 }
 
+/// A Markdown table header and its separator row, with as many columns as `cols`.
+fn header(t: &mut String, cols: &[&str]) {
+    let _ = writeln!(t, "| {} |", cols.join(" | "));
+    let _ = writeln!(t, "|{}", "---|".repeat(cols.len()));
+}
+
 /// The side-by-side table.
 pub fn side_by_side(rows: &[Row]) -> String {
     let mut t = String::new();
-    let _ = writeln!(
-        t,
-        "| configuration | wall ratio to its no-tracer pair | workload CPU ratio | storm wall s | exec seen/started | exit seen/started | lost | events/run | tracer CPU µs/event | tracer CPU µs/storm process | tracer peak RSS MiB | kernel ns/event |"
+    header(
+        &mut t,
+        &[
+            "configuration",
+            "wall ratio to its no-tracer pair",
+            "workload CPU ratio",
+            "storm wall s",
+            "exec seen/started",
+            "exit seen/started",
+            "lost",
+            "events/run",
+            "tracer CPU µs/event",
+            "tracer CPU µs/storm process",
+            "tracer peak RSS MiB",
+            "kernel ns/event",
+        ],
     );
-    let _ = writeln!(t, "|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in rows {
         let mut label = r.config.label().to_string();
         if r.unsettled > 0 {
@@ -160,11 +178,18 @@ pub fn startup_table(runs: &[StartRun]) -> String {
     let mut groups: Vec<usize> = runs.iter().map(|r| r.sleepers).collect();
     groups.dedup();
     let mut t = String::new();
-    let _ = writeln!(
-        t,
-        "| extra sleeping processes | processes read from /proc | start-up ms (spawn to \"attached\") | RSS MiB 1 s after attach | of which anonymous | of which BPF map mappings | peak RSS (VmHWM) MiB |"
+    header(
+        &mut t,
+        &[
+            "extra sleeping processes",
+            "processes read from /proc",
+            "start-up ms (spawn to \"attached\")",
+            "RSS MiB 1 s after attach",
+            "of which anonymous",
+            "of which BPF map mappings",
+            "peak RSS (VmHWM) MiB",
+        ],
     );
-    let _ = writeln!(t, "|---|---|---|---|---|---|---|");
     for g in groups {
         let mine: Vec<&StartRun> = runs.iter().filter(|r| r.sleepers == g).collect();
         let procs = Spread::of(mine.iter().filter_map(|r| r.procs.map(|p| p as f64)));
@@ -256,21 +281,36 @@ pub fn targets(rows: &[Row], startup: &[StartRun], sleepers: usize) -> String {
 /// Every run, in the order it ran.
 pub fn raw(samples: &[Sample]) -> String {
     let mut t = String::new();
-    let _ = writeln!(
-        t,
-        "| round | configuration | storm wall ms | pair wall ms | storm CPU ms | pair CPU ms | started | exec seen | exit seen | lost | events | tracer CPU ms (window) | tracer CPU ms (life) | peak RSS KiB | kernel runs | kernel ns (window) | summary kernel ns/run |"
-    );
-    let _ = writeln!(
-        t,
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    header(
+        &mut t,
+        &[
+            "round",
+            "configuration",
+            "storm wall ms",
+            "pair wall ms",
+            "storm CPU ms",
+            "pair CPU ms",
+            "started",
+            "exec seen",
+            "exit seen",
+            "lost",
+            "events",
+            "tracer CPU ms (window)",
+            "tracer CPU ms (life)",
+            "peak RSS KiB",
+            "kernel runs",
+            "kernel ns (window)",
+            "summary kernel ns/run",
+        ],
     );
     let o = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_else(|| "-".into());
     for s in samples {
         let _ = writeln!(
             t,
-            "| {} | {} | {:.1} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |{}",
+            "| {} | {}{} | {:.1} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             s.round + 1,
             s.config.label(),
+            if s.settled { "" } else { " (still busy)" },
             s.wall_ns as f64 / 1e6,
             s.pair
                 .map(|(w, _)| format!("{:.1}", w as f64 / 1e6))
@@ -297,7 +337,6 @@ pub fn raw(samples: &[Sample]) -> String {
                 .filter(|k| k.1 > 0)
                 .map(|(t, c)| format!("{:.0}", t as f64 / c as f64))
                 .unwrap_or_else(|| "-".into()),
-            if s.settled { "" } else { " still busy" },
         );
     }
     t
@@ -326,6 +365,37 @@ mod tests {
             summary_kernel: None,
             settled: true,
         }
+    }
+
+    fn assert_rectangular(table: &str) {
+        let widths: Vec<usize> = table
+            .lines()
+            .filter(|l| l.starts_with('|'))
+            .map(|l| l.matches('|').count())
+            .collect();
+        assert!(
+            widths.windows(2).all(|w| w[0] == w[1]),
+            "rows differ in cell count {widths:?}:\n{table}"
+        );
+    }
+
+    #[test]
+    fn every_table_has_as_many_cells_per_row_as_its_header() {
+        let mut busy = sample(Config::Podtrace, 0, 1100, Some(1000));
+        busy.settled = false;
+        let samples = vec![sample(Config::NoTracer, 0, 1000, None), busy];
+        assert_rectangular(&side_by_side(&rows(&samples)));
+        assert_rectangular(&raw(&samples));
+        let start = StartRun {
+            sleepers: 0,
+            attach_ms: 200.0,
+            procs: Some(11),
+            rss_kb: 1024,
+            hwm_kb: 2048,
+            anon_kb: 512,
+            maps_kb: 256,
+        };
+        assert_rectangular(&startup_table(&[start]));
     }
 
     #[test]
