@@ -81,14 +81,15 @@ pub mod counter {
     pub const READ_ERRORS: u32 = 2;
     /// Records handed to the ring buffer.
     pub const SENT: u32 = 3;
-    pub const COUNT: u32 = 4;
+    /// Records offered to the ring buffer (sent + dropped); paces the reader's wakeups.
+    pub const OFFERED: u32 = 4;
+    pub const COUNT: u32 = 5;
 }
 
-/// `bpf_ringbuf_output` flags and `bpf_ringbuf_query` selector (uapi/linux/bpf.h).
+/// `bpf_ringbuf_output` flags (uapi/linux/bpf.h).
 pub mod ringbuf {
     pub const NO_WAKEUP: u64 = 1;
     pub const FORCE_WAKEUP: u64 = 2;
-    pub const AVAIL_DATA: u64 = 0;
 }
 
 /// `Config::flags` bits.
@@ -142,9 +143,10 @@ pub struct Config {
     pub self_tgid: u32,
     /// `config::*` bits.
     pub flags: u32,
-    /// Wake the reader only once this many bytes wait in the ring buffer (it also drains on
-    /// a timer): a wakeup per event costs more than the rest of the program in a VM.
-    pub wakeup_bytes: u32,
+    /// Wake the reader once every this many records per CPU (it also drains on a timer):
+    /// a wakeup per record (an irq_work, a self-IPI in a VM) costs more than the rest of the
+    /// program, and most when the reader has fallen behind.
+    pub wakeup_every: u32,
     pub _pad: u32,
 }
 

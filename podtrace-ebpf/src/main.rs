@@ -60,7 +60,7 @@ static CONFIG: Global<Config> = Global::new(Config {
     },
     self_tgid: 0,
     flags: 0,
-    wakeup_bytes: 0,
+    wakeup_every: 1,
     _pad: 0,
 });
 
@@ -77,10 +77,16 @@ static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT
 static SCRATCH: PerCpuArray<[u8; EXEC_RECORD_MAX]> = PerCpuArray::with_max_entries(1, 0);
 
 #[inline(always)]
-fn count(index: u32) {
-    if let Some(c) = COUNTERS.get_ptr_mut(index) {
-        // SAFETY: per-CPU slot, this program cannot be preempted by itself on this CPU.
-        unsafe { *c += 1 };
+fn count(index: u32) -> u64 {
+    match COUNTERS.get_ptr_mut(index) {
+        Some(c) => {
+            // SAFETY: per-CPU slot, this program cannot be preempted by itself on this CPU.
+            unsafe {
+                *c += 1;
+                *c
+            }
+        }
+        None => 0,
     }
 }
 
@@ -89,13 +95,16 @@ fn send(bytes: &[u8], hdr: &EventHeader, cfg: &Config, ctx: &BtfTracePointContex
     if hdr.flags & flags::PARTIAL != 0 {
         count(counter::READ_ERRORS);
     }
-    let wake = if EVENTS.query(ringbuf::AVAIL_DATA) >= u64::from(cfg.wakeup_bytes) {
+    let every = u64::from(cfg.wakeup_every.max(1));
+    let wake = if count(counter::OFFERED) % every == 0 {
         ringbuf::FORCE_WAKEUP
     } else {
         ringbuf::NO_WAKEUP
     };
     match EVENTS.output::<[u8]>(bytes, wake) {
-        Ok(()) => count(counter::SENT),
+        Ok(()) => {
+            count(counter::SENT);
+        }
         Err(_) => {
             count(counter::RINGBUF_DROPS);
             debug!(

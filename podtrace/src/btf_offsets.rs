@@ -5,17 +5,24 @@
 //! Rust BPF toolchain does not emit), the daemon resolves each field here at load time and passes
 //! the numbers in the programs' read-only `CONFIG` global.
 use anyhow::{anyhow, bail, Context, Result};
-use btf_rs::{Btf, Type};
+use btf_rs::{Backend, Btf, Type};
 use podtrace_common::Offsets;
 
 pub const VMLINUX: &str = "/sys/kernel/btf/vmlinux";
 
 pub fn from_system() -> Result<Offsets> {
-    // One read into memory: parsing straight from the file seeks once per type.
-    let bytes = std::fs::read(VMLINUX).with_context(|| {
-        format!("reading kernel BTF from {VMLINUX} (is CONFIG_DEBUG_INFO_BTF on?)")
-    })?;
-    let btf = Btf::from_bytes(&bytes).with_context(|| format!("parsing kernel BTF {VMLINUX}"))?;
+    // Mapped, not parsed whole: we look up a dozen structs, and parsing all of vmlinux's BTF
+    // cost most of the start-up time and ~15 MiB of heap. Kernels that cannot mmap the file
+    // get it read into memory once (parsing from the file seeks once per type).
+    let btf = match Btf::from_file_with_backend(VMLINUX, Backend::Mmap) {
+        Ok(b) => b,
+        Err(_) => {
+            let bytes = std::fs::read(VMLINUX).with_context(|| {
+                format!("reading kernel BTF from {VMLINUX} (is CONFIG_DEBUG_INFO_BTF on?)")
+            })?;
+            Btf::from_bytes(&bytes).with_context(|| format!("parsing kernel BTF {VMLINUX}"))?
+        }
+    };
     resolve(&btf)
 }
 

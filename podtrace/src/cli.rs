@@ -62,7 +62,7 @@ pub struct TracerArgs {
     #[arg(long, value_parser = parse_seconds)]
     pub duration: Option<Duration>,
     /// Kernel ring buffer size in bytes (a power of two, at least 4096).
-    #[arg(long, default_value_t = 1 << 23, value_parser = parse_ring_size)]
+    #[arg(long, default_value_t = 1 << 22, value_parser = parse_ring_size)]
     pub ring_buffer_bytes: u32,
     /// Also report new threads (type "thread"); they are never reported as processes.
     #[arg(long)]

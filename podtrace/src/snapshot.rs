@@ -79,65 +79,135 @@ fn own_real_cgroup(root: &Path) -> Option<String> {
 
 /// Reads one process; None if it vanished or is a kernel thread.
 pub fn read_process(pid: u32, cgroup2_root: Option<&Path>) -> Option<ProcInfo> {
-    read_process_in(pid, cgroup2_root, &mut None)
+    Scanner::new(cgroup2_root).read(pid)
 }
 
-fn read_process_in(
-    pid: u32,
-    cgroup2_root: Option<&Path>,
-    own_real: &mut Option<Option<String>>,
-) -> Option<ProcInfo> {
-    let p = procfs::process::Process::new(pid as i32).ok()?;
-    let stat = p.stat().ok()?;
-    // Kernel threads (PF_KTHREAD) never exec/fork in user space: not part of any container.
-    if stat.flags & 0x0020_0000 != 0 {
-        return None;
-    }
-    let status = p.status().ok()?;
-    let tick_ns = 1_000_000_000 / procfs::ticks_per_second().max(1);
-    let mut cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("0::").map(str::to_string))
-        });
-    if let (Some(path), Some(root)) = (&cgroup, cgroup2_root) {
-        if path.starts_with("/..") {
-            let own = own_real.get_or_insert_with(|| own_real_cgroup(root));
-            cgroup = own.as_deref().map(|o| resolve_cgroup_path(path, o));
+/// The fields of /proc/PID/stat podtrace uses: (comm, ppid, flags, starttime in ticks).
+fn parse_stat(text: &str) -> Option<(String, u32, u64, u64)> {
+    let open = text.find('(')?;
+    let close = text.rfind(')')?;
+    let comm = text.get(open + 1..close)?.to_string();
+    // Fields after the comm, numbered as in proc(5): state is field 3.
+    let rest: Vec<&str> = text.get(close + 1..)?.split_ascii_whitespace().collect();
+    let field = |n: usize| rest.get(n - 3).and_then(|v| v.parse::<u64>().ok());
+    Some((comm, field(4)? as u32, field(9)?, field(22)?))
+}
+
+/// (real uid, real gid, pid in its own namespace) from /proc/PID/status.
+fn parse_status(text: &str) -> (u32, u32, Option<u32>) {
+    let mut uid = 0;
+    let mut gid = 0;
+    let mut nspid = None;
+    for line in text.lines() {
+        let first = |l: &str| {
+            l.split_ascii_whitespace()
+                .next()
+                .and_then(|v| v.parse().ok())
+        };
+        if let Some(v) = line.strip_prefix("Uid:") {
+            uid = first(v).unwrap_or(0);
+        } else if let Some(v) = line.strip_prefix("Gid:") {
+            gid = first(v).unwrap_or(0);
+        } else if let Some(v) = line.strip_prefix("NSpid:") {
+            nspid = v
+                .split_ascii_whitespace()
+                .last()
+                .and_then(|n| n.parse().ok());
         }
     }
-    let cgroup_id = match (cgroup2_root, &cgroup) {
-        (Some(root), Some(path)) => std::fs::metadata(root.join(path.trim_start_matches('/')))
+    (uid, gid, nspid)
+}
+
+/// Reads processes from /proc with what many share cached (cgroup inodes, our own cgroup).
+/// Hand-parsed: a general /proc parser (procfs) spent most of a 10,000-process start-up
+/// parsing fields podtrace does not use.
+struct Scanner<'a> {
+    root: Option<&'a Path>,
+    tick_ns: u64,
+    own_real: Option<Option<String>>,
+    cgroup_inodes: std::collections::HashMap<String, u64>,
+}
+
+impl<'a> Scanner<'a> {
+    fn new(root: Option<&'a Path>) -> Self {
+        Self {
+            root,
+            tick_ns: 1_000_000_000 / procfs::ticks_per_second().max(1),
+            own_real: None,
+            cgroup_inodes: std::collections::HashMap::new(),
+        }
+    }
+
+    fn cgroup_inode(&mut self, path: &str) -> u64 {
+        let Some(root) = self.root else { return 0 };
+        if let Some(&ino) = self.cgroup_inodes.get(path) {
+            return ino;
+        }
+        let ino = std::fs::metadata(root.join(path.trim_start_matches('/')))
             .map(|m| m.ino())
-            .unwrap_or(0),
-        _ => 0,
-    };
-    Some(ProcInfo {
-        pid,
-        ppid: stat.ppid.max(0) as u32,
-        start_ns: stat.starttime * tick_ns,
-        nspid: status
-            .nspid
-            .as_ref()
-            .and_then(|v| v.last().copied())
-            .unwrap_or(pid as i32)
-            .max(0) as u32,
-        pidns: ns_inode(&Path::new("/proc").join(pid.to_string()).join("ns/pid")).unwrap_or(0),
-        uid: status.ruid,
-        gid: status.rgid,
-        comm: stat.comm,
-        exe: p.exe().ok().map(|e| e.display().to_string()),
-        argv: p.cmdline().unwrap_or_default(),
-        cgroup,
-        cgroup_id,
-    })
+            .unwrap_or(0);
+        self.cgroup_inodes.insert(path.to_string(), ino);
+        ino
+    }
+
+    fn read(&mut self, pid: u32) -> Option<ProcInfo> {
+        let dir = Path::new("/proc").join(pid.to_string());
+        let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
+        let (comm, ppid, flags, start_ticks) = parse_stat(&stat)?;
+        // Kernel threads (PF_KTHREAD) never exec/fork in user space: not part of any container.
+        if flags & 0x0020_0000 != 0 {
+            return None;
+        }
+        let status = std::fs::read_to_string(dir.join("status")).ok()?;
+        let (uid, gid, nspid) = parse_status(&status);
+        let mut cgroup = std::fs::read_to_string(dir.join("cgroup"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("0::").map(str::to_string))
+            });
+        if let (Some(path), Some(root)) = (&cgroup, self.root) {
+            if path.starts_with("/..") {
+                let own = self.own_real.get_or_insert_with(|| own_real_cgroup(root));
+                cgroup = own.as_deref().map(|o| resolve_cgroup_path(path, o));
+            }
+        }
+        let cgroup_id = cgroup.as_deref().map(|p| self.cgroup_inode(p)).unwrap_or(0);
+        let argv = std::fs::read(dir.join("cmdline"))
+            .map(|b| {
+                let b = b.strip_suffix(&[0]).unwrap_or(&b);
+                if b.is_empty() {
+                    Vec::new()
+                } else {
+                    b.split(|&c| c == 0)
+                        .map(|a| String::from_utf8_lossy(a).into_owned())
+                        .collect()
+                }
+            })
+            .unwrap_or_default();
+        Some(ProcInfo {
+            pid,
+            ppid,
+            start_ns: start_ticks * self.tick_ns,
+            nspid: nspid.unwrap_or(pid),
+            pidns: ns_inode(&dir.join("ns/pid")).unwrap_or(0),
+            uid,
+            gid,
+            comm,
+            exe: std::fs::read_link(dir.join("exe"))
+                .ok()
+                .map(|e| e.display().to_string()),
+            argv,
+            cgroup,
+            cgroup_id,
+        })
+    }
 }
 
 /// All user-space processes, sorted by pid.
 pub fn scan(cgroup2_root: Option<&Path>, skip_pid: u32) -> anyhow::Result<Vec<ProcInfo>> {
     let mut out = Vec::new();
-    let mut own_real = None;
+    let mut scanner = Scanner::new(cgroup2_root);
     for entry in std::fs::read_dir("/proc").map_err(|e| anyhow::anyhow!("reading /proc: {e}"))? {
         let Ok(entry) = entry else { continue };
         let Some(pid) = entry
@@ -150,7 +220,7 @@ pub fn scan(cgroup2_root: Option<&Path>, skip_pid: u32) -> anyhow::Result<Vec<Pr
         if pid == skip_pid {
             continue;
         }
-        if let Some(p) = read_process_in(pid, cgroup2_root, &mut own_real) {
+        if let Some(p) = scanner.read(pid) {
             out.push(p);
         }
     }
@@ -161,6 +231,20 @@ pub fn scan(cgroup2_root: Option<&Path>, skip_pid: u32) -> anyhow::Result<Vec<Pr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stat_and_status_parse_like_proc5_says() {
+        let stat = "4242 (my (odd) name) S 17 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 100 18446744073709551615";
+        assert_eq!(
+            parse_stat(stat),
+            Some(("my (odd) name".to_string(), 17, 4194560, 987654))
+        );
+        assert_eq!(parse_stat("garbage"), None);
+        let status =
+            "Name:\tsleep\nUid:\t1000\t1000\t1000\t1000\nGid:\t5\t5\t5\t5\nNSpid:\t4242\t1\n";
+        assert_eq!(parse_status(status), (1000, 5, Some(1)));
+        assert_eq!(parse_status(""), (0, 0, None));
+    }
 
     #[test]
     fn paths_relative_to_a_private_cgroup_namespace_are_resolved() {
