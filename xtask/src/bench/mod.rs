@@ -9,6 +9,7 @@ mod matrix;
 mod outputs;
 mod process;
 mod procfs;
+mod replay;
 mod report;
 mod startup;
 mod storm;
@@ -123,13 +124,14 @@ pub fn run(quick: bool) -> Result<()> {
     }
     .run()?;
     let startups = startup::measure(&storm, &tools, dir.path(), plan.sleepers, plan.startups)?;
+    let replayed = replay::measure(if quick { 30_000 } else { 1_000_000 })?;
     let took = t0.elapsed();
     let load_after = machine::load();
     drop(tracefs);
     drop(stats);
     drop(interrupts);
 
-    let text = render(
+    let mut text = render(
         &plan,
         &tools,
         &samples,
@@ -139,6 +141,7 @@ pub fn run(quick: bool) -> Result<()> {
         &load_after,
         took,
     );
+    text.push_str(&replay::render(&replayed));
     println!("{text}");
     if !quick {
         let path = util::workspace_root().join("BENCHMARKS.md");
