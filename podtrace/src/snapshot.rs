@@ -204,26 +204,43 @@ impl<'a> Scanner<'a> {
     }
 }
 
-/// All user-space processes, sorted by pid.
+/// All user-space processes, sorted by pid. Read on as many threads as there are CPUs (up to
+/// four): each process costs a handful of small file reads, and a node has thousands.
 pub fn scan(cgroup2_root: Option<&Path>, skip_pid: u32) -> anyhow::Result<Vec<ProcInfo>> {
-    let mut out = Vec::new();
-    let mut scanner = Scanner::new(cgroup2_root);
+    let mut pids = Vec::new();
     for entry in std::fs::read_dir("/proc").map_err(|e| anyhow::anyhow!("reading /proc: {e}"))? {
         let Ok(entry) = entry else { continue };
-        let Some(pid) = entry
+        if let Some(pid) = entry
             .file_name()
             .to_str()
             .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if pid == skip_pid {
-            continue;
-        }
-        if let Some(p) = scanner.read(pid) {
-            out.push(p);
+        {
+            if pid != skip_pid {
+                pids.push(pid);
+            }
         }
     }
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 4);
+    let chunk = pids.len().div_ceil(threads).max(1);
+    let mut out: Vec<ProcInfo> = std::thread::scope(|s| {
+        let workers: Vec<_> = pids
+            .chunks(chunk)
+            .map(|part| {
+                s.spawn(move || {
+                    let mut scanner = Scanner::new(cgroup2_root);
+                    part.iter()
+                        .filter_map(|&pid| scanner.read(pid))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap_or_default())
+            .collect()
+    });
     out.sort_by_key(|p| p.pid);
     Ok(out)
 }
