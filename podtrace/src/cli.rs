@@ -90,17 +90,24 @@ pub struct TracerArgs {
     pub no_default_redaction: bool,
 }
 
+/// Which pod, namespace or container (`run`, `replay` and `tree` alike).
 #[derive(Args, Debug, Clone, Default)]
-pub struct FilterArgs {
-    /// Only events of this pod (name).
+pub struct Selection {
+    /// Only this pod (name).
     #[arg(long)]
     pub pod: Option<String>,
-    /// Only events of pods in this namespace.
+    /// Only pods in this namespace.
     #[arg(long)]
     pub namespace: Option<String>,
-    /// Only events of this container (id prefix or name).
+    /// Only this container (id prefix or name).
     #[arg(long)]
     pub container: Option<String>,
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct FilterArgs {
+    #[command(flatten)]
+    pub select: Selection,
     /// Only events of processes in containers (conmon and shims included).
     #[arg(long)]
     pub containers_only: bool,
@@ -131,13 +138,8 @@ pub struct TreeArgs {
     /// JSON instead of text.
     #[arg(long)]
     pub json: bool,
-    #[arg(long)]
-    pub pod: Option<String>,
-    #[arg(long)]
-    pub namespace: Option<String>,
-    /// Container id prefix or name.
-    #[arg(long)]
-    pub container: Option<String>,
+    #[command(flatten)]
+    pub select: Selection,
     /// Also show processes outside containers.
     #[arg(long)]
     pub all: bool,

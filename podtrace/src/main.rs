@@ -17,9 +17,9 @@ const EXIT_BAD_INPUT: u8 = 2;
 
 fn filter_from(f: &FilterArgs) -> Result<EventFilter> {
     Ok(EventFilter {
-        pod: f.pod.clone(),
-        namespace: f.namespace.clone(),
-        container: f.container.clone(),
+        pod: f.select.pod.clone(),
+        namespace: f.select.namespace.clone(),
+        container: f.select.container.clone(),
         containers_only: f.containers_only,
         types: f.events.as_deref().map(parse_types).transpose()?,
     })
@@ -124,9 +124,9 @@ fn replay_cmd(
 
 fn tree_cmd(t: TreeArgs) -> Result<()> {
     let filter = tree::Filter {
-        pod: t.pod.clone(),
-        namespace: t.namespace.clone(),
-        container: t.container.clone(),
+        pod: t.select.pod.clone(),
+        namespace: t.select.namespace.clone(),
+        container: t.select.container.clone(),
         all: t.all,
     };
     let engine = match &t.from {
