@@ -161,11 +161,12 @@ mod pod {
 mod tests {
     #[test]
     fn header_layout_is_stable() {
-        assert_eq!(
-            super::HEADER_LEN,
-            104,
-            "EventHeader size changed: kernel and daemon must agree"
-        );
+        // Both sides compile this type, but tools that read raw records rely on the layout
+        // too: change it on purpose only.
+        assert_eq!(super::HEADER_LEN, 96, "EventHeader size changed");
+        assert_eq!(core::mem::offset_of!(super::EventHeader, pid), 40);
+        assert_eq!(core::mem::offset_of!(super::EventHeader, filename_len), 72);
+        assert_eq!(core::mem::offset_of!(super::EventHeader, comm), 80);
         assert_eq!(core::mem::align_of::<super::EventHeader>(), 8);
     }
 }
