@@ -72,6 +72,20 @@ impl Plan {
     }
 }
 
+/// A JSON file written by a tool of the bench (storm results, podtrace's summary).
+fn read_json(path: &Path) -> Result<serde_json::Value> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))
+}
+
+/// A whole-number field of such a file.
+fn json_u64(v: &serde_json::Value, path: &Path, key: &str) -> Result<u64> {
+    v.get(key)
+        .and_then(serde_json::Value::as_u64)
+        .with_context(|| format!("{}: no number {key:?}", path.display()))
+}
+
 fn env_usize(name: &str, default: usize) -> Result<usize> {
     match std::env::var(name) {
         Ok(v) => v

@@ -89,15 +89,8 @@ impl Storm {
 }
 
 fn parse_result(path: &Path) -> Result<StormResult> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let v: serde_json::Value =
-        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
-    let num = |k: &str| {
-        v.get(k)
-            .and_then(serde_json::Value::as_u64)
-            .with_context(|| format!("{}: no number {k:?}", path.display()))
-    };
+    let v = super::read_json(path)?;
+    let num = |k: &str| super::json_u64(&v, path, k);
     let pids = v
         .get("pids")
         .and_then(serde_json::Value::as_array)
