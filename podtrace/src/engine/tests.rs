@@ -27,23 +27,9 @@ struct Node {
 }
 
 fn ev(kind: Kind, pid: u32, ppid: u32, comm: &str) -> KernelEvent {
-    KernelEvent {
-        kind,
-        ts_ns: 0,
-        pid,
-        tid: pid,
-        ppid,
-        nspid: pid,
-        pidns: HOST_NS,
-        uid: 0,
-        gid: 0,
-        comm: comm.to_string(),
-        cgroup_id: ROOT_CG,
-        start_ns: u64::from(pid) * 1_000_000_000,
-        partial: false,
-        exec: None,
-        exit: None,
-    }
+    let mut e = crate::trace::synth::event(kind, 0, pid, ppid, comm, ROOT_CG);
+    e.start_ns = u64::from(pid) * 1_000_000_000;
+    e
 }
 
 impl Node {

@@ -21,7 +21,15 @@ impl Rng {
     }
 }
 
-fn ev(kind: Kind, ts_ns: u64, pid: u32, ppid: u32, comm: &str, cgroup_id: u64) -> KernelEvent {
+/// A host process's kernel event with the given identity (tests build on it too).
+pub fn event(
+    kind: Kind,
+    ts_ns: u64,
+    pid: u32,
+    ppid: u32,
+    comm: &str,
+    cgroup_id: u64,
+) -> KernelEvent {
     KernelEvent {
         kind,
         ts_ns,
@@ -183,7 +191,7 @@ pub fn trace(events: usize, containers: usize, seed: u64) -> Vec<Record> {
         };
         let argv = argvs[rng.below(argvs.len() as u64) as usize];
         let comm = argv[0].rsplit('/').next().unwrap_or("x");
-        let mut f = ev(Kind::Fork, ts, pid, ppid, "app", cg);
+        let mut f = event(Kind::Fork, ts, pid, ppid, "app", cg);
         f.pidns = ns;
         f.nspid = nspid;
         let start = ts;
