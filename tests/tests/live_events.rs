@@ -239,3 +239,28 @@ fn lost_events_are_counted_and_reported() {
     let delivered = run.events.iter().filter(|e| e["type"] != "lost").count() as u64;
     assert_eq!(delivered, sent, "every record the kernel sent was printed");
 }
+
+/// `--kernel-debug` forwards the kernel programs' aya-log messages (here: the drops).
+#[test]
+fn kernel_debug_log_reaches_stderr() {
+    let t = Tracer::start(&[
+        "--kernel-debug",
+        "--log",
+        "debug",
+        "--ring-buffer-bytes",
+        "4096",
+    ]);
+    t.pause();
+    for _ in 0..30 {
+        Command::new("true").status().expect("true");
+    }
+    t.resume();
+    let run = t.stop();
+    assert!(
+        run.stderr
+            .iter()
+            .any(|l| l.contains("ring buffer full: dropped kind")),
+        "{:#?}",
+        run.stderr
+    );
+}
