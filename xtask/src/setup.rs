@@ -46,8 +46,12 @@ fn bpf_linker_install_cmd() -> String {
 pub fn toolchain() -> Result<()> {
     util::step("toolchain check (nightly + rust-src, llvm-dev, bpf-linker)")?;
     ensure_nightly()?;
+    // bpf-linker links against the unversioned libLLVM.so, which only the -dev package ships
+    // (llvm-config alone comes with llvm-22 and says nothing about it).
     ensure_apt(&[&format!("llvm-{LLVM_MAJOR}-dev")], || {
-        Path::new(&llvm_prefix()).join("bin/llvm-config").is_file()
+        let prefix = llvm_prefix();
+        let p = Path::new(&prefix);
+        p.join("bin/llvm-config").is_file() && p.join("lib/libLLVM.so").exists()
     })?;
     ensure_bpf_linker()
 }
