@@ -1,90 +1,121 @@
 //! Wire types shared by the kernel programs (`podtrace-ebpf`) and the daemon (`podtrace`).
 //!
 //! Everything here is `#[repr(C)]` and defined once: the kernel writes these bytes into the
-//! ring buffer and the daemon's size-checked decoder reads them back.
+//! ring buffer and the daemon's size-checked decoder reads them back. [`LAYOUT`] is a hash of
+//! the layout; the kernel object carries it and the daemon refuses an object built from
+//! another layout.
 #![no_std]
 
 /// Kernel `TASK_COMM_LEN`.
 pub const COMM_LEN: usize = 16;
-/// Bytes reserved for the exec filename (including its NUL).
+/// Most bytes of the exec filename sent (longer ones are cut and flagged).
 pub const FILENAME_MAX: usize = 256;
-/// Bytes of the exec argv area (NUL-separated, as in `/proc/PID/cmdline`).
+/// Most bytes of the exec argv area sent (NUL-separated, as in `/proc/PID/cmdline`).
 pub const ARGV_MAX: usize = 4096;
 
-/// `EventHeader::kind` values.
+/// `EventHeader::kind` / `ReapRecord::kind` values.
 pub mod kind {
-    pub const EXEC: u32 = 1;
-    pub const FORK: u32 = 2;
-    pub const EXIT: u32 = 3;
+    pub const EXEC: u16 = 1;
+    pub const FORK: u16 = 2;
+    pub const EXIT: u16 = 3;
     /// A new thread in an existing process; sent only when `Config::flags` has `config::THREADS`.
-    pub const THREAD: u32 = 4;
+    pub const THREAD: u16 = 4;
+    /// A process was reaped (its parent's wait, or autoreap): a `ReapRecord`.
+    pub const REAP: u16 = 5;
+    /// Number of kinds + 1 (index bound for per-kind counters).
+    pub const COUNT: u32 = 6;
 }
 
 /// `EventHeader::flags` bits.
 pub mod flags {
     /// The argv area was filled and more arguments followed.
-    pub const ARGV_TRUNCATED: u32 = 1;
+    pub const ARGV_TRUNCATED: u16 = 1;
     /// The filename did not fit in `FILENAME_MAX`.
-    pub const FILENAME_TRUNCATED: u32 = 2;
+    pub const FILENAME_TRUNCATED: u16 = 2;
     /// A field could not be read from the kernel (the event is still sent, the field is 0).
-    pub const PARTIAL: u32 = 4;
+    pub const PARTIAL: u16 = 4;
+    /// The ring buffer had no room for the whole exec record: it was sent without its
+    /// filename and argv (counted in `counter::EXEC_TRIMMED`).
+    pub const EXEC_TRIMMED: u16 = 8;
 }
 
-/// Fixed part of every ring-buffer record. An exec record is followed by `FILENAME_MAX`
-/// bytes of filename area (of which `filename_len` are used) and `argv_len` bytes of argv.
+/// Fixed part of every exec, fork, thread and exit record (88 bytes). An exec record is
+/// followed by `filename_len` bytes of filename (no NUL) and `argv_len` bytes of argv, with
+/// nothing in between: records are as long as their content.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct EventHeader {
-    pub kind: u32,
-    pub flags: u32,
+    pub kind: u16,
+    pub flags: u16,
+    /// Host thread-group id (the "pid" users see).
+    pub pid: u32,
     /// `bpf_ktime_get_boot_ns()` when the event happened.
     pub ts_ns: u64,
     /// The process's start time (`group_leader->start_boottime`, ns since boot).
     pub start_ns: u64,
-    /// cgroup v2 id (inode of the cgroup2 directory).
-    pub cgroup_id: u64,
-    /// Exit only: ts_ns - start_ns.
-    pub duration_ns: u64,
-    /// Host thread-group id (the "pid" users see).
-    pub pid: u32,
     /// Host thread id of the task that produced the event.
     pub tid: u32,
     /// Thread-group id of the real parent.
     pub ppid: u32,
+    /// Kernfs id (= directory inode) of the task's cgroup in the default (v2) hierarchy.
+    pub cgroup_id: u64,
+    /// Kernfs id of the task's cgroup in the v1 hierarchy chosen at load time (0: none).
+    pub cgroup_v1_id: u64,
     /// The pid in the process's own pid namespace.
     pub nspid: u32,
     /// Inode number of that pid namespace.
     pub pidns: u32,
     pub uid: u32,
     pub gid: u32,
-    /// Exit only: raw wait status (`task->exit_code`): `code << 8`, or the signal | 0x80 on core dump.
+    /// Exit only: the wait status `waitpid` reports (`code << 8`, or the signal | 0x80 on
+    /// core dump): the group exit code after `exit_group` or a fatal signal, else the
+    /// thread-group leader's own exit code.
     pub exit_status: u32,
-    /// Exec only: bytes used in the filename area.
+    /// Exec only: filename bytes after the header.
     pub filename_len: u16,
-    /// Exec only: bytes of argv after the filename area.
+    /// Exec only: argv bytes after the filename.
     pub argv_len: u16,
-    pub _pad: u32,
     pub comm: [u8; COMM_LEN],
 }
 
+/// A reaped process (24 bytes): its identity and when.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReapRecord {
+    pub kind: u16,
+    pub flags: u16,
+    pub pid: u32,
+    pub ts_ns: u64,
+    pub start_ns: u64,
+}
+
 pub const HEADER_LEN: usize = core::mem::size_of::<EventHeader>();
-/// Largest record the kernel sends: an exec with full filename and argv areas.
+pub const REAP_LEN: usize = core::mem::size_of::<ReapRecord>();
+/// Largest record the kernel sends: an exec with full filename and argv.
 pub const EXEC_RECORD_MAX: usize = HEADER_LEN + FILENAME_MAX + ARGV_MAX;
 
 /// Indices into the per-CPU `COUNTERS` array.
 pub mod counter {
-    /// Records the ring buffer had no room for (each one is an event lost).
-    pub const RINGBUF_DROPS: u32 = 0;
+    /// Records the ring buffer had no room for, per kind: `DROPS + kind::*`.
+    pub const DROPS: u32 = 0;
     /// New threads (clone with CLONE_THREAD): counted, not reported as processes.
-    pub const THREADS: u32 = 1;
+    pub const THREADS: u32 = super::kind::COUNT;
     /// Events sent with `flags::PARTIAL` because a kernel read failed.
-    pub const READ_ERRORS: u32 = 2;
+    pub const READ_ERRORS: u32 = THREADS + 1;
     /// Records handed to the ring buffer.
-    pub const SENT: u32 = 3;
+    pub const SENT: u32 = THREADS + 2;
     /// Records offered to the ring buffer (sent + dropped); paces the reader's wakeups.
-    pub const OFFERED: u32 = 4;
-    pub const COUNT: u32 = 5;
+    pub const OFFERED: u32 = THREADS + 3;
+    /// Exec records sent without filename and argv because the whole record did not fit.
+    pub const EXEC_TRIMMED: u32 = THREADS + 4;
+    /// Exits of a thread that saw the group dead after another thread already reported it
+    /// (kernels without `group_dead` in the tracepoint: the race-free check caught them).
+    pub const EXIT_DUPLICATES: u32 = THREADS + 5;
+    pub const COUNT: u32 = THREADS + 6;
 }
+
+// The per-kind drop counters end where the others begin.
+const _: () = assert!(counter::DROPS + kind::COUNT <= counter::THREADS);
 
 /// `bpf_ringbuf_output` flags (uapi/linux/bpf.h).
 pub mod ringbuf {
@@ -96,7 +127,13 @@ pub mod ringbuf {
 pub mod config {
     /// Also send `kind::THREAD` records.
     pub const THREADS: u32 = 1;
+    /// Read the cgroup of the v1 hierarchy at `Offsets::css_set_v1_subsys`.
+    pub const CGROUP_V1: u32 = 2;
 }
+
+/// `signal_struct::flags` bit set by `exit_group` and fatal signals (include/linux/sched/signal.h,
+/// the same value in every kernel since 2.6): the group exit code is then the process's.
+pub const SIGNAL_GROUP_EXIT: u32 = 0x0000_0004;
 
 /// Byte offsets of the kernel struct fields the programs read, taken from the running
 /// kernel's BTF at load time (never hard-coded).
@@ -116,6 +153,8 @@ pub struct Offsets {
     pub task_signal: u32,
     pub task_cgroups: u32,
     pub signal_live: u32,
+    pub signal_flags: u32,
+    pub signal_group_exit_code: u32,
     pub cred_uid: u32,
     pub cred_gid: u32,
     pub pid_level: u32,
@@ -128,6 +167,11 @@ pub struct Offsets {
     pub mm_arg_start: u32,
     pub mm_arg_end: u32,
     pub css_set_dfl_cgrp: u32,
+    /// `offsetof(struct css_set, subsys) + 8 * <ssid of the chosen v1 controller>`
+    /// (used with `config::CGROUP_V1`).
+    pub css_set_v1_subsys: u32,
+    /// `offsetof(struct cgroup_subsys_state, cgroup)`.
+    pub css_cgroup: u32,
     pub cgroup_kn: u32,
     pub kernfs_node_id: u32,
     pub binprm_filename: u32,
@@ -150,6 +194,69 @@ pub struct Config {
     pub _pad: u32,
 }
 
+/// Bumped by hand when a field keeps its place but changes meaning.
+const WIRE_VERSION: u64 = 2;
+
+const fn mix(h: u64, v: usize) -> u64 {
+    // FNV-1a over the value's 8 bytes.
+    let mut h = h;
+    let mut i = 0;
+    let v = v as u64;
+    while i < 8 {
+        h ^= (v >> (i * 8)) & 0xff;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        i += 1;
+    }
+    h
+}
+
+macro_rules! layout_of {
+    ($h:expr, $t:ty, [$($f:ident),*]) => {{
+        let mut h = mix($h, core::mem::size_of::<$t>());
+        $( h = mix(h, core::mem::offset_of!($t, $f)); )*
+        h
+    }};
+}
+
+const fn layout_hash() -> u64 {
+    let mut h = mix(0xcbf2_9ce4_8422_2325, WIRE_VERSION as usize);
+    h = layout_of!(
+        h,
+        EventHeader,
+        [
+            kind,
+            flags,
+            pid,
+            ts_ns,
+            start_ns,
+            tid,
+            ppid,
+            cgroup_id,
+            cgroup_v1_id,
+            nspid,
+            pidns,
+            uid,
+            gid,
+            exit_status,
+            filename_len,
+            argv_len,
+            comm
+        ]
+    );
+    h = layout_of!(h, ReapRecord, [kind, flags, pid, ts_ns, start_ns]);
+    h = layout_of!(h, Config, [offsets, self_tgid, flags, wakeup_every]);
+    h = mix(h, core::mem::size_of::<Offsets>());
+    h = mix(h, counter::COUNT as usize);
+    h = mix(h, FILENAME_MAX);
+    mix(h, ARGV_MAX)
+}
+
+/// Hash of every wire layout above. The kernel object exports it as `PODTRACE_LAYOUT`.
+pub const LAYOUT: u64 = layout_hash();
+
+/// Name of the kernel object's symbol holding its `LAYOUT`.
+pub const LAYOUT_SYMBOL: &str = "PODTRACE_LAYOUT";
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: plain `#[repr(C)]` integers and byte arrays, no padding holes, any bit pattern is valid.
@@ -159,14 +266,38 @@ mod pod {
 
 #[cfg(test)]
 mod tests {
+    use core::mem::{align_of, offset_of};
+
+    use super::*;
+
     #[test]
     fn header_layout_is_stable() {
         // Both sides compile this type, but tools that read raw records rely on the layout
         // too: change it on purpose only.
-        assert_eq!(super::HEADER_LEN, 96, "EventHeader size changed");
-        assert_eq!(core::mem::offset_of!(super::EventHeader, pid), 40);
-        assert_eq!(core::mem::offset_of!(super::EventHeader, filename_len), 72);
-        assert_eq!(core::mem::offset_of!(super::EventHeader, comm), 80);
-        assert_eq!(core::mem::align_of::<super::EventHeader>(), 8);
+        assert_eq!(HEADER_LEN, 88, "EventHeader size changed");
+        assert_eq!(offset_of!(EventHeader, pid), 4);
+        assert_eq!(offset_of!(EventHeader, cgroup_id), 32);
+        assert_eq!(offset_of!(EventHeader, cgroup_v1_id), 40);
+        assert_eq!(offset_of!(EventHeader, exit_status), 64);
+        assert_eq!(offset_of!(EventHeader, filename_len), 68);
+        assert_eq!(offset_of!(EventHeader, comm), 72);
+        assert_eq!(align_of::<EventHeader>(), 8);
+        assert_eq!(REAP_LEN, 24);
+        assert_eq!(offset_of!(ReapRecord, pid), offset_of!(EventHeader, pid));
+        assert_eq!(
+            offset_of!(ReapRecord, ts_ns),
+            offset_of!(EventHeader, ts_ns)
+        );
+        assert_eq!(
+            offset_of!(ReapRecord, start_ns),
+            offset_of!(EventHeader, start_ns)
+        );
+    }
+
+    #[test]
+    fn layout_hash_depends_on_the_layout() {
+        let other = mix(LAYOUT, 1);
+        assert_ne!(LAYOUT, other);
+        assert_ne!(LAYOUT, 0);
     }
 }

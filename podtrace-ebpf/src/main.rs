@@ -1,27 +1,34 @@
-//! podtrace kernel programs: BTF tracepoints (tp_btf) on sched_process_exec / fork / exit.
+//! podtrace kernel programs: BTF tracepoints (tp_btf) on sched_process_exec / fork / exit /
+//! free.
 //!
 //! They hand us the tracepoints' `task_struct` (and `linux_binprm`) pointers, which the
 //! classic tracepoints do not (fork only gives pids, so threads could not be told from
 //! processes), and need no tracefs. The pointers are BTF-typed: fields at the offsets the
 //! daemon derives from the running kernel's BTF (the read-only `CONFIG` global) are read with
 //! plain loads that the verifier checks and the JIT guards, instead of a
-//! `bpf_probe_read_kernel` call each (half the cost per event here).
+//! `bpf_probe_read_kernel` call each.
+//!
+//! Records are as long as their content (an exec carries its filename and argv back to back),
+//! so a stalled reader's ring holds as many as possible; an exec that does not fit whole is
+//! sent without filename and argv (flagged) before anything is dropped, and every drop is
+//! counted per kind.
 #![no_std]
 #![no_main]
 
 mod task;
 
 use aya_ebpf::{
+    bindings::BPF_NOEXIST,
     helpers::generated::bpf_ktime_get_boot_ns,
     macros::{btf_tracepoint, map},
-    maps::{PerCpuArray, RingBuf},
+    maps::{LruHashMap, PerCpuArray, RingBuf},
     programs::BtfTracePointContext,
     Global,
 };
 use aya_log_ebpf::debug;
 use podtrace_common::{
-    config, counter, flags, kind, ringbuf, Config, EventHeader, ARGV_MAX, EXEC_RECORD_MAX,
-    FILENAME_MAX, HEADER_LEN,
+    config, counter, flags, kind, ringbuf, Config, EventHeader, ReapRecord, ARGV_MAX,
+    EXEC_RECORD_MAX, FILENAME_MAX, HEADER_LEN, LAYOUT,
 };
 use task::Task;
 
@@ -42,6 +49,8 @@ static CONFIG: Global<Config> = Global::new(Config {
         task_signal: 0,
         task_cgroups: 0,
         signal_live: 0,
+        signal_flags: 0,
+        signal_group_exit_code: 0,
         cred_uid: 0,
         cred_gid: 0,
         pid_level: 0,
@@ -53,6 +62,8 @@ static CONFIG: Global<Config> = Global::new(Config {
         mm_arg_start: 0,
         mm_arg_end: 0,
         css_set_dfl_cgrp: 0,
+        css_set_v1_subsys: 0,
+        css_cgroup: 0,
         cgroup_kn: 0,
         kernfs_node_id: 0,
         binprm_filename: 0,
@@ -63,6 +74,12 @@ static CONFIG: Global<Config> = Global::new(Config {
     wakeup_every: 1,
     _pad: 0,
 });
+
+/// The wire layout this object was built with; the daemon refuses an object whose layout is
+/// not its own (a stale build).
+#[unsafe(no_mangle)]
+#[used]
+static PODTRACE_LAYOUT: u64 = LAYOUT;
 
 /// Events to userspace. The daemon sets the size at load time (`--ring-buffer-bytes`).
 #[map]
@@ -75,6 +92,14 @@ static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT
 /// Per-CPU scratch space for an exec record (too large for the 512-byte BPF stack).
 #[map]
 static SCRATCH: PerCpuArray<[u8; EXEC_RECORD_MAX]> = PerCpuArray::with_max_entries(1, 0);
+
+/// Processes whose exit was reported, by (tgid, start): on kernels whose exit tracepoint
+/// does not say `group_dead`, two threads finishing at once can both see the group's live
+/// count at 0; inserting here with BPF_NOEXIST lets exactly one of them report. Least
+/// recently used entries go first (the race lasts microseconds). The daemon shrinks it to one
+/// entry where the tracepoint has `group_dead`.
+#[map]
+static EXITED: LruHashMap<[u64; 2], u8> = LruHashMap::with_max_entries(8192, 0);
 
 #[inline(always)]
 fn count(index: u32) -> u64 {
@@ -90,29 +115,39 @@ fn count(index: u32) -> u64 {
     }
 }
 
+/// Wake the reader once every `wakeup_every` records offered on this CPU.
 #[inline(always)]
-fn send(bytes: &[u8], hdr: &EventHeader, cfg: &Config, ctx: &BtfTracePointContext) {
-    if hdr.flags & flags::PARTIAL != 0 {
-        count(counter::READ_ERRORS);
-    }
+fn wakeup_flag(cfg: &Config) -> u64 {
     let every = u64::from(cfg.wakeup_every.max(1));
-    let wake = if count(counter::OFFERED) % every == 0 {
+    if count(counter::OFFERED) % every == 0 {
         ringbuf::FORCE_WAKEUP
     } else {
         ringbuf::NO_WAKEUP
-    };
+    }
+}
+
+/// Hands `bytes` to the ring buffer; counts it sent, or dropped for `kind`.
+#[inline(always)]
+fn send(bytes: &[u8], kind: u16, wake: u64, ctx: &BtfTracePointContext) -> bool {
     match EVENTS.output::<[u8]>(bytes, wake) {
         Ok(()) => {
             count(counter::SENT);
+            true
         }
         Err(_) => {
-            count(counter::RINGBUF_DROPS);
-            debug!(
-                ctx,
-                "ring buffer full: dropped kind {} pid {}", hdr.kind, hdr.pid
-            );
+            count(counter::DROPS + u32::from(kind));
+            debug!(ctx, "ring buffer full: dropped a record of kind {}", kind);
+            false
         }
     }
+}
+
+#[inline(always)]
+fn send_header(hdr: &EventHeader, cfg: &Config, ctx: &BtfTracePointContext) {
+    if hdr.flags & flags::PARTIAL != 0 {
+        count(counter::READ_ERRORS);
+    }
+    send(header_bytes(hdr), hdr.kind, wakeup_flag(cfg), ctx);
 }
 
 #[inline(always)]
@@ -141,20 +176,24 @@ fn try_exec(ctx: &BtfTracePointContext) -> Result<i32, i32> {
     // SAFETY: the map value is EXEC_RECORD_MAX bytes and only this CPU uses it now.
     let buf = unsafe { &mut *buf };
 
-    let filename_area = buf
+    // The filename right after the header, without its NUL.
+    let mut name_len = 0usize;
+    let filename_ptr: u64 = task::load(bprm + cfg.offsets.binprm_filename as u64).unwrap_or(0);
+    let name_area = buf
         .get_mut(HEADER_LEN..HEADER_LEN + FILENAME_MAX)
         .ok_or(0)?;
-    let filename_ptr: u64 = task::load(bprm + cfg.offsets.binprm_filename as u64).unwrap_or(0);
-    match task::read_kernel_str(filename_ptr, filename_area) {
+    match task::read_kernel_str(filename_ptr, name_area) {
         Some(n) => {
-            hdr.filename_len = n as u16;
+            name_len = n & (FILENAME_MAX - 1);
             if n >= FILENAME_MAX - 1 {
                 hdr.flags |= flags::FILENAME_TRUNCATED;
             }
         }
         None => hdr.flags |= flags::PARTIAL,
     }
+    hdr.filename_len = name_len as u16;
 
+    // argv right after the filename.
     let (arg_start, arg_end) = task.args();
     let mut argv_len = 0usize;
     if arg_end > arg_start {
@@ -163,7 +202,7 @@ fn try_exec(ctx: &BtfTracePointContext) -> Result<i32, i32> {
             want = ARGV_MAX;
             hdr.flags |= flags::ARGV_TRUNCATED;
         }
-        let off = HEADER_LEN + FILENAME_MAX;
+        let off = HEADER_LEN + name_len;
         if let Some(dst) = buf.get_mut(off..off + want) {
             if task::read_user(arg_start, dst) {
                 argv_len = want;
@@ -173,13 +212,28 @@ fn try_exec(ctx: &BtfTracePointContext) -> Result<i32, i32> {
         }
     }
     hdr.argv_len = argv_len as u16;
+    if hdr.flags & flags::PARTIAL != 0 {
+        count(counter::READ_ERRORS);
+    }
 
+    let wake = wakeup_flag(&cfg);
     if let Some(h) = buf.get_mut(..HEADER_LEN) {
         h.copy_from_slice(header_bytes(&hdr));
     }
-    let total = HEADER_LEN + FILENAME_MAX + argv_len;
+    let total = HEADER_LEN + name_len + argv_len;
     if let Some(record) = buf.get(..total) {
-        send(record, &hdr, &cfg, ctx);
+        if EVENTS.output::<[u8]>(record, wake).is_ok() {
+            count(counter::SENT);
+            return Ok(0);
+        }
+    }
+    // No room for the whole record: the exec itself (who, when, where) matters more than its
+    // argv, and a header fits where a full record did not.
+    hdr.flags |= flags::EXEC_TRIMMED;
+    hdr.filename_len = 0;
+    hdr.argv_len = 0;
+    if send(header_bytes(&hdr), kind::EXEC, wake, ctx) {
+        count(counter::EXEC_TRIMMED);
     }
     Ok(0)
 }
@@ -207,33 +261,103 @@ fn try_fork(ctx: &BtfTracePointContext) -> Result<i32, i32> {
         }
         hdr.kind = kind::THREAD;
     }
-    send(header_bytes(&hdr), &hdr, &cfg, ctx);
+    send_header(&hdr, &cfg, ctx);
     Ok(0)
 }
 
-// sched_process_exit(struct task_struct *p, ...): fires once per exiting thread.
+// sched_process_exit(struct task_struct *p, bool group_dead): fires once per exiting thread;
+// `group_dead` (kernels since 6.16) is true for the thread whose exit ended the process.
 #[btf_tracepoint(function = "sched_process_exit")]
 pub fn sched_process_exit(ctx: BtfTracePointContext) -> i32 {
-    match try_exit(&ctx) {
+    match try_exit_group_dead(&ctx) {
         Ok(v) | Err(v) => v,
     }
 }
 
-fn try_exit(ctx: &BtfTracePointContext) -> Result<i32, i32> {
+fn try_exit_group_dead(ctx: &BtfTracePointContext) -> Result<i32, i32> {
+    let group_dead: u64 = ctx.arg(1);
+    if group_dead & 0xff == 0 {
+        return Ok(0);
+    }
+    let cfg = CONFIG.load();
+    report_exit(&Task::new(ctx.arg::<u64>(0), &cfg.offsets), &cfg, ctx);
+    Ok(0)
+}
+
+// sched_process_exit(struct task_struct *p) on kernels without `group_dead`: the daemon loads
+// this one instead of the above.
+#[btf_tracepoint(function = "sched_process_exit")]
+pub fn sched_process_exit_legacy(ctx: BtfTracePointContext) -> i32 {
+    match try_exit_legacy(&ctx) {
+        Ok(v) | Err(v) => v,
+    }
+}
+
+fn try_exit_legacy(ctx: &BtfTracePointContext) -> Result<i32, i32> {
     let cfg = CONFIG.load();
     let task = Task::new(ctx.arg::<u64>(0), &cfg.offsets);
-    // signal->live was decremented before the tracepoint: 0 means this is the last thread,
-    // i.e. the process itself is exiting.
+    // signal->live was decremented before the tracepoint: 0 means every thread is exiting.
+    // Two threads can both see 0; only the one that claims (tgid, start) first reports.
     if task.live_threads()? != 0 {
         return Ok(0);
     }
-    let mut hdr = task.header(kind::EXIT, &cfg);
-    if hdr.pid == cfg.self_tgid {
+    let key = [u64::from(task.tgid()?), task.start_ns()?];
+    if EXITED.insert(key, 1u8, u64::from(BPF_NOEXIST)).is_err() {
+        count(counter::EXIT_DUPLICATES);
         return Ok(0);
     }
-    hdr.exit_status = task.exit_code();
-    hdr.duration_ns = hdr.ts_ns.saturating_sub(hdr.start_ns);
-    send(header_bytes(&hdr), &hdr, &cfg, ctx);
+    report_exit(&task, &cfg, ctx);
+    Ok(0)
+}
+
+#[inline(always)]
+fn report_exit(task: &Task, cfg: &Config, ctx: &BtfTracePointContext) {
+    let mut hdr = task.header(kind::EXIT, cfg);
+    if hdr.pid == cfg.self_tgid {
+        return;
+    }
+    match task.exit_status() {
+        Ok(s) => hdr.exit_status = s,
+        Err(_) => hdr.flags |= flags::PARTIAL,
+    }
+    send_header(&hdr, cfg, ctx);
+}
+
+// sched_process_free(struct task_struct *p): the task struct is released (after the reap);
+// for a thread-group leader that is the process leaving the process table.
+#[btf_tracepoint(function = "sched_process_free")]
+pub fn sched_process_free(ctx: BtfTracePointContext) -> i32 {
+    match try_free(&ctx) {
+        Ok(v) | Err(v) => v,
+    }
+}
+
+fn try_free(ctx: &BtfTracePointContext) -> Result<i32, i32> {
+    let cfg = CONFIG.load();
+    let task = Task::new(ctx.arg::<u64>(0), &cfg.offsets);
+    // Threads, and an old leader replaced by an exec from another thread (its group_leader
+    // points at the new one), are not the process.
+    if !task.is_group_leader()? {
+        return Ok(0);
+    }
+    let rec = ReapRecord {
+        kind: kind::REAP,
+        flags: 0,
+        pid: task.tgid()?,
+        ts_ns: now(),
+        start_ns: task.start_ns()?,
+    };
+    if rec.pid == cfg.self_tgid {
+        return Ok(0);
+    }
+    // SAFETY: ReapRecord is repr(C) plain data.
+    let bytes = unsafe {
+        core::slice::from_raw_parts(
+            (&rec as *const ReapRecord).cast::<u8>(),
+            core::mem::size_of::<ReapRecord>(),
+        )
+    };
+    send(bytes, kind::REAP, wakeup_flag(&cfg), ctx);
     Ok(0)
 }
 

@@ -3,7 +3,7 @@
 use aya_ebpf::helpers::{
     bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes, bpf_probe_read_user_buf,
 };
-use podtrace_common::{flags, Config, EventHeader, Offsets, COMM_LEN};
+use podtrace_common::{config, flags, Config, EventHeader, Offsets, COMM_LEN, SIGNAL_GROUP_EXIT};
 
 /// Deepest pid namespace nesting the kernel allows (MAX_PID_NS_LEVEL).
 const MAX_PID_NS_LEVEL: u32 = 32;
@@ -68,7 +68,7 @@ impl<'a> Task<'a> {
 
     /// Everything but the kind-specific fields. Failed reads leave 0 and set `PARTIAL`.
     #[inline(always)]
-    pub fn header(&self, kind: u32, cfg: &Config) -> EventHeader {
+    pub fn header(&self, kind: u16, cfg: &Config) -> EventHeader {
         let o = self.off;
         let mut partial = false;
         let mut h = EventHeader {
@@ -99,9 +99,17 @@ impl<'a> Task<'a> {
             }
             Err(_) => partial = true,
         }
-        match self.cgroup_id() {
+        let css_set = self.ptr(o.task_cgroups).unwrap_or(0);
+        match cgroup_id(load(css_set + o.css_set_dfl_cgrp as u64), o) {
             Ok(id) => h.cgroup_id = id,
             Err(_) => partial = true,
+        }
+        if cfg.flags & config::CGROUP_V1 != 0 {
+            let css: u64 = load(css_set + o.css_set_v1_subsys as u64).unwrap_or(0);
+            match cgroup_id(load(css + o.css_cgroup as u64), o) {
+                Ok(id) => h.cgroup_v1_id = id,
+                Err(_) => partial = true,
+            }
         }
         match read::<[u8; COMM_LEN]>(self.addr + o.task_comm as u64) {
             Ok(c) => h.comm = c,
@@ -110,8 +118,24 @@ impl<'a> Task<'a> {
         if partial || h.start_ns == 0 {
             h.flags |= flags::PARTIAL;
         }
-        let _ = cfg;
         h
+    }
+
+    #[inline(always)]
+    pub fn tgid(&self) -> Result<u32, i32> {
+        self.field(self.off.task_tgid)
+    }
+
+    /// The process's start: its thread-group leader's `start_boottime`.
+    #[inline(always)]
+    pub fn start_ns(&self) -> Result<u64, i32> {
+        let leader = Task::new(self.ptr(self.off.task_group_leader)?, self.off);
+        leader.field(self.off.task_start_boottime)
+    }
+
+    #[inline(always)]
+    pub fn is_group_leader(&self) -> Result<bool, i32> {
+        Ok(self.ptr(self.off.task_group_leader)? == self.addr)
     }
 
     /// (pid in the task's own pid namespace, that namespace's inode).
@@ -128,16 +152,6 @@ impl<'a> Task<'a> {
         let ns: u64 = read(upid + o.upid_ns as u64)?;
         let inum: u32 = read(ns + o.pidns_inum as u64)?;
         Ok((nr, inum))
-    }
-
-    /// task->cgroups->dfl_cgrp->kn->id: what bpf_get_current_cgroup_id() returns for current.
-    #[inline(always)]
-    fn cgroup_id(&self) -> Result<u64, i32> {
-        let o = self.off;
-        let css_set = self.ptr(o.task_cgroups)?;
-        let cgrp: u64 = load(css_set + o.css_set_dfl_cgrp as u64)?;
-        let kn: u64 = load(cgrp + o.cgroup_kn as u64)?;
-        load(kn + o.kernfs_node_id as u64)
     }
 
     /// (mm->arg_start, mm->arg_end), (0, 0) for a task without mm.
@@ -159,8 +173,26 @@ impl<'a> Task<'a> {
         load(signal + self.off.signal_live as u64)
     }
 
+    /// The wait status `waitpid` will report: the group exit code after `exit_group` or a
+    /// fatal signal, else the thread-group leader's own exit code (the leader may have
+    /// called `exit` before the last thread).
     #[inline(always)]
-    pub fn exit_code(&self) -> u32 {
-        self.field::<i32>(self.off.task_exit_code).unwrap_or(0) as u32
+    pub fn exit_status(&self) -> Result<u32, i32> {
+        let o = self.off;
+        let signal = self.ptr(o.task_signal)?;
+        let sig_flags: u32 = load(signal + o.signal_flags as u64)?;
+        if sig_flags & SIGNAL_GROUP_EXIT != 0 {
+            return load::<i32>(signal + o.signal_group_exit_code as u64).map(|c| c as u32);
+        }
+        let leader = Task::new(self.ptr(o.task_group_leader)?, o);
+        leader.field::<i32>(o.task_exit_code).map(|c| c as u32)
     }
+}
+
+/// `cgrp->kn->id`: the kernfs id of a cgroup, which is its directory's inode number (what
+/// `bpf_get_current_cgroup_id()` returns for the default hierarchy).
+#[inline(always)]
+fn cgroup_id(cgrp: Result<u64, i32>, o: &Offsets) -> Result<u64, i32> {
+    let kn: u64 = load(cgrp? + o.cgroup_kn as u64)?;
+    load(kn + o.kernfs_node_id as u64)
 }

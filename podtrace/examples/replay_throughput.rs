@@ -6,6 +6,7 @@ use std::io::Write;
 use std::time::Instant;
 
 use podtrace::filter::EventFilter;
+use podtrace::pipeline::{FnSink, Pipeline};
 use podtrace::replay::{replay, Until};
 use podtrace::trace::synth;
 
@@ -32,28 +33,23 @@ fn main() -> anyhow::Result<()> {
     let (_, s) = replay(
         &path,
         false,
-        &EventFilter::default(),
         Until::End,
-        &mut |_| Ok(()),
+        Pipeline::new(EventFilter::default()),
     )?;
     let no_output_secs = start.elapsed().as_secs_f64();
     let _ = (parsed, s);
     let mut sink = std::io::BufWriter::with_capacity(1 << 16, std::io::sink());
     let mut printed_bytes = 0usize;
     let start = Instant::now();
-    let (_, summary) = replay(
-        &path,
-        false,
-        &EventFilter::default(),
-        Until::End,
-        &mut |ev| {
+    let pipe =
+        Pipeline::new(EventFilter::default()).sink(FnSink(|ev: &podtrace::output::Event| {
             let line = serde_json::to_vec(ev)?;
             printed_bytes += line.len() + 1;
             sink.write_all(&line)?;
             sink.write_all(b"\n")?;
             Ok(())
-        },
-    )?;
+        }));
+    let (_, summary) = replay(&path, false, Until::End, pipe)?;
     sink.flush()?;
     let secs = start.elapsed().as_secs_f64();
     println!(

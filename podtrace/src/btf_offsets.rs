@@ -1,6 +1,6 @@
 //! Kernel struct field offsets from the running kernel's BTF (`/sys/kernel/btf/vmlinux`).
 //!
-//! The kernel programs read `task_struct` and friends with `bpf_probe_read_kernel`; rather than
+//! The kernel programs read `task_struct` and friends at these offsets; rather than
 //! hard-coding offsets (which differ per kernel build) or relying on CO-RE relocations (which the
 //! Rust BPF toolchain does not emit), the daemon resolves each field here at load time and passes
 //! the numbers in the programs' read-only `CONFIG` global.
@@ -10,7 +10,9 @@ use podtrace_common::Offsets;
 
 pub const VMLINUX: &str = "/sys/kernel/btf/vmlinux";
 
-pub fn from_system() -> Result<Offsets> {
+/// Opens the running kernel's BTF. A kernel without it (no CONFIG_DEBUG_INFO_BTF) cannot
+/// run podtrace: the error says so.
+pub fn open_system() -> Result<Btf> {
     // Mapped, not parsed whole: we look up a dozen structs, and parsing all of vmlinux's BTF
     // cost most of the start-up time and ~15 MiB of heap. Kernels that cannot mmap the file
     // get it read into memory once (parsing from the file seeks once per type).
@@ -23,7 +25,11 @@ pub fn from_system() -> Result<Offsets> {
             Btf::from_bytes(&bytes).with_context(|| format!("parsing kernel BTF {VMLINUX}"))?
         }
     };
-    resolve(&btf)
+    Ok(btf)
+}
+
+pub fn from_system(v1_controller: Option<&str>) -> Result<KernelLayout> {
+    resolve(&open_system()?, v1_controller)
 }
 
 /// Strips typedefs and qualifiers.
@@ -93,9 +99,62 @@ fn size(btf: &Btf, struct_name: &str) -> Result<u32> {
     }
 }
 
-pub fn resolve(btf: &Btf) -> Result<Offsets> {
+/// What the kernel programs need to know about this kernel, from its BTF.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KernelLayout {
+    pub offsets: Offsets,
+    /// `sched_process_exit` passes `group_dead` (kernels since 6.16): the exit program can
+    /// tell the process's end from a thread's without a check of its own.
+    pub exit_has_group_dead: bool,
+}
+
+/// The subsystem index (`enum cgroup_subsys_id`) of a v1 controller (`memory`, `pids`, ...).
+pub fn subsys_id(btf: &Btf, controller: &str) -> Result<u32> {
+    let want = format!("{controller}_cgrp_id");
+    for ty in btf
+        .resolve_types_by_name("cgroup_subsys_id")
+        .context("enum cgroup_subsys_id not in kernel BTF")?
+    {
+        if let Type::Enum(e) = ty {
+            for m in &e.members {
+                if btf.resolve_name(m).unwrap_or_default() == want {
+                    return Ok(m.val());
+                }
+            }
+        }
+    }
+    bail!("kernel BTF: enum cgroup_subsys_id has no {want} (controller {controller} not built in)")
+}
+
+/// Parameters of a BTF tracepoint's probe (`btf_trace_<name>`), without the leading context.
+fn tracepoint_params(btf: &Btf, name: &str) -> Result<usize> {
+    let typedef = format!("btf_trace_{name}");
+    let ty = btf
+        .resolve_types_by_name(&typedef)
+        .with_context(|| format!("{typedef} not in kernel BTF (no BTF tracepoint {name})"))?
+        .into_iter()
+        .find(|t| matches!(t, Type::Typedef(_)))
+        .ok_or_else(|| anyhow!("{typedef} not in kernel BTF (no BTF tracepoint {name})"))?;
+    let mut ty = concrete(btf, ty)?;
+    if let Type::Ptr(p) = &ty {
+        ty = concrete(btf, btf.resolve_chained_type(p)?)?;
+    }
+    match ty {
+        Type::FuncProto(f) => Ok(f.parameters.len().saturating_sub(1)),
+        _ => bail!("kernel BTF: {typedef} is not a function pointer"),
+    }
+}
+
+/// Offsets for the programs; `v1_controller` is the v1 hierarchy's controller whose cgroup
+/// the programs read besides the default hierarchy's (None: v2 only).
+pub fn resolve(btf: &Btf, v1_controller: Option<&str>) -> Result<KernelLayout> {
     let t = |f: &str| offset(btf, "task_struct", f);
-    Ok(Offsets {
+    let css_set_subsys = offset(btf, "css_set", "subsys")?;
+    let css_set_v1_subsys = match v1_controller {
+        Some(c) => css_set_subsys + 8 * subsys_id(btf, c)?,
+        None => 0,
+    };
+    let offsets = Offsets {
         task_pid: t("pid")?,
         task_tgid: t("tgid")?,
         task_real_parent: t("real_parent")?,
@@ -109,6 +168,8 @@ pub fn resolve(btf: &Btf) -> Result<Offsets> {
         task_signal: t("signal")?,
         task_cgroups: t("cgroups")?,
         signal_live: offset(btf, "signal_struct", "live")?,
+        signal_flags: offset(btf, "signal_struct", "flags")?,
+        signal_group_exit_code: offset(btf, "signal_struct", "group_exit_code")?,
         cred_uid: offset(btf, "cred", "uid")?,
         cred_gid: offset(btf, "cred", "gid")?,
         pid_level: offset(btf, "pid", "level")?,
@@ -120,10 +181,24 @@ pub fn resolve(btf: &Btf) -> Result<Offsets> {
         mm_arg_start: offset(btf, "mm_struct", "arg_start")?,
         mm_arg_end: offset(btf, "mm_struct", "arg_end")?,
         css_set_dfl_cgrp: offset(btf, "css_set", "dfl_cgrp")?,
+        css_set_v1_subsys,
+        css_cgroup: offset(btf, "cgroup_subsys_state", "cgroup")?,
         cgroup_kn: offset(btf, "cgroup", "kn")?,
         kernfs_node_id: offset(btf, "kernfs_node", "id")?,
         binprm_filename: offset(btf, "linux_binprm", "filename")?,
         _pad: 0,
+    };
+    for tp in [
+        "sched_process_exec",
+        "sched_process_fork",
+        "sched_process_free",
+    ] {
+        tracepoint_params(btf, tp)?;
+    }
+    let exit_has_group_dead = tracepoint_params(btf, "sched_process_exit")? >= 2;
+    Ok(KernelLayout {
+        offsets,
+        exit_has_group_dead,
     })
 }
 
@@ -133,11 +208,12 @@ mod tests {
 
     #[test]
     fn resolves_every_field_on_this_kernel() {
-        if !std::path::Path::new(VMLINUX).exists() {
-            eprintln!("skipped: no {VMLINUX}");
-            return;
-        }
-        let o = from_system().expect("offsets from the running kernel's BTF");
+        assert!(
+            std::path::Path::new(VMLINUX).exists(),
+            "{VMLINUX} is missing: podtrace needs a kernel with BTF"
+        );
+        let k = from_system(Some("memory")).expect("offsets from the running kernel's BTF");
+        let o = k.offsets;
         // Plausibility, independent of this code: pid and tgid are adjacent pid_t fields,
         // comm is 16 bytes inside task_struct, upid is {int nr; struct pid_namespace *ns}.
         assert_eq!(o.task_tgid, o.task_pid + 4, "{o:?}");
@@ -145,5 +221,7 @@ mod tests {
         assert_eq!((o.upid_nr, o.upid_ns), (0, 8));
         assert_eq!(o.mm_arg_end, o.mm_arg_start + 8);
         assert!(o.task_comm > 0 && o.task_real_parent > 0 && o.mm_arg_start > 0);
+        // css_set starts with its subsys[] array; memory's index is well inside it.
+        assert!(o.css_set_v1_subsys > 0 && o.css_set_v1_subsys < o.css_set_dfl_cgrp);
     }
 }

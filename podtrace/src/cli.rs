@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::cgroups::CgroupMode;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "podtrace",
@@ -88,6 +90,10 @@ pub struct TracerArgs {
     /// Authorization: Bearer ..., mysql -pPASSWORD, user:password@ in URLs).
     #[arg(long)]
     pub no_default_redaction: bool,
+    /// Which cgroup hierarchy places processes: auto (v2 where mounted, a v1 controller
+    /// hierarchy where v2 is not in use for a task), v2, or v1.
+    #[arg(long, value_enum, default_value_t = CgroupMode::Auto, env = "PODTRACE_CGROUP_MODE")]
+    pub cgroup_mode: CgroupMode,
 }
 
 /// Which pod, namespace or container (`run`, `replay` and `tree` alike).
@@ -152,6 +158,9 @@ pub struct TreeArgs {
     /// With --from: skip bad records.
     #[arg(long)]
     pub lenient: bool,
+    /// Live tree: which cgroup hierarchy places processes (as `run --cgroup-mode`).
+    #[arg(long, value_enum, default_value_t = CgroupMode::Auto, env = "PODTRACE_CGROUP_MODE")]
+    pub cgroup_mode: CgroupMode,
 }
 
 fn parse_seconds(s: &str) -> Result<Duration, String> {

@@ -1,7 +1,6 @@
 //! Which enriched events `run` and `replay` print (`--pod`, `--namespace`, `--container`,
 //! `--containers-only`, `--event`). `lost` lines always pass: loss is never filtered away.
-use anyhow::{bail, Result};
-
+use crate::error::Failure;
 use crate::output::Event;
 
 #[derive(Clone, Debug, Default)]
@@ -18,19 +17,19 @@ pub struct EventFilter {
 pub const TYPES: [&str; 4] = ["exec", "fork", "exit", "thread"];
 
 /// Parses `--event exec,fork,exit`.
-pub fn parse_types(list: &str) -> Result<Vec<String>> {
+pub fn parse_types(list: &str) -> Result<Vec<String>, Failure> {
     let mut out = Vec::new();
     for t in list.split(',').map(str::trim).filter(|t| !t.is_empty()) {
         if !TYPES.contains(&t) {
-            bail!(
+            return Err(Failure::BadInput(format!(
                 "--event: unknown event type `{t}` (expected some of {})",
                 TYPES.join(",")
-            );
+            )));
         }
         out.push(t.to_string());
     }
     if out.is_empty() {
-        bail!("--event: empty list");
+        return Err(Failure::BadInput("--event: empty list".into()));
     }
     Ok(out)
 }

@@ -1,8 +1,10 @@
 //! Kernel events as the daemon holds and records them, and the size-checked ring-buffer decoder.
-use podtrace_common::{flags, kind, EventHeader, ARGV_MAX, FILENAME_MAX, HEADER_LEN};
+use podtrace_common::{
+    flags, kind, EventHeader, ReapRecord, ARGV_MAX, FILENAME_MAX, HEADER_LEN, REAP_LEN,
+};
 use serde::{Deserialize, Serialize};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
     Exec,
@@ -11,22 +13,44 @@ pub enum Kind {
     Thread,
 }
 
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Exec => "exec",
+            Kind::Fork => "fork",
+            Kind::Exit => "exit",
+            Kind::Thread => "thread",
+        }
+    }
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ExecPayload {
     pub filename: String,
     pub argv: Vec<String>,
     #[serde(default)]
     pub argv_truncated: bool,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub filename_truncated: bool,
+    /// The ring buffer had no room for filename and argv: both are empty.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub trimmed: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ExitPayload {
     /// Raw wait status (see `wait_status::decode`).
     pub status: u32,
     pub duration_ns: u64,
 }
 
-/// One decoded kernel record. This is also what a trace file stores.
+/// One decoded exec, fork, thread or exit record. This is also what a trace file stores.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KernelEvent {
@@ -41,10 +65,14 @@ pub struct KernelEvent {
     pub uid: u32,
     pub gid: u32,
     pub comm: String,
+    /// Default (v2) hierarchy cgroup id.
     pub cgroup_id: u64,
+    /// cgroup id in the v1 hierarchy of the trace header (0: none).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cgroup_v1_id: u64,
     pub start_ns: u64,
     /// A kernel read failed; some fields are 0.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default, skip_serializing_if = "is_false")]
     pub partial: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exec: Option<ExecPayload>,
@@ -52,12 +80,32 @@ pub struct KernelEvent {
     pub exit: Option<ExitPayload>,
 }
 
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+
+/// A process left the kernel's process table (reaped by its parent, or autoreaped).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReapEvent {
+    pub ts_ns: u64,
+    pub pid: u32,
+    pub start_ns: u64,
+}
+
+/// What one ring-buffer record holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decoded {
+    Event(KernelEvent),
+    Reap(ReapEvent),
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DecodeError {
-    #[error("record of {0} bytes is shorter than the {HEADER_LEN}-byte header")]
-    Short(usize),
+    #[error("record of {0} bytes is shorter than its {1}-byte header")]
+    Short(usize, usize),
     #[error("unknown event kind {0}")]
-    UnknownKind(u32),
+    UnknownKind(u16),
     #[error("{kind} record: expected {expected} bytes, got {got}")]
     Length {
         kind: &'static str,
@@ -70,14 +118,14 @@ pub enum DecodeError {
     ArgvLen(u16),
 }
 
-/// Text of a fixed-size, NUL-padded kernel byte array.
+/// Text of a NUL-padded kernel byte array.
 fn c_string(bytes: &[u8]) -> String {
-    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    let end = memchr::memchr(0, bytes).unwrap_or(bytes.len());
     String::from_utf8_lossy(&bytes[..end]).into_owned()
 }
 
 /// Splits the kernel's argv area (`arg_start..arg_end`: NUL-terminated strings) into arguments.
-fn split_argv(bytes: &[u8]) -> Vec<String> {
+pub fn split_argv(bytes: &[u8]) -> Vec<String> {
     if bytes.is_empty() {
         return Vec::new();
     }
@@ -88,10 +136,34 @@ fn split_argv(bytes: &[u8]) -> Vec<String> {
         .collect()
 }
 
+/// The record's kind, read without decoding (0 for a record too short to say).
+pub fn record_kind(bytes: &[u8]) -> u16 {
+    bytes
+        .get(..2)
+        .map(|b| u16::from_ne_bytes([b[0], b[1]]))
+        .unwrap_or(0)
+}
+
 /// Decodes one ring-buffer record, checking every length against what the kernel promised.
-pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
+pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
+    if record_kind(bytes) == kind::REAP {
+        if bytes.len() != REAP_LEN {
+            return Err(DecodeError::Length {
+                kind: "reap",
+                expected: REAP_LEN,
+                got: bytes.len(),
+            });
+        }
+        // SAFETY: REAP_LEN bytes; ReapRecord is plain data valid for any bit pattern.
+        let r: ReapRecord = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+        return Ok(Decoded::Reap(ReapEvent {
+            ts_ns: r.ts_ns,
+            pid: r.pid,
+            start_ns: r.start_ns,
+        }));
+    }
     if bytes.len() < HEADER_LEN {
-        return Err(DecodeError::Short(bytes.len()));
+        return Err(DecodeError::Short(bytes.len(), HEADER_LEN));
     }
     // SAFETY: at least HEADER_LEN bytes; EventHeader is plain data valid for any bit pattern.
     let h: EventHeader = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
@@ -114,6 +186,7 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
         gid: h.gid,
         comm: c_string(&h.comm),
         cgroup_id: h.cgroup_id,
+        cgroup_v1_id: h.cgroup_v1_id,
         start_ns: h.start_ns,
         partial: h.flags & flags::PARTIAL != 0,
         exec: None,
@@ -121,13 +194,14 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
     };
     match kind {
         Kind::Exec => {
-            if usize::from(h.filename_len) > FILENAME_MAX {
+            let (name_len, argv_len) = (usize::from(h.filename_len), usize::from(h.argv_len));
+            if name_len > FILENAME_MAX {
                 return Err(DecodeError::FilenameLen(h.filename_len));
             }
-            if usize::from(h.argv_len) > ARGV_MAX {
+            if argv_len > ARGV_MAX {
                 return Err(DecodeError::ArgvLen(h.argv_len));
             }
-            let expected = HEADER_LEN + FILENAME_MAX + usize::from(h.argv_len);
+            let expected = HEADER_LEN + name_len + argv_len;
             if bytes.len() != expected {
                 return Err(DecodeError::Length {
                     kind: "exec",
@@ -135,18 +209,19 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
                     got: bytes.len(),
                 });
             }
-            let name_area = &bytes[HEADER_LEN..HEADER_LEN + usize::from(h.filename_len)];
-            let argv_area = &bytes[HEADER_LEN + FILENAME_MAX..];
+            let name = &bytes[HEADER_LEN..HEADER_LEN + name_len];
             ev.exec = Some(ExecPayload {
-                filename: c_string(name_area),
-                argv: split_argv(argv_area),
+                filename: c_string(name),
+                argv: split_argv(&bytes[HEADER_LEN + name_len..]),
                 argv_truncated: h.flags & flags::ARGV_TRUNCATED != 0,
+                filename_truncated: h.flags & flags::FILENAME_TRUNCATED != 0,
+                trimmed: h.flags & flags::EXEC_TRIMMED != 0,
             });
         }
         Kind::Fork | Kind::Thread | Kind::Exit => {
             if bytes.len() != HEADER_LEN {
                 return Err(DecodeError::Length {
-                    kind: if kind == Kind::Exit { "exit" } else { "fork" },
+                    kind: kind.as_str(),
                     expected: HEADER_LEN,
                     got: bytes.len(),
                 });
@@ -154,19 +229,19 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
             if kind == Kind::Exit {
                 ev.exit = Some(ExitPayload {
                     status: h.exit_status,
-                    duration_ns: h.duration_ns,
+                    duration_ns: h.ts_ns.saturating_sub(h.start_ns),
                 });
             }
         }
     }
-    Ok(ev)
+    Ok(Decoded::Event(ev))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn header(kind: u32) -> EventHeader {
+    fn header(kind: u16) -> EventHeader {
         let mut comm = [0u8; 16];
         comm[..2].copy_from_slice(b"sh");
         EventHeader {
@@ -182,53 +257,70 @@ mod tests {
         }
     }
 
-    fn bytes_of(h: &EventHeader) -> Vec<u8> {
+    fn bytes_of<T>(h: &T) -> Vec<u8> {
         // SAFETY: test helper viewing a repr(C) value as bytes.
-        unsafe { std::slice::from_raw_parts((h as *const EventHeader).cast::<u8>(), HEADER_LEN) }
-            .to_vec()
+        unsafe {
+            std::slice::from_raw_parts((h as *const T).cast::<u8>(), std::mem::size_of::<T>())
+        }
+        .to_vec()
     }
 
-    fn exec_record(filename: &[u8], argv: &[u8], flags: u32) -> Vec<u8> {
+    fn exec_record(filename: &[u8], argv: &[u8], flags: u16) -> Vec<u8> {
         let mut h = header(kind::EXEC);
         h.filename_len = filename.len() as u16;
         h.argv_len = argv.len() as u16;
         h.flags = flags;
         let mut b = bytes_of(&h);
-        let mut area = vec![0u8; FILENAME_MAX];
-        area[..filename.len()].copy_from_slice(filename);
-        b.extend(area);
+        b.extend_from_slice(filename);
         b.extend_from_slice(argv);
         b
     }
 
+    fn event(d: Decoded) -> KernelEvent {
+        match d {
+            Decoded::Event(e) => e,
+            Decoded::Reap(r) => panic!("expected an event, got {r:?}"),
+        }
+    }
+
     #[test]
-    fn decodes_exec_with_argv() {
-        let ev = decode(&exec_record(b"/bin/sh", b"sh\0-c\0exit 7\0", 0)).expect("valid exec");
+    fn decodes_exec_with_argv_right_after_the_filename() {
+        let ev =
+            event(decode(&exec_record(b"/bin/sh", b"sh\0-c\0exit 7\0", 0)).expect("valid exec"));
         let exec = ev.exec.expect("exec payload");
         assert_eq!(exec.filename, "/bin/sh");
         assert_eq!(exec.argv, ["sh", "-c", "exit 7"]);
-        assert!(!exec.argv_truncated);
+        assert!(!exec.argv_truncated && !exec.filename_truncated && !exec.trimmed);
         assert_eq!(ev.comm, "sh");
         assert_eq!(ev.pid, 42);
     }
 
     #[test]
-    fn keeps_empty_arguments_and_truncation_flag() {
-        let ev = decode(&exec_record(b"/x", b"x\0\0y", flags::ARGV_TRUNCATED)).expect("valid");
+    fn keeps_empty_arguments_and_the_flags() {
+        let ev = event(
+            decode(&exec_record(
+                b"/x",
+                b"x\0\0y",
+                flags::ARGV_TRUNCATED | flags::FILENAME_TRUNCATED | flags::PARTIAL,
+            ))
+            .expect("valid"),
+        );
+        assert!(ev.partial);
         let exec = ev.exec.expect("exec payload");
         assert_eq!(exec.argv, ["x", "", "y"]);
-        assert!(exec.argv_truncated);
+        assert!(exec.argv_truncated && exec.filename_truncated);
     }
 
     #[test]
-    fn exec_without_argv() {
-        let ev = decode(&exec_record(b"/x", b"", 0)).expect("valid");
-        assert!(ev.exec.expect("payload").argv.is_empty());
+    fn a_trimmed_exec_is_a_header_alone() {
+        let ev = event(decode(&exec_record(b"", b"", flags::EXEC_TRIMMED)).expect("valid"));
+        let exec = ev.exec.expect("payload");
+        assert!(exec.trimmed && exec.filename.is_empty() && exec.argv.is_empty());
     }
 
     #[test]
     fn rejects_short_and_inconsistent_records() {
-        assert_eq!(decode(&[0u8; 10]), Err(DecodeError::Short(10)));
+        assert_eq!(decode(&[0u8; 10]), Err(DecodeError::Short(10, HEADER_LEN)));
         let mut rec = exec_record(b"/bin/sh", b"sh\0", 0);
         rec.pop();
         assert!(matches!(decode(&rec), Err(DecodeError::Length { .. })));
@@ -238,6 +330,12 @@ mod tests {
             decode(&bytes_of(&h)),
             Err(DecodeError::ArgvLen(_))
         ));
+        let mut h = header(kind::EXEC);
+        h.filename_len = (FILENAME_MAX + 1) as u16;
+        assert!(matches!(
+            decode(&bytes_of(&h)),
+            Err(DecodeError::FilenameLen(_))
+        ));
         let mut b = bytes_of(&header(kind::FORK));
         b.push(0);
         assert!(matches!(decode(&b), Err(DecodeError::Length { .. })));
@@ -245,26 +343,56 @@ mod tests {
             decode(&bytes_of(&header(99))),
             Err(DecodeError::UnknownKind(99))
         );
+        let reap = ReapRecord {
+            kind: kind::REAP,
+            ..ReapRecord::default()
+        };
+        let mut b = bytes_of(&reap);
+        b.push(0);
+        assert!(matches!(
+            decode(&b),
+            Err(DecodeError::Length { kind: "reap", .. })
+        ));
     }
 
     #[test]
-    fn exit_carries_status() {
+    fn exit_carries_status_and_duration() {
         let mut h = header(kind::EXIT);
         h.exit_status = 7 << 8;
-        h.duration_ns = 5;
-        let ev = decode(&bytes_of(&h)).expect("valid exit");
+        h.ts_ns = 105;
+        h.start_ns = 5;
+        let ev = event(decode(&bytes_of(&h)).expect("valid exit"));
         assert_eq!(
             ev.exit,
             Some(ExitPayload {
                 status: 7 << 8,
-                duration_ns: 5
+                duration_ns: 100
             })
         );
     }
 
     #[test]
+    fn reap_carries_identity() {
+        let r = ReapRecord {
+            kind: kind::REAP,
+            flags: 0,
+            pid: 7,
+            ts_ns: 20,
+            start_ns: 3,
+        };
+        assert_eq!(
+            decode(&bytes_of(&r)),
+            Ok(Decoded::Reap(ReapEvent {
+                ts_ns: 20,
+                pid: 7,
+                start_ns: 3
+            }))
+        );
+    }
+
+    #[test]
     fn non_utf8_is_replaced_not_rejected() {
-        let ev = decode(&exec_record(b"/x\xff", b"a\xfe\0", 0)).expect("valid");
+        let ev = event(decode(&exec_record(b"/x\xff", b"a\xfe\0", 0)).expect("valid"));
         let exec = ev.exec.expect("payload");
         assert_eq!(exec.filename, "/x\u{fffd}");
         assert_eq!(exec.argv, ["a\u{fffd}"]);

@@ -1,15 +1,19 @@
 //! podtrace: process lifecycle of Kubernetes / OpenShift nodes, from the kernel.
 //!
-//! Kernel programs (podtrace-ebpf) send exec/fork/exit records through a ring buffer; the
-//! `engine` attributes them to containers and pods and keeps the process trees; `live` runs
-//! it on the node, `replay` runs it on a recorded `trace`.
+//! Kernel programs (podtrace-ebpf) send exec/fork/exit/reap records through a ring buffer;
+//! a source (`live`: the ring buffer with the facts resolved for it; `replay`: a trace)
+//! pushes them as [`trace::Record`]s through one [`pipeline`]: the recorder, the pure
+//! [`engine`] that attributes processes to containers and pods and keeps the process
+//! trees, and the sinks.
 pub mod attribution;
 pub mod btf_offsets;
+pub mod cgroups;
 pub mod cli;
 pub mod clock;
+pub mod cri;
 pub mod engine;
+pub mod error;
 pub mod export;
-pub mod facts;
 pub mod filter;
 pub mod kernel_event;
 pub mod live;
@@ -18,6 +22,7 @@ pub mod metrics;
 pub mod ndjson;
 pub mod now;
 pub mod output;
+pub mod pipeline;
 pub mod redact;
 pub mod replay;
 pub mod snapshot;

@@ -1,32 +1,49 @@
-//! `podtrace run`: kernel programs -> ring buffer -> engine -> NDJSON (and the trace recorder).
+//! The live source: `podtrace run` and `record`. The kernel programs' ring buffer, with the
+//! facts the engine asks for resolved before each event, and the facts of the node's own
+//! (clock steps, /proc re-read after a loss, the CRI's answers), pushed through the pipeline
+//! as records, in the order the engine must see them; the recorder writes exactly those.
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use tokio::io::unix::AsyncFd;
 use tokio::signal::unix::{signal, SignalKind};
 
+use crate::cgroups::resolve::{CgroupView, Resolver};
+use crate::cgroups::{self, CgroupMode, CgroupSetup, Mounts};
 use crate::clock::BootClock;
-use crate::engine::Engine;
-use crate::facts::{Facts, LiveFacts, Recording};
+use crate::engine::Question;
+use crate::error::Failure;
 use crate::filter::EventFilter;
-use crate::kernel_event::{decode, KernelEvent};
+use crate::kernel_event::{decode, record_kind, Decoded};
 use crate::loader::{self, LoadOptions};
 use crate::metrics::{self, Metrics};
 use crate::ndjson::NdjsonWriter;
-use crate::output::Event;
+use crate::pipeline::Pipeline;
 use crate::redact::Redactor;
 use crate::snapshot;
 use crate::trace::writer::TraceWriter;
-use crate::trace::{self, CgroupFact, EndRecord, Header, LostRecord, Record};
+use crate::trace::{
+    self, CgroupFact, ClockRecord, EndRecord, Header, LostKinds, LostRecord, MalformedRecord,
+    Record, ResyncStart,
+};
 
-/// How often the ring buffer is drained without a wakeup, the kernel drop counter read and
-/// idle output flushed: the most a quiet event waits before it is printed.
+/// How often the ring buffer is drained without a wakeup, the kernel drop counters read,
+/// the clock checked and idle output flushed: the most a quiet event waits to be printed.
 const TICK: Duration = Duration::from_millis(100);
+/// Records taken from the ring buffer per wakeup before signals, ticks and the metrics
+/// endpoint get their turn (the rest are taken at once after).
+const DRAIN_BUDGET: usize = 4096;
+/// A boot->wall offset change smaller than this is the jitter of reading two clocks, not a
+/// step of the wall clock.
+const CLOCK_STEP_NS: i64 = 1_000_000;
+/// After a loss /proc is read again, at most this often (a node losing events all the time
+/// should not also scan /proc all the time).
+const RESYNC_EVERY: Duration = Duration::from_secs(5);
 
 pub struct RunOptions {
-    /// None: stdout. `Some(None)`-like "no output" is `quiet`.
+    /// None: stdout.
     pub output: Option<PathBuf>,
     pub quiet: bool,
     pub duration: Option<Duration>,
@@ -42,94 +59,31 @@ pub struct RunOptions {
     pub metrics_addr: Option<std::net::SocketAddr>,
     /// Applied to every argv before the engine, the output and the recorder see it.
     pub redactor: Redactor,
+    pub cgroup_mode: CgroupMode,
 }
 
 #[derive(Debug, Default, serde::Serialize)]
 pub struct RunSummary {
+    /// Exec, fork, exit and thread records received.
     pub events: u64,
+    /// Reap records received (not printed: they end zombies in the table).
+    pub reaps: u64,
     pub printed: u64,
     pub lost: u64,
+    pub lost_kinds: LostKinds,
     pub decode_errors: u64,
     pub threads: u64,
     pub read_errors: u64,
+    pub resyncs: u64,
+    /// The exit program attached (`sched_process_exit`: group_dead from the tracepoint;
+    /// `sched_process_exit_legacy`: the race-free check).
+    pub exit_program: String,
+    /// The cgroup hierarchies events are placed by.
+    pub cgroups: CgroupSetup,
     /// Per program: run count and run time from the kernel (with `--summary`).
     pub kernel: std::collections::BTreeMap<String, loader::ProgramStats>,
     /// The kernel's own counters at exit (ring-buffer drops, records sent, threads).
     pub kernel_counters: loader::KernelCounters,
-}
-
-/// The engine, its output and the recorder, fed one record at a time.
-struct Pipeline {
-    engine: Engine,
-    facts: Recording<LiveFacts>,
-    filter: EventFilter,
-    out: Option<NdjsonWriter>,
-    trace: Option<TraceWriter>,
-    buf: Vec<Event>,
-    redactor: Redactor,
-    metrics: Option<Arc<Metrics>>,
-}
-
-impl Pipeline {
-    /// Writes the facts the engine just consulted, so replay can answer the same.
-    fn record_facts(&mut self) -> Result<()> {
-        let answers = std::mem::take(&mut self.facts.answers);
-        if let Some(t) = &mut self.trace {
-            for (id, path) in answers {
-                t.write(&Record::Cgroup(CgroupFact { id, path }))?;
-            }
-        }
-        Ok(())
-    }
-
-    fn emit(&mut self) -> Result<u64> {
-        let mut printed = 0;
-        for ev in self.buf.drain(..) {
-            if self.filter.keep(&ev) {
-                if let Some(o) = &mut self.out {
-                    o.write(&ev)?;
-                }
-                printed += 1;
-            }
-        }
-        Ok(printed)
-    }
-
-    fn event(&mut self, mut ev: KernelEvent) -> Result<u64> {
-        // Redact first: neither the engine, the output nor the trace file sees a secret.
-        let redacted = self.redactor.event(&mut ev);
-        if let Some(m) = &self.metrics {
-            m.event(ev.kind);
-            m.redacted(redacted);
-        }
-        self.engine.ingest(&ev, &mut self.facts, &mut self.buf);
-        self.record_facts()?;
-        if let Some(t) = &mut self.trace {
-            t.write(&Record::Event(ev))?;
-        }
-        self.emit()
-    }
-
-    fn lost(&mut self, ts_ns: u64, count: u64) -> Result<u64> {
-        if let Some(m) = &self.metrics {
-            m.lost(count);
-        }
-        self.engine.lost(ts_ns, count, &mut self.buf);
-        if let Some(t) = &mut self.trace {
-            t.write(&Record::Lost(LostRecord { ts_ns, count }))?;
-        }
-        self.emit()
-    }
-
-    fn flush(&mut self) -> Result<()> {
-        if let Some(o) = &mut self.out {
-            o.flush()?;
-        }
-        if let Some(t) = &mut self.trace {
-            t.flush()?;
-        }
-        Ok(())
-    }
 }
 
 fn boot_now_ns() -> u64 {
@@ -153,59 +107,211 @@ pub fn host_pidns() -> u32 {
         .unwrap_or(0)
 }
 
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
+fn read_trimmed(path: &str) -> String {
+    std::fs::read_to_string(path)
         .map(|s| s.trim().to_string())
         .unwrap_or_default()
 }
 
-fn kernel_release() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default()
+/// The node's cgroup hierarchies under `mode` (a warning when there is none).
+pub fn cgroup_setup(mode: CgroupMode) -> Result<(Mounts, CgroupSetup, Option<cgroups::V1Mount>)> {
+    let mounts = Mounts::from_system();
+    let (setup, v1) = cgroups::choose(&mounts, mode).map_err(Failure::Unsupported)?;
+    if !setup.v2 && setup.v1.is_none() {
+        tracing::warn!(
+            "no cgroup2 mount and no cgroup v1 controller hierarchy in /proc/self/mountinfo: \
+             events will carry cgroup null and containers are found by runtime helpers only"
+        );
+    }
+    Ok((mounts, setup, v1))
 }
 
-/// Builds the engine from the /proc snapshot (redacted, and recorded when asked).
-fn start_engine(
+/// The records of a start-up: header, one `proc` per process (redacted), `snapshot_end`
+/// left to the caller (CRI answers may come first). Returns them and the argv elements
+/// redacted.
+pub fn snapshot_records(
     clock: BootClock,
     node: Option<String>,
-    trace: &mut Option<TraceWriter>,
+    setup: &CgroupSetup,
+    view: &CgroupView,
     redactor: &Redactor,
-) -> Result<(Engine, Recording<LiveFacts>, u64)> {
-    let facts = LiveFacts::new();
-    let pidns = host_pidns();
-    let mut procs = snapshot::scan(facts.root(), std::process::id())?;
+) -> Result<(Vec<Record>, u64)> {
+    let mut procs = snapshot::scan(view, std::process::id()).context("reading /proc")?;
     let redacted = procs.iter_mut().map(|p| redactor.process(p)).sum();
-    let mut facts = Recording {
-        inner: facts,
-        answers: Vec::new(),
-    };
-    if let Some(t) = trace {
-        t.write(&Record::Header(Header {
-            format: trace::FORMAT_VERSION,
-            podtrace_version: env!("CARGO_PKG_VERSION").to_string(),
-            kernel_release: kernel_release(),
-            hostname: hostname(),
-            boot_offset_ns: clock.offset_ns,
-            host_pidns: pidns,
-            node: node.clone(),
-            started_unix_ns: clock.unix_ns(boot_now_ns()),
+    let mut out = Vec::with_capacity(procs.len() + 1);
+    out.push(Record::Header(Header {
+        format: trace::FORMAT_VERSION,
+        podtrace_version: env!("CARGO_PKG_VERSION").to_string(),
+        kernel_release: read_trimmed("/proc/sys/kernel/osrelease"),
+        hostname: read_trimmed("/proc/sys/kernel/hostname"),
+        boot_offset_ns: clock.offset_ns,
+        host_pidns: host_pidns(),
+        node,
+        started_unix_ns: clock.unix_ns(boot_now_ns()),
+        cgroups: setup.clone(),
+    }));
+    out.extend(procs.into_iter().map(Record::Proc));
+    Ok((out, redacted))
+}
+
+/// Everything the live loop keeps besides the pipeline.
+struct Live {
+    resolver: Resolver,
+    redactor: Redactor,
+    metrics: Option<Arc<Metrics>>,
+    summary: RunSummary,
+    reported_drops: LostKinds,
+    clock_offset: i64,
+    last_resync: Option<Instant>,
+    resync_due: bool,
+}
+
+impl Live {
+    /// One ring-buffer record: the facts it needs, then itself.
+    fn record(&mut self, bytes: &[u8], pipe: &mut Pipeline<'_>) -> Result<()> {
+        match decode(bytes) {
+            Ok(Decoded::Event(mut ev)) => {
+                self.summary.events += 1;
+                let redacted = self.redactor.event(&mut ev);
+                if let Some(m) = &self.metrics {
+                    m.event(ev.kind);
+                    m.redacted(redacted);
+                }
+                while let Some(Question::CgroupPath { hierarchy, id, pid }) =
+                    pipe.engine().and_then(|e| e.next_question(&ev))
+                {
+                    let path = self.resolver.path(hierarchy, id, pid);
+                    pipe.push(&Record::Cgroup(CgroupFact {
+                        hierarchy,
+                        id,
+                        path,
+                    }))?;
+                }
+                pipe.push(&Record::Event(ev))
+            }
+            Ok(Decoded::Reap(r)) => {
+                self.summary.reaps += 1;
+                pipe.push(&Record::Reap(r))
+            }
+            Err(e) => {
+                self.summary.decode_errors += 1;
+                if let Some(m) = &self.metrics {
+                    m.decode_error();
+                }
+                if self.summary.decode_errors <= 10 {
+                    tracing::warn!(
+                        "malformed kernel record ({} bytes, kind {}): {e}",
+                        bytes.len(),
+                        record_kind(bytes)
+                    );
+                }
+                pipe.push(&Record::Malformed(MalformedRecord {
+                    ts_ns: boot_now_ns(),
+                    bytes: bytes.len() as u64,
+                    reason: e.to_string(),
+                }))
+            }
+        }
+    }
+
+    /// Takes up to `budget` records; returns whether the ring may hold more.
+    fn drain(
+        &mut self,
+        ring: &mut aya::maps::RingBuf<aya::maps::MapData>,
+        pipe: &mut Pipeline<'_>,
+        budget: usize,
+    ) -> Result<bool> {
+        let mut n = 0;
+        while n < budget {
+            let Some(item) = ring.next() else {
+                return Ok(false);
+            };
+            self.record(&item, pipe)?;
+            drop(item);
+            n += 1;
+        }
+        Ok(true)
+    }
+
+    /// A `lost` record for what the kernel dropped since the last one.
+    fn report_drops(&mut self, drops: LostKinds, pipe: &mut Pipeline<'_>) -> Result<()> {
+        let r = &self.reported_drops;
+        let new = LostKinds {
+            exec: drops.exec.saturating_sub(r.exec),
+            fork: drops.fork.saturating_sub(r.fork),
+            exit: drops.exit.saturating_sub(r.exit),
+            reap: drops.reap.saturating_sub(r.reap),
+            thread: drops.thread.saturating_sub(r.thread),
+        };
+        let count = new.total();
+        if count == 0 {
+            return Ok(());
+        }
+        self.reported_drops = drops;
+        self.summary.lost += count;
+        let k = &mut self.summary.lost_kinds;
+        k.exec += new.exec;
+        k.fork += new.fork;
+        k.exit += new.exit;
+        k.reap += new.reap;
+        k.thread += new.thread;
+        if let Some(m) = &self.metrics {
+            m.lost(count);
+        }
+        pipe.push(&Record::Lost(LostRecord {
+            ts_ns: boot_now_ns(),
+            count,
+            kinds: new,
         }))?;
-        for p in &procs {
-            t.write(&Record::Proc(p.clone()))?;
-        }
+        // What was lost may have been exits and forks: read /proc again to drop the dead
+        // and add the unseen.
+        self.resync_due = true;
+        Ok(())
     }
-    let mut engine = Engine::new(clock, pidns, node);
-    engine.load_snapshot(&procs, &mut facts as &mut dyn Facts);
-    if let Some(t) = trace {
-        for (id, path) in std::mem::take(&mut facts.answers) {
-            t.write(&Record::Cgroup(CgroupFact { id, path }))?;
+
+    /// /proc again (after a loss), as `resync` records, at most every `RESYNC_EVERY`.
+    fn resync(&mut self, pipe: &mut Pipeline<'_>) -> Result<()> {
+        if !self.resync_due || self.last_resync.is_some_and(|t| t.elapsed() < RESYNC_EVERY) {
+            return Ok(());
         }
-        t.write(&Record::SnapshotEnd {})?;
-        t.flush_now()?;
+        self.resync_due = false;
+        self.last_resync = Some(Instant::now());
+        let ts_ns = boot_now_ns();
+        let mut procs = snapshot::scan(self.resolver.view(), std::process::id())
+            .context("reading /proc again after a loss")?;
+        for p in &mut procs {
+            self.redactor.process(p);
+        }
+        self.summary.resyncs += 1;
+        tracing::info!(
+            "events were lost: read /proc again ({} processes)",
+            procs.len()
+        );
+        pipe.push(&Record::ResyncStart(ResyncStart { ts_ns }))?;
+        for p in procs {
+            pipe.push(&Record::Proc(p))?;
+        }
+        pipe.push(&Record::ResyncEnd {})
     }
-    facts.answers.clear();
-    Ok((engine, facts, redacted))
+
+    /// A `clock` record when the wall clock was stepped.
+    fn check_clock(&mut self, pipe: &mut Pipeline<'_>) -> Result<()> {
+        let Ok(now) = BootClock::from_system() else {
+            return Ok(());
+        };
+        if (now.offset_ns - self.clock_offset).abs() < CLOCK_STEP_NS {
+            return Ok(());
+        }
+        tracing::info!(
+            "the wall clock moved by {} ms: timestamps follow it from now on",
+            (now.offset_ns - self.clock_offset) / 1_000_000
+        );
+        self.clock_offset = now.offset_ns;
+        pipe.push(&Record::Clock(ClockRecord {
+            ts_ns: boot_now_ns(),
+            offset_ns: now.offset_ns,
+        }))
+    }
 }
 
 pub async fn run(opts: RunOptions) -> Result<RunSummary> {
@@ -213,64 +319,80 @@ pub async fn run(opts: RunOptions) -> Result<RunSummary> {
         Some(addr) => Some(metrics::bind(addr).await?),
         None => None,
     };
-    // Attach first, then read /proc: a process that starts in between is in both, never in neither.
+    let (mounts, setup, v1) = cgroup_setup(opts.cgroup_mode)?;
+    // Attach first, then read /proc: a process that starts in between is in both, never in
+    // neither.
     let mut loaded = loader::load(&LoadOptions {
         ring_buffer_bytes: opts.ring_buffer_bytes,
         threads: opts.threads,
         kernel_debug: opts.kernel_debug,
+        v1_controller: v1.as_ref().map(|m| m.controller.clone()),
     })?;
     let _stats_fd = match &opts.summary {
         Some(_) => Some(loader::enable_run_time_stats()?),
         None => None,
     };
     let clock = BootClock::from_system()?;
-    let mut trace = match &opts.record {
-        Some(p) => Some(TraceWriter::create(p)?),
-        None => None,
-    };
-    let (engine, facts, redacted) =
-        start_engine(clock, opts.node.clone(), &mut trace, &opts.redactor)?;
+    let view = CgroupView::new(&mounts, &setup, v1);
+    let (records, redacted) =
+        snapshot_records(clock, opts.node.clone(), &setup, &view, &opts.redactor)?;
+
+    let mut pipe = Pipeline::new(opts.filter.clone());
+    if let Some(p) = &opts.record {
+        pipe = pipe.record_to(TraceWriter::create(p)?);
+    }
+    if !opts.quiet {
+        pipe = pipe.sink(match &opts.output {
+            Some(p) => NdjsonWriter::create(p)?,
+            None => NdjsonWriter::stdout(),
+        });
+    }
+    for rec in &records {
+        pipe.push(rec)?;
+    }
+    let processes = records.len().saturating_sub(1);
+    drop(records);
+    pipe.push(&Record::SnapshotEnd {})?;
+    pipe.flush_recorder_now()?;
+
     let metrics = metrics_listener.map(|listener| {
         let m = Arc::new(Metrics::new(opts.ring_buffer_bytes));
         m.redacted(redacted);
-        m.observe_engine(&engine);
+        if let Some(e) = pipe.engine() {
+            m.observe_engine(e);
+        }
         if let Ok(addr) = listener.local_addr() {
             tracing::info!("metrics on http://{addr}/metrics");
         }
         tokio::spawn(metrics::serve(listener, Arc::clone(&m)));
         m
     });
-    let out = if opts.quiet {
-        None
-    } else {
-        Some(match &opts.output {
-            Some(p) => NdjsonWriter::create(p)?,
-            None => NdjsonWriter::stdout(),
-        })
-    };
-    let mut pipe = Pipeline {
-        engine,
-        facts,
-        filter: opts.filter.clone(),
-        out,
-        trace,
-        buf: Vec::new(),
+    let mut live = Live {
+        resolver: Resolver::new(view),
         redactor: opts.redactor,
         metrics,
+        summary: RunSummary {
+            exit_program: loaded.exit_program.to_string(),
+            cgroups: setup,
+            ..RunSummary::default()
+        },
+        reported_drops: LostKinds::default(),
+        clock_offset: clock.offset_ns,
+        last_resync: None,
+        resync_due: false,
     };
     tracing::info!(
-        "attached {} BTF tracepoints; {} processes from /proc; ring buffer {} bytes",
-        loader::PROGRAMS.len(),
-        pipe.engine.table().live_len(),
+        "attached {} BTF tracepoints (exit: {}); cgroup mode: {}; {processes} processes from /proc; ring buffer {} bytes",
+        loader::ATTACHED,
+        loaded.exit_program,
+        live.summary.cgroups.describe(),
         opts.ring_buffer_bytes
     );
 
-    let mut summary = RunSummary::default();
     let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
     let mut ticker = tokio::time::interval(TICK);
-    let mut reported_drops = 0u64;
     let mut ring = register(loaded.events).context("polling the ring buffer")?;
     let mut logger = match loaded.logger.take() {
         Some(l) => Some(register(l).context("polling the kernel debug log")?),
@@ -281,8 +403,12 @@ pub async fn run(opts: RunOptions) -> Result<RunSummary> {
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard.context("ring buffer poll")?;
-                drain(guard.get_inner_mut(), &mut pipe, &mut summary)?;
-                guard.clear_ready();
+                // Within the budget: the rest waits for the next turn, which comes at once
+                // (readiness is kept) after the other branches had theirs.
+                let more = live.drain(guard.get_inner_mut(), &mut pipe, DRAIN_BUDGET)?;
+                if !more {
+                    guard.clear_ready();
+                }
                 pipe.flush()?;
             }
             guard = async {
@@ -298,15 +424,14 @@ pub async fn run(opts: RunOptions) -> Result<RunSummary> {
             }
             _ = ticker.tick() => {
                 // The kernel wakes us only when records pile up; quiet periods drain here.
-                drain(ring.get_mut(), &mut pipe, &mut summary)?;
-                let drops = loader::counter_sum(&loaded.counters, podtrace_common::counter::RINGBUF_DROPS);
-                if drops > reported_drops {
-                    summary.printed += pipe.lost(boot_now_ns(), drops - reported_drops)?;
-                    summary.lost += drops - reported_drops;
-                    reported_drops = drops;
-                }
-                if let Some(m) = &pipe.metrics {
-                    m.observe_engine(&pipe.engine);
+                live.drain(ring.get_mut(), &mut pipe, DRAIN_BUDGET)?;
+                live.check_clock(&mut pipe)?;
+                live.report_drops(loader::read_drops(&loaded.counters), &mut pipe)?;
+                live.resync(&mut pipe)?;
+                if let Some(m) = &live.metrics {
+                    if let Some(e) = pipe.engine() {
+                        m.observe_engine(e);
+                    }
                     m.observe_kernel(&loader::read_counters(&loaded.counters));
                 }
                 pipe.flush()?;
@@ -324,26 +449,22 @@ pub async fn run(opts: RunOptions) -> Result<RunSummary> {
 
     // Detach, then drain what the kernel already queued, then the final loss count.
     let counters = loaded.counters;
-    summary.kernel = loader::program_stats(&loaded.ebpf);
+    live.summary.kernel = loader::program_stats(&loaded.ebpf);
     drop(loaded.ebpf);
     let mut events = ring.into_inner();
-    drain(&mut events, &mut pipe, &mut summary)?;
+    while live.drain(&mut events, &mut pipe, usize::MAX)? {}
     let k = loader::read_counters(&counters);
-    if k.drops > reported_drops {
-        summary.printed += pipe.lost(boot_now_ns(), k.drops - reported_drops)?;
-        summary.lost += k.drops - reported_drops;
-    }
+    live.report_drops(k.drops, &mut pipe)?;
+    let mut summary = live.summary;
     summary.kernel_counters = k;
     summary.threads = k.threads;
     summary.read_errors = k.read_errors;
-    if let Some(mut t) = pipe.trace.take() {
-        t.write(&Record::End(EndRecord {
-            events: summary.events,
-            lost: summary.lost,
-        }))?;
-        t.finish()?;
-    }
-    pipe.flush()?;
+    summary.printed = pipe.counts.printed;
+    pipe.push(&Record::End(EndRecord {
+        events: summary.events,
+        lost: summary.lost,
+    }))?;
+    pipe.finish()?;
     if let Some(path) = &opts.summary {
         let text = serde_json::to_string_pretty(&summary).context("encoding the summary")?;
         std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
@@ -366,30 +487,4 @@ fn register<T: std::os::fd::AsRawFd>(inner: T) -> Result<AsyncFd<T>> {
     // reused while it is registered.
     unsafe { AsyncFd::register(inner) }
         .map_err(|e| anyhow::anyhow!("registering with the runtime: {}", e))
-}
-
-fn drain(
-    ring: &mut aya::maps::RingBuf<aya::maps::MapData>,
-    pipe: &mut Pipeline,
-    summary: &mut RunSummary,
-) -> Result<()> {
-    while let Some(item) = ring.next() {
-        match decode(&item) {
-            Ok(ev) => {
-                drop(item);
-                summary.events += 1;
-                summary.printed += pipe.event(ev)?;
-            }
-            Err(e) => {
-                summary.decode_errors += 1;
-                if let Some(m) = &pipe.metrics {
-                    m.decode_error();
-                }
-                if summary.decode_errors <= 10 {
-                    tracing::warn!("malformed kernel record ({} bytes): {e}", item.len());
-                }
-            }
-        }
-    }
-    Ok(())
 }

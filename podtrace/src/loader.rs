@@ -1,19 +1,26 @@
 //! Loading and attaching the kernel programs.
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use aya::maps::{MapData, PerCpuArray, RingBuf};
 use aya::programs::BtfTracePoint;
 use aya::Btf;
 use aya::{Ebpf, EbpfLoader};
-use podtrace_common::{config, counter, Config};
+use podtrace_common::{config, counter, kind, Config, LAYOUT, LAYOUT_SYMBOL};
 
 use crate::btf_offsets;
+use crate::error::Failure;
+use crate::trace::LostKinds;
 
-/// The three BTF tracepoints, named as both the programs and the kernel tracepoints.
-pub const PROGRAMS: [&str; 3] = [
-    "sched_process_exec",
-    "sched_process_fork",
-    "sched_process_exit",
-];
+/// (program, tracepoint) pairs; the exit tracepoint has two programs, one is loaded.
+const EXEC: (&str, &str) = ("sched_process_exec", "sched_process_exec");
+const FORK: (&str, &str) = ("sched_process_fork", "sched_process_fork");
+const EXIT: (&str, &str) = ("sched_process_exit", "sched_process_exit");
+const EXIT_LEGACY: (&str, &str) = ("sched_process_exit_legacy", "sched_process_exit");
+const FREE: (&str, &str) = ("sched_process_free", "sched_process_free");
+
+/// Every program in the object.
+pub const PROGRAMS: [&str; 5] = [EXEC.0, FORK.0, EXIT.0, EXIT_LEGACY.0, FREE.0];
+/// How many programs are attached (one exit program of the two).
+pub const ATTACHED: usize = 4;
 
 #[cfg(podtrace_ebpf)]
 static OBJECT: &[u8] = aya::include_bytes_aligned!(env!("PODTRACE_EBPF_OBJECT"));
@@ -24,10 +31,14 @@ pub struct LoadOptions {
     pub ring_buffer_bytes: u32,
     pub threads: bool,
     pub kernel_debug: bool,
+    /// The v1 controller whose hierarchy the programs also read (None: v2 only).
+    pub v1_controller: Option<String>,
 }
 
 /// The loaded, attached programs and the maps the daemon reads.
 pub struct Loaded {
+    /// The exit program attached: `group_dead` from the tracepoint, or the race-free check.
+    pub exit_program: &'static str,
     /// Dropping this detaches the programs.
     pub ebpf: Ebpf,
     pub events: RingBuf<MapData>,
@@ -88,7 +99,7 @@ fn permission_denied(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-/// The message for a refusal, naming what is missing (`is_privilege_error` recognises it).
+/// The message for a refusal, naming what is missing.
 fn privilege_message(cap_eff: Option<u64>) -> String {
     let need = "podtrace needs CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN, or root) to load and \
                 attach its kernel programs";
@@ -113,8 +124,9 @@ fn privilege_message(cap_eff: Option<u64>) -> String {
 }
 
 /// Explains the usual reasons a load fails, naming the capability. Keeps the whole cause
-/// chain in the text (aya's messages name the map or program, the io error the errno).
-fn explain(e: &(dyn std::error::Error + 'static)) -> String {
+/// chain in the text (aya's messages name the map or program, the io error the errno); a
+/// refusal for lack of privileges is a `Failure::Unsupported`.
+fn explain(e: &(dyn std::error::Error + 'static)) -> anyhow::Error {
     let mut msg = e.to_string();
     // aya's program load error ends with an empty verifier log when the kernel refused early.
     if let Some(head) = msg.trim_end().strip_suffix("Verifier output:") {
@@ -131,64 +143,120 @@ fn explain(e: &(dyn std::error::Error + 'static)) -> String {
         cur = s.source();
     }
     if permission_denied(e) {
-        format!("{msg}: {}", privilege_message(effective_capabilities()))
+        Failure::Unsupported(format!(
+            "{msg}: {}",
+            privilege_message(effective_capabilities())
+        ))
+        .into()
     } else {
-        msg
+        anyhow::anyhow!(msg)
+    }
+}
+
+/// The `PODTRACE_LAYOUT` value an ELF object carries, if it has the symbol.
+pub fn object_layout(elf: &[u8]) -> Option<u64> {
+    use object::{Object, ObjectSection, ObjectSymbol};
+    let file = object::File::parse(elf).ok()?;
+    let sym = file.symbols().find(|s| s.name() == Ok(LAYOUT_SYMBOL))?;
+    let section = file.section_by_index(sym.section_index()?).ok()?;
+    let data = section.data().ok()?;
+    let start = usize::try_from(sym.address().checked_sub(section.address())?).ok()?;
+    let bytes: [u8; 8] = data.get(start..start + 8)?.try_into().ok()?;
+    Some(u64::from_le_bytes(bytes))
+}
+
+/// Refuses an object built from another wire layout than this daemon's.
+fn check_layout(elf: &[u8]) -> Result<()> {
+    match object_layout(elf) {
+        Some(l) if l == LAYOUT => Ok(()),
+        found => Err(Failure::StaleObject(format!(
+            "the embedded eBPF object was built from another version of the wire types \
+             (object layout {}, daemon {LAYOUT:#018x}): rebuild both with `cargo xtask build`",
+            found.map_or_else(|| "missing".to_string(), |l| format!("{l:#018x}"))
+        ))
+        .into()),
     }
 }
 
 pub fn load(opts: &LoadOptions) -> Result<Loaded> {
     if OBJECT.is_empty() {
-        bail!(
-            "this podtrace binary was built without its eBPF object: build with `cargo xtask build` \
-             (or `cargo xtask run`)"
-        );
+        return Err(Failure::StaleObject(
+            "this podtrace binary was built without its eBPF object: build with \
+             `cargo xtask build` (or `cargo xtask run`)"
+                .into(),
+        )
+        .into());
     }
-    let offsets = btf_offsets::from_system()?;
+    check_layout(OBJECT)?;
+    let btf_rs = btf_offsets::open_system()?;
+    let layout = btf_offsets::resolve(&btf_rs, opts.v1_controller.as_deref())
+        .map_err(|e| Failure::Unsupported(format!("{e:#}")))?;
+    drop(btf_rs);
+    let mut flags = if opts.threads { config::THREADS } else { 0 };
+    if opts.v1_controller.is_some() {
+        flags |= config::CGROUP_V1;
+    }
     let cfg = Config {
-        offsets,
+        offsets: layout.offsets,
         self_tgid: std::process::id(),
-        flags: if opts.threads { config::THREADS } else { 0 },
+        flags,
         // Wake the reader every N records per CPU, N sized so that a quarter of the ring
-        // (records average ~250 bytes) is never exceeded, at most 256; the live loop also
+        // (records average ~130 bytes) is never exceeded, at most 256; the live loop also
         // drains on its timer, so quiet periods are not held back.
-        wakeup_every: (opts.ring_buffer_bytes / 4 / 256).clamp(1, 256),
+        wakeup_every: (opts.ring_buffer_bytes / 4 / 130).clamp(1, 256),
         _pad: 0,
     };
     let log_level: u8 = if opts.kernel_debug { 0xff } else { 0 };
-    let mut ebpf = EbpfLoader::new()
+    let exit = if layout.exit_has_group_dead {
+        EXIT
+    } else {
+        EXIT_LEGACY
+    };
+    let mut loader = EbpfLoader::new();
+    loader
         .override_global("CONFIG", &cfg, true)
         .override_global("AYA_LOG_LEVEL", &log_level, false)
-        .map_max_entries("EVENTS", opts.ring_buffer_bytes)
+        .map_max_entries("EVENTS", opts.ring_buffer_bytes);
+    if layout.exit_has_group_dead {
+        // Only the legacy exit program uses the dedup map.
+        loader.map_max_entries("EXITED", 1);
+    }
+    let mut ebpf = loader
         .load(OBJECT)
-        .map_err(|e| anyhow::anyhow!(explain(&e)))
+        .map_err(|e| explain(&e))
         .context("loading the eBPF programs")?;
     let logger = if opts.kernel_debug {
         Some(aya_log::EbpfLogger::init(&mut ebpf).context("starting the kernel debug log")?)
     } else {
         None
     };
-    let btf = Btf::from_sys_fs().context("reading the kernel's BTF (/sys/kernel/btf/vmlinux)")?;
-    for name in PROGRAMS {
+    let btf = Btf::from_sys_fs().map_err(|e| {
+        Failure::Unsupported(format!(
+            "reading the kernel's BTF ({}): {e} (podtrace needs a kernel built with \
+             CONFIG_DEBUG_INFO_BTF)",
+            btf_offsets::VMLINUX
+        ))
+    })?;
+    for (name, tracepoint) in [EXEC, FORK, exit, FREE] {
         let prog: &mut BtfTracePoint = ebpf
             .program_mut(name)
             .with_context(|| format!("program {name} missing from the eBPF object"))?
             .try_into()
             .with_context(|| format!("program {name} is not a BTF tracepoint"))?;
-        prog.load(name, &btf)
+        prog.load(tracepoint, &btf)
             .map_err(|e| {
                 let why = explain(&e);
                 // The verifier's log is in the Debug form only; worth having when it refused.
-                if permission_denied(&e) {
-                    anyhow::anyhow!(why)
+                if why.downcast_ref::<Failure>().is_some() {
+                    why
                 } else {
                     anyhow::anyhow!("{why}\n{e:?}")
                 }
             })
             .with_context(|| format!("verifying {name}"))?;
         prog.attach()
-            .map_err(|e| anyhow::anyhow!(explain(&e)))
-            .with_context(|| format!("attaching BTF tracepoint {name}"))?;
+            .map_err(|e| explain(&e))
+            .with_context(|| format!("attaching BTF tracepoint {tracepoint}"))?;
     }
     let events = RingBuf::try_from(ebpf.take_map("EVENTS").context("map EVENTS missing")?)
         .context("map EVENTS is not a ring buffer")?;
@@ -198,6 +266,7 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded> {
     drop(btf);
     release_startup_heap();
     Ok(Loaded {
+        exit_program: exit.0,
         ebpf,
         events,
         counters,
@@ -222,24 +291,38 @@ pub fn counter_sum(counters: &PerCpuArray<MapData, u64>, index: u32) -> u64 {
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct KernelCounters {
-    pub drops: u64,
+    /// Records the ring buffer had no room for, by kind.
+    pub drops: LostKinds,
     pub threads: u64,
     pub read_errors: u64,
     pub sent: u64,
+    /// Exec records sent without filename and argv (no room for the whole record).
+    pub exec_trimmed: u64,
+    /// Exits the race-free check kept from being reported twice (kernels without group_dead).
+    pub exit_duplicates: u64,
+}
+
+/// Ring-buffer drops by kind (the kernel's own counters).
+pub fn read_drops(counters: &PerCpuArray<MapData, u64>) -> LostKinds {
+    let d = |k: u16| counter_sum(counters, counter::DROPS + u32::from(k));
+    LostKinds {
+        exec: d(kind::EXEC),
+        fork: d(kind::FORK),
+        exit: d(kind::EXIT),
+        reap: d(kind::REAP),
+        thread: d(kind::THREAD),
+    }
 }
 
 pub fn read_counters(counters: &PerCpuArray<MapData, u64>) -> KernelCounters {
     KernelCounters {
-        drops: counter_sum(counters, counter::RINGBUF_DROPS),
+        drops: read_drops(counters),
         threads: counter_sum(counters, counter::THREADS),
         read_errors: counter_sum(counters, counter::READ_ERRORS),
         sent: counter_sum(counters, counter::SENT),
+        exec_trimmed: counter_sum(counters, counter::EXEC_TRIMMED),
+        exit_duplicates: counter_sum(counters, counter::EXIT_DUPLICATES),
     }
-}
-
-/// Whether an error is the kernel refusing for lack of privileges.
-pub fn is_privilege_error(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| c.to_string().contains("needs CAP_BPF"))
 }
 
 #[cfg(test)]
@@ -278,19 +361,24 @@ mod tests {
             }
         }
         let e = Outer(std::io::Error::from_raw_os_error(libc::EPERM));
-        let text = explain(&e);
+        let err = explain(&e);
+        let text = err.to_string();
         assert!(
             text.starts_with("failed to create map `EVENTS`: Operation not permitted"),
             "{text}"
         );
         assert!(text.contains("needs CAP_BPF"), "{text}");
-        let err = anyhow::anyhow!(text).context("loading the eBPF programs");
-        assert!(is_privilege_error(&err));
+        let err = err.context("loading the eBPF programs");
+        assert_eq!(
+            crate::error::exit_code(&err),
+            2,
+            "a privilege error is exit 2"
+        );
 
         let other = Outer(std::io::Error::from_raw_os_error(libc::EINVAL));
-        let text = explain(&other);
-        assert!(!text.contains("CAP_"), "{text}");
-        assert!(!is_privilege_error(&anyhow::anyhow!(text)));
+        let err = explain(&other);
+        assert!(!err.to_string().contains("CAP_"), "{err}");
+        assert_eq!(crate::error::exit_code(&err), 1);
     }
 
     #[test]

@@ -5,15 +5,13 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use podtrace::cli::{Cli, Command, ExportFormat, FilterArgs, RunArgs, TracerArgs, TreeArgs};
 use podtrace::engine::tree;
+use podtrace::error::{exit_code, Failure};
 use podtrace::filter::{parse_types, EventFilter};
 use podtrace::live::{self, RunOptions};
 use podtrace::ndjson::NdjsonWriter;
+use podtrace::pipeline::{FnSink, Pipeline};
 use podtrace::redact::Redactor;
 use podtrace::replay::{self, Until};
-use podtrace::trace::reader::TraceError;
-
-/// Exit status for bad input (arguments, trace files) and missing privileges.
-const EXIT_BAD_INPUT: u8 = 2;
 
 fn filter_from(f: &FilterArgs) -> Result<EventFilter> {
     Ok(EventFilter {
@@ -25,25 +23,33 @@ fn filter_from(f: &FilterArgs) -> Result<EventFilter> {
     })
 }
 
-fn run_options(run: &RunArgs) -> Result<RunOptions> {
-    Ok(RunOptions {
-        output: run.output.clone(),
-        quiet: run.quiet,
-        duration: run.tracer.duration,
-        ring_buffer_bytes: run.tracer.ring_buffer_bytes,
-        threads: run.tracer.threads,
-        kernel_debug: run.tracer.kernel_debug,
-        filter: filter_from(&run.filters)?,
-        record: run.record.clone(),
-        node: run.tracer.node.clone(),
-        summary: run.tracer.summary.clone(),
-        metrics_addr: run.tracer.metrics_addr,
-        redactor: redactor_from(&run.tracer)?,
-    })
-}
-
 fn redactor_from(t: &TracerArgs) -> Result<Redactor> {
     Redactor::new(&t.redact_args, !t.no_default_redaction)
+        .map_err(|e| Failure::BadInput(format!("{e:#}")).into())
+}
+
+fn run_options(
+    tracer: TracerArgs,
+    filter: EventFilter,
+    output: Option<std::path::PathBuf>,
+    record: Option<std::path::PathBuf>,
+    quiet: bool,
+) -> Result<RunOptions> {
+    Ok(RunOptions {
+        redactor: redactor_from(&tracer)?,
+        output,
+        quiet,
+        duration: tracer.duration,
+        ring_buffer_bytes: tracer.ring_buffer_bytes,
+        threads: tracer.threads,
+        kernel_debug: tracer.kernel_debug,
+        filter,
+        record,
+        node: tracer.node,
+        summary: tracer.summary,
+        metrics_addr: tracer.metrics_addr,
+        cgroup_mode: tracer.cgroup_mode,
+    })
 }
 
 fn live(opts: RunOptions) -> Result<()> {
@@ -54,22 +60,11 @@ fn live(opts: RunOptions) -> Result<()> {
     rt.block_on(live::run(opts)).map(|_| ())
 }
 
-fn record(output: std::path::PathBuf, tracer: TracerArgs) -> Result<()> {
-    let redactor = redactor_from(&tracer)?;
-    live(RunOptions {
-        output: None,
-        quiet: true,
-        duration: tracer.duration,
-        ring_buffer_bytes: tracer.ring_buffer_bytes,
-        threads: tracer.threads,
-        kernel_debug: tracer.kernel_debug,
-        filter: EventFilter::default(),
-        record: Some(output),
-        node: tracer.node,
-        summary: tracer.summary,
-        metrics_addr: tracer.metrics_addr,
-        redactor,
-    })
+fn run_cmd(run: RunArgs) -> Result<()> {
+    let filter = filter_from(&run.filters)?;
+    live(run_options(
+        run.tracer, filter, run.output, run.record, run.quiet,
+    )?)
 }
 
 fn report_replay(s: &replay::ReplaySummary) {
@@ -102,10 +97,11 @@ fn replay_cmd(
             Some(start) => podtrace::export::ChromeTrace::with_origin(start),
             None => podtrace::export::ChromeTrace::new(),
         };
-        let (_, summary) = replay::replay(&file, lenient, &filter, Until::End, &mut |ev| {
+        let pipe = Pipeline::new(filter).sink(FnSink(|ev: &podtrace::output::Event| {
             trace.push(ev);
             Ok(())
-        })?;
+        }));
+        let (_, summary) = replay::replay(&file, lenient, Until::End, pipe)?;
         let stdout = std::io::stdout();
         let mut w = std::io::BufWriter::new(stdout.lock());
         serde_json::to_writer(&mut w, &trace.finish()).context("writing the trace to stdout")?;
@@ -114,10 +110,8 @@ fn replay_cmd(
         report_replay(&summary);
         return Ok(());
     }
-    let mut out = NdjsonWriter::stdout();
-    let (_, summary) =
-        replay::replay(&file, lenient, &filter, Until::End, &mut |ev| out.write(ev))?;
-    out.flush()?;
+    let pipe = Pipeline::new(filter).sink(NdjsonWriter::stdout());
+    let (_, summary) = replay::replay(&file, lenient, Until::End, pipe)?;
     report_replay(&summary);
     Ok(())
 }
@@ -135,21 +129,22 @@ fn tree_cmd(t: TreeArgs) -> Result<()> {
                 None => Until::End,
                 Some(at) => match podtrace::cli::parse_offset(at) {
                     Some(off) => Until::Offset(off),
-                    None => Until::At(
-                        podtrace::clock::parse_rfc3339(at)
-                            .context("--at: expected RFC 3339 or +OFFSET")?,
-                    ),
+                    None => Until::At(podtrace::clock::parse_rfc3339(at).map_err(|e| {
+                        Failure::BadInput(format!("--at: expected RFC 3339 or +OFFSET: {e:#}"))
+                    })?),
                 },
             };
-            let (engine, summary) =
-                replay::replay(file, t.lenient, &EventFilter::default(), until, &mut |_| {
-                    Ok(())
-                })?;
+            let (engine, summary) = replay::replay(
+                file,
+                t.lenient,
+                until,
+                Pipeline::new(EventFilter::default()),
+            )?;
             report_replay(&summary);
             engine
         }
         // The live picture redacts argv with the default rules, as `run` does.
-        None => podtrace::now::engine_from_proc(&podtrace::redact::Redactor::new(&[], true)?)?,
+        None => podtrace::now::engine_from_proc(&Redactor::new(&[], true)?, t.cgroup_mode)?,
     };
     let view = tree::build(&engine, &filter);
     if t.json {
@@ -174,8 +169,10 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let result = match cli.cmd {
-        Command::Run(run) => run_options(&run).and_then(live),
-        Command::Record { output, tracer } => record(output, tracer),
+        Command::Run(run) => run_cmd(run),
+        Command::Record { output, tracer } => {
+            run_options(tracer, EventFilter::default(), None, Some(output), true).and_then(live)
+        }
         Command::Replay {
             file,
             filters,
@@ -183,22 +180,15 @@ fn main() -> ExitCode {
             export,
         } => replay_cmd(file, filters, lenient, export),
         Command::Tree(t) => tree_cmd(t),
-        Command::Schema => {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&podtrace::output::json_schema()).unwrap_or_default()
-            );
-            Ok(())
-        }
+        Command::Schema => serde_json::to_string_pretty(&podtrace::output::json_schema())
+            .map(|s| println!("{s}"))
+            .context("encoding the schema"),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("podtrace: error: {e:#}");
-            let bad_input = e.downcast_ref::<TraceError>().is_some()
-                || e.chain().any(|c| c.to_string().starts_with("--"))
-                || podtrace::loader::is_privilege_error(&e);
-            ExitCode::from(if bad_input { EXIT_BAD_INPUT } else { 1 })
+            ExitCode::from(exit_code(&e))
         }
     }
 }

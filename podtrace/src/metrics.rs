@@ -365,17 +365,17 @@ mod tests {
         m.decode_error();
         m.redacted(2);
         m.observe_kernel(&KernelCounters {
-            drops: 5,
             threads: 7,
             read_errors: 1,
             sent: 3,
+            ..KernelCounters::default()
         });
         // Totals, not increments: observing the same totals again changes nothing.
         m.observe_kernel(&KernelCounters {
-            drops: 5,
             threads: 7,
             read_errors: 1,
             sent: 3,
+            ..KernelCounters::default()
         });
         let text = m.encode().expect("encodes");
         for line in [
@@ -405,9 +405,8 @@ mod tests {
 
     #[test]
     fn gauges_follow_the_engine() {
-        use crate::clock::BootClock;
-        use crate::facts::KnownFacts;
         use crate::snapshot::ProcInfo;
+        use crate::trace::{Header, Record};
 
         let proc_in = |pid: u32, ppid: u32, argv: &[&str], cgroup: &str, cgroup_id: u64| ProcInfo {
             pid,
@@ -426,8 +425,11 @@ mod tests {
                 .collect(),
             exe: Some(argv[0].to_string()),
             argv: argv.iter().map(|s| s.to_string()).collect(),
+            argv_truncated: false,
             cgroup: Some(cgroup.to_string()),
             cgroup_id,
+            cgroup_v1: None,
+            cgroup_v1_id: 0,
         };
         let id_a = "a".repeat(64);
         let id_b = "b".repeat(64);
@@ -453,8 +455,22 @@ mod tests {
             conmon(100, &id_a, "web", "11111111-1111-1111-1111-111111111111"),
             conmon(200, &id_b, "web", "11111111-1111-1111-1111-111111111111"),
         ];
-        let mut engine = Engine::new(BootClock { offset_ns: 0 }, 1, None);
-        engine.load_snapshot(&procs, &mut KnownFacts::default());
+        let mut engine = Engine::new(&Header {
+            format: crate::trace::FORMAT_VERSION,
+            podtrace_version: "test".into(),
+            kernel_release: "test".into(),
+            hostname: "test".into(),
+            boot_offset_ns: 0,
+            host_pidns: 1,
+            node: None,
+            started_unix_ns: 0,
+            cgroups: crate::cgroups::CgroupSetup::v2_only(),
+        });
+        let mut out = Vec::new();
+        for p in procs {
+            engine.apply(&Record::Proc(p), &mut out);
+        }
+        engine.apply(&Record::SnapshotEnd {}, &mut out);
         let m = Metrics::new(4096);
         m.observe_engine(&engine);
         assert_eq!(m.processes.get(), 3);

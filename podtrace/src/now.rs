@@ -1,20 +1,26 @@
-//! The engine built from /proc alone: `podtrace tree` on the live system, no eBPF needed.
+//! `podtrace tree` on the live system: the /proc snapshot through the same pipeline as `run`
+//! (no eBPF needed).
 use anyhow::Result;
 
+use crate::cgroups::resolve::CgroupView;
+use crate::cgroups::CgroupMode;
 use crate::clock::BootClock;
 use crate::engine::Engine;
-use crate::facts::LiveFacts;
+use crate::filter::EventFilter;
+use crate::live::{cgroup_setup, snapshot_records};
+use crate::pipeline::Pipeline;
 use crate::redact::Redactor;
-use crate::snapshot;
+use crate::trace::Record;
 
 /// The node now; argv goes through `redactor` as in `run`.
-pub fn engine_from_proc(redactor: &Redactor) -> Result<Engine> {
-    let mut facts = LiveFacts::new();
-    let mut procs = snapshot::scan(facts.root(), std::process::id())?;
-    for p in &mut procs {
-        redactor.process(p);
+pub fn engine_from_proc(redactor: &Redactor, mode: CgroupMode) -> Result<Engine> {
+    let (mounts, setup, v1) = cgroup_setup(mode)?;
+    let view = CgroupView::new(&mounts, &setup, v1);
+    let (records, _) = snapshot_records(BootClock::from_system()?, None, &setup, &view, redactor)?;
+    let mut pipe = Pipeline::new(EventFilter::default());
+    for rec in records.iter().chain([&Record::SnapshotEnd {}]) {
+        pipe.push(rec)?;
     }
-    let mut engine = Engine::new(BootClock::from_system()?, crate::live::host_pidns(), None);
-    engine.load_snapshot(&procs, &mut facts);
-    Ok(engine)
+    pipe.finish()?
+        .ok_or_else(|| anyhow::anyhow!("the snapshot produced no engine"))
 }

@@ -6,6 +6,7 @@ use schemars::JsonSchema;
 use serde::Serialize;
 
 use crate::attribution::Runtime;
+pub use crate::trace::LostKinds;
 
 /// What a process is to its container.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, JsonSchema)]
@@ -24,9 +25,14 @@ pub enum Role {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
 pub struct ContainerRef {
     pub id: String,
-    /// Kubernetes container name (from conmon's `-n`), podman's container name, or null.
+    /// Kubernetes container name (the CRI's, else conmon's `-n`; `POD` for a pod's sandbox),
+    /// podman's container name, or null.
     pub name: Option<String>,
     pub runtime: Option<Runtime>,
+    /// Image as the CRI reports it (e.g. `registry.k8s.io/pause:3.9`), null without a CRI answer.
+    pub image: Option<String>,
+    /// Image id the CRI reports (`sha256:…`), null without a CRI answer.
+    pub image_id: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
@@ -54,21 +60,27 @@ pub struct ProcessFields {
     pub uid: u32,
     pub gid: u32,
     pub comm: String,
-    /// cgroup v2 id (inode of the cgroup2 directory).
+    /// Id (directory inode) of the cgroup in `cgroup_hierarchy`; for events not placed in a
+    /// known cgroup, the default (v2) hierarchy's id the kernel reported.
     pub cgroup_id: u64,
     /// Process start, nanoseconds since boot (with pid, the process's identity).
     pub start_ns: u64,
-    /// cgroup v2 path, null when it could not be resolved.
+    /// cgroup path in `cgroup_hierarchy`, null when it could not be resolved.
     pub cgroup: Option<Arc<str>>,
+    /// Which hierarchy `cgroup` is from: "v2" (unified), or "v1:<controllers>" (e.g.
+    /// "v1:pids") on cgroup v1 and for tasks in the v2 root on hybrid hosts; null with `cgroup`.
+    pub cgroup_hierarchy: Option<Arc<str>>,
     /// The container the process belongs to, null for host processes.
     pub container: Option<Arc<ContainerRef>>,
     /// The pod of that container (from the cgroup path and conmon's argv), null if none.
     pub pod: Option<Arc<PodRef>>,
     /// What the process is to its container, null for plain processes.
     pub role: Option<Role>,
+    /// A kernel read failed: some fields are 0 (or empty) rather than real.
+    pub partial: bool,
     /// Node name (`--node` / NODE_NAME), absent when not set.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub node: Option<String>,
+    pub node: Option<Arc<str>>,
 }
 
 /// One NDJSON line.
@@ -79,10 +91,14 @@ pub enum Event {
     Exec {
         #[serde(flatten)]
         process: ProcessFields,
-        filename: String,
+        filename: Arc<str>,
         argv: Arc<[String]>,
         /// argv was longer than the 4 KiB the kernel side copies.
         argv_truncated: bool,
+        /// The filename was longer than the 256 bytes the kernel side copies.
+        filename_truncated: bool,
+        /// The ring buffer had no room for the whole record: `filename` and `argv` are empty.
+        trimmed: bool,
     },
     /// A new process (`pid` is the child, `ppid` the parent).
     Fork {
@@ -109,8 +125,20 @@ pub enum Event {
     Lost {
         ts: String,
         count: u64,
+        /// The count by kind (an exit lost leaves a process that looks alive; an exec lost,
+        /// a program change unseen).
+        kinds: LostKinds,
         #[serde(skip_serializing_if = "Option::is_none")]
-        node: Option<String>,
+        node: Option<Arc<str>>,
+    },
+    /// A kernel record that did not decode (dropped).
+    Malformed {
+        ts: String,
+        /// Its length.
+        bytes: u64,
+        reason: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        node: Option<Arc<str>>,
     },
 }
 
@@ -122,6 +150,7 @@ impl Event {
             Event::Exit { .. } => "exit",
             Event::Thread { .. } => "thread",
             Event::Lost { .. } => "lost",
+            Event::Malformed { .. } => "malformed",
         }
     }
 
@@ -131,7 +160,7 @@ impl Event {
             | Event::Fork { process }
             | Event::Exit { process, .. }
             | Event::Thread { process } => Some(process),
-            Event::Lost { .. } => None,
+            Event::Lost { .. } | Event::Malformed { .. } => None,
         }
     }
 }

@@ -584,12 +584,15 @@ mod tests {
             gid: 0,
             comm: "app".into(),
             cgroup_id: 0,
+            cgroup_v1_id: 0,
             start_ns: 1,
             partial: false,
             exec: Some(crate::kernel_event::ExecPayload {
                 filename: "/bin/app".into(),
                 argv: vec!["app".into(), "--password=x".into()],
                 argv_truncated: false,
+                filename_truncated: false,
+                trimmed: false,
             }),
             exit: None,
         };

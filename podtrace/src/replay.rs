@@ -1,14 +1,12 @@
-//! `podtrace replay` and `tree --from`: a trace file through the same engine as `run`.
+//! The trace source: `podtrace replay` and `tree --from` push a trace's records through the
+//! same pipeline as `run`.
 use std::path::Path;
 
 use anyhow::Result;
 
 use crate::clock::BootClock;
 use crate::engine::Engine;
-use crate::facts::KnownFacts;
-use crate::filter::EventFilter;
-use crate::output::Event;
-use crate::snapshot::ProcInfo;
+use crate::pipeline::Pipeline;
 use crate::trace::reader::TraceReader;
 use crate::trace::Record;
 
@@ -21,7 +19,7 @@ pub struct ReplaySummary {
     pub cut_short: Option<String>,
 }
 
-/// When to stop: replay everything, or only records up to a boot-clock time.
+/// When to stop: replay everything, or only records up to a time.
 #[derive(Clone, Copy, Debug)]
 pub enum Until {
     End,
@@ -31,86 +29,61 @@ pub enum Until {
     Offset(i64),
 }
 
-/// Replays `path`, handing every kept event to `sink`. Returns the engine as it was at the end
-/// (or at `until`), for `tree --from`.
+/// Boot-clock time of a record that happens at a time, if it does.
+fn record_ts(rec: &Record) -> Option<u64> {
+    match rec {
+        Record::Event(e) => Some(e.ts_ns),
+        Record::Reap(r) => Some(r.ts_ns),
+        Record::Lost(l) => Some(l.ts_ns),
+        Record::Clock(c) => Some(c.ts_ns),
+        Record::ResyncStart(r) => Some(r.ts_ns),
+        Record::Malformed(m) => Some(m.ts_ns),
+        _ => None,
+    }
+}
+
+/// Replays `path` through `pipeline`. Returns the engine as it was at the end (or at
+/// `until`), for `tree --from`.
 pub fn replay(
     path: &Path,
     lenient: bool,
-    filter: &EventFilter,
     until: Until,
-    sink: &mut dyn FnMut(&Event) -> Result<()>,
+    mut pipeline: Pipeline<'_>,
 ) -> Result<(Engine, ReplaySummary)> {
     let mut reader = TraceReader::open(path, lenient)?;
     let mut summary = ReplaySummary::default();
-    let mut facts = KnownFacts::default();
-    let mut procs: Vec<ProcInfo> = Vec::new();
-    let mut engine: Option<Engine> = None;
-    let mut header = None;
     let mut stop_boot_ns = u64::MAX;
-    let mut buf = Vec::new();
+    let mut snapshot_done = false;
     while let Some((_line, rec)) = reader.next_record()? {
         summary.records += 1;
-        match rec {
-            Record::Header(h) => {
-                let clock = BootClock {
-                    offset_ns: h.boot_offset_ns,
-                };
-                stop_boot_ns = match until {
-                    Until::End => u64::MAX,
-                    Until::At(unix) => clock.boot_ns(unix),
-                    Until::Offset(off) => clock.boot_ns(h.started_unix_ns.saturating_add(off)),
-                };
-                header = Some(h);
-            }
-            Record::Proc(p) => procs.push(p),
-            Record::Cgroup(c) => {
-                facts.cgroups.insert(c.id, c.path);
-            }
-            Record::SnapshotEnd {} => {
-                let Some(h) = &header else { continue };
-                let mut e = Engine::new(
-                    BootClock {
-                        offset_ns: h.boot_offset_ns,
-                    },
-                    h.host_pidns,
-                    h.node.clone(),
-                );
-                e.load_snapshot(&procs, &mut facts);
-                procs = Vec::new();
-                engine = Some(e);
-            }
-            Record::Event(ev) => {
-                let Some(e) = engine.as_mut() else { continue };
-                if ev.ts_ns > stop_boot_ns {
-                    break;
-                }
-                summary.events += 1;
-                e.ingest(&ev, &mut facts, &mut buf);
-            }
-            Record::Lost(l) => {
-                let Some(e) = engine.as_mut() else { continue };
-                if l.ts_ns > stop_boot_ns {
-                    break;
-                }
-                e.lost(l.ts_ns, l.count, &mut buf);
-            }
-            Record::End(_) => {}
+        if let Record::Header(h) = &rec {
+            let clock = BootClock {
+                offset_ns: h.boot_offset_ns,
+            };
+            stop_boot_ns = match until {
+                Until::End => u64::MAX,
+                Until::At(unix) => clock.boot_ns(unix),
+                Until::Offset(off) => clock.boot_ns(h.started_unix_ns.saturating_add(off)),
+            };
         }
-        for ev in buf.drain(..) {
-            if filter.keep(&ev) {
-                summary.printed += 1;
-                sink(&ev)?;
-            }
+        if matches!(rec, Record::SnapshotEnd {}) {
+            snapshot_done = true;
         }
+        if record_ts(&rec).is_some_and(|ts| ts > stop_boot_ns) {
+            break;
+        }
+        pipeline.push(&rec)?;
     }
+    summary.events = pipeline.counts.events;
+    summary.printed = pipeline.counts.printed;
     summary.skipped = reader.skipped;
     summary.cut_short = reader.cut_short.take();
-    let engine = match engine {
-        Some(e) => e,
-        None => anyhow::bail!(
+    let engine = pipeline.finish()?;
+    match engine {
+        Some(e) if snapshot_done => Ok((e, summary)),
+        _ => anyhow::bail!(crate::error::Failure::BadInput(format!(
             "{}: trace has no complete snapshot (no snapshot_end record)",
             path.display()
-        ),
-    };
-    Ok((engine, summary))
+        ))),
+    }
 }

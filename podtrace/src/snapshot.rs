@@ -6,6 +6,18 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::cgroups::resolve::CgroupView;
+use crate::cgroups::Hierarchy;
+use podtrace_common::ARGV_MAX;
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+
 /// One process as /proc shows it (also stored in trace files).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -23,12 +35,20 @@ pub struct ProcInfo {
     pub exe: Option<String>,
     #[serde(default)]
     pub argv: Vec<String>,
+    /// argv was longer than the `ARGV_MAX` bytes read (as the kernel side cuts exec argv).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub argv_truncated: bool,
     /// cgroup v2 path from /proc/PID/cgroup ("0::" line).
     #[serde(default)]
     pub cgroup: Option<String>,
     /// Inode of that cgroup2 directory (0 if unknown).
     #[serde(default)]
     pub cgroup_id: u64,
+    /// Path in the v1 hierarchy of the trace header.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup_v1: Option<String>,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cgroup_v1_id: u64,
 }
 
 /// Inode of a namespace link such as /proc/PID/ns/pid ("pid:[4026531836]").
@@ -36,50 +56,9 @@ fn ns_inode(link: &Path) -> Option<u32> {
     std::fs::metadata(link).ok().map(|m| m.ino() as u32)
 }
 
-/// Joins a cgroup path relative to our own cgroup namespace (`/../../kubepods…`, what
-/// /proc/PID/cgroup shows when podtrace runs in a private cgroup namespace) onto our own
-/// cgroup's real path, and removes the `..`s.
-pub fn resolve_cgroup_path(path: &str, own_real: &str) -> String {
-    if !path.starts_with("/..") {
-        return path.to_string();
-    }
-    let mut parts: Vec<&str> = own_real.split('/').filter(|p| !p.is_empty()).collect();
-    for part in path.split('/').filter(|p| !p.is_empty()) {
-        match part {
-            ".." => {
-                parts.pop();
-            }
-            "." => {}
-            p => parts.push(p),
-        }
-    }
-    format!("/{}", parts.join("/"))
-}
-
-/// Our own cgroup's path from the cgroup2 root: the directory whose cgroup.procs lists us.
-/// Needed only in a private cgroup namespace, where /proc/self/cgroup says "/".
-fn own_real_cgroup(root: &Path) -> Option<String> {
-    let me = std::process::id().to_string();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        if let Ok(procs) = std::fs::read_to_string(dir.join("cgroup.procs")) {
-            if procs.lines().any(|l| l == me) {
-                let rel = dir.strip_prefix(root).ok()?;
-                return Some(format!("/{}", rel.display()));
-            }
-        }
-        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                stack.push(e.path());
-            }
-        }
-    }
-    None
-}
-
 /// Reads one process; None if it vanished or is a kernel thread.
-pub fn read_process(pid: u32, cgroup2_root: Option<&Path>) -> Option<ProcInfo> {
-    Scanner::new(cgroup2_root).read(pid)
+pub fn read_process(pid: u32, view: &CgroupView) -> Option<ProcInfo> {
+    Scanner::new(view).read(pid)
 }
 
 /// The fields of /proc/PID/stat podtrace uses: (comm, ppid, flags, starttime in ticks).
@@ -118,36 +97,51 @@ fn parse_status(text: &str) -> (u32, u32, Option<u32>) {
     (uid, gid, nspid)
 }
 
-/// Reads processes from /proc with what many share cached (cgroup inodes, our own cgroup).
+/// Reads processes from /proc with what many share cached (cgroup inodes).
 /// Hand-parsed: a general /proc parser (procfs) spent most of a 10,000-process start-up
 /// parsing fields podtrace does not use.
 struct Scanner<'a> {
-    root: Option<&'a Path>,
+    view: &'a CgroupView,
     tick_ns: u64,
-    own_real: Option<Option<String>>,
-    cgroup_inodes: std::collections::HashMap<String, u64>,
+    cgroup_inodes: std::collections::HashMap<(Hierarchy, String), u64>,
+}
+
+/// argv from /proc/PID/cmdline, cut at `ARGV_MAX` bytes like the kernel side cuts exec argv
+/// (a trace line stays far below the reader's limit).
+fn split_cmdline(bytes: &[u8]) -> (Vec<String>, bool) {
+    let truncated = bytes.len() > ARGV_MAX;
+    let bytes = &bytes[..bytes.len().min(ARGV_MAX)];
+    (crate::kernel_event::split_argv(bytes), truncated)
 }
 
 impl<'a> Scanner<'a> {
-    fn new(root: Option<&'a Path>) -> Self {
+    fn new(view: &'a CgroupView) -> Self {
         Self {
-            root,
+            view,
             tick_ns: 1_000_000_000 / procfs::ticks_per_second().max(1),
-            own_real: None,
             cgroup_inodes: std::collections::HashMap::new(),
         }
     }
 
-    fn cgroup_inode(&mut self, path: &str) -> u64 {
-        let Some(root) = self.root else { return 0 };
-        if let Some(&ino) = self.cgroup_inodes.get(path) {
-            return ino;
-        }
-        let ino = std::fs::metadata(root.join(path.trim_start_matches('/')))
-            .map(|m| m.ino())
-            .unwrap_or(0);
-        self.cgroup_inodes.insert(path.to_string(), ino);
-        ino
+    /// (path, id) of the process's cgroup in `h`.
+    fn cgroup(&mut self, h: Hierarchy, text: &str) -> (Option<String>, u64) {
+        let Some(path) = self
+            .view
+            .proc_line(h, text)
+            .and_then(|raw| self.view.absolute(h, raw))
+        else {
+            return (None, 0);
+        };
+        let key = (h, path);
+        let ino = match self.cgroup_inodes.get(&key) {
+            Some(&ino) => ino,
+            None => {
+                let ino = self.view.inode(h, &key.1);
+                self.cgroup_inodes.insert(key.clone(), ino);
+                ino
+            }
+        };
+        (Some(key.1), ino)
     }
 
     fn read(&mut self, pid: u32) -> Option<ProcInfo> {
@@ -160,30 +154,11 @@ impl<'a> Scanner<'a> {
         }
         let status = std::fs::read_to_string(dir.join("status")).ok()?;
         let (uid, gid, nspid) = parse_status(&status);
-        let mut cgroup = std::fs::read_to_string(dir.join("cgroup"))
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find_map(|l| l.strip_prefix("0::").map(str::to_string))
-            });
-        if let (Some(path), Some(root)) = (&cgroup, self.root) {
-            if path.starts_with("/..") {
-                let own = self.own_real.get_or_insert_with(|| own_real_cgroup(root));
-                cgroup = own.as_deref().map(|o| resolve_cgroup_path(path, o));
-            }
-        }
-        let cgroup_id = cgroup.as_deref().map(|p| self.cgroup_inode(p)).unwrap_or(0);
-        let argv = std::fs::read(dir.join("cmdline"))
-            .map(|b| {
-                let b = b.strip_suffix(&[0]).unwrap_or(&b);
-                if b.is_empty() {
-                    Vec::new()
-                } else {
-                    b.split(|&c| c == 0)
-                        .map(|a| String::from_utf8_lossy(a).into_owned())
-                        .collect()
-                }
-            })
+        let cgroups = std::fs::read_to_string(dir.join("cgroup")).unwrap_or_default();
+        let (cgroup, cgroup_id) = self.cgroup(Hierarchy::V2, &cgroups);
+        let (cgroup_v1, cgroup_v1_id) = self.cgroup(Hierarchy::V1, &cgroups);
+        let (argv, argv_truncated) = std::fs::read(dir.join("cmdline"))
+            .map(|b| split_cmdline(&b))
             .unwrap_or_default();
         Some(ProcInfo {
             pid,
@@ -198,17 +173,20 @@ impl<'a> Scanner<'a> {
                 .ok()
                 .map(|e| e.display().to_string()),
             argv,
+            argv_truncated,
             cgroup,
             cgroup_id,
+            cgroup_v1,
+            cgroup_v1_id,
         })
     }
 }
 
 /// All user-space processes, sorted by pid. Read on as many threads as there are CPUs (up to
 /// four): each process costs a handful of small file reads, and a node has thousands.
-pub fn scan(cgroup2_root: Option<&Path>, skip_pid: u32) -> anyhow::Result<Vec<ProcInfo>> {
+pub fn scan(view: &CgroupView, skip_pid: u32) -> std::io::Result<Vec<ProcInfo>> {
     let mut pids = Vec::new();
-    for entry in std::fs::read_dir("/proc").map_err(|e| anyhow::anyhow!("reading /proc: {e}"))? {
+    for entry in std::fs::read_dir("/proc")? {
         let Ok(entry) = entry else { continue };
         if let Some(pid) = entry
             .file_name()
@@ -229,7 +207,7 @@ pub fn scan(cgroup2_root: Option<&Path>, skip_pid: u32) -> anyhow::Result<Vec<Pr
             .chunks(chunk)
             .map(|part| {
                 s.spawn(move || {
-                    let mut scanner = Scanner::new(cgroup2_root);
+                    let mut scanner = Scanner::new(view);
                     part.iter()
                         .filter_map(|&pid| scanner.read(pid))
                         .collect::<Vec<_>>()
@@ -264,18 +242,16 @@ mod tests {
     }
 
     #[test]
-    fn paths_relative_to_a_private_cgroup_namespace_are_resolved() {
-        let own =
-            "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-podA.slice/crio-1.scope";
+    fn cmdline_is_cut_like_exec_argv() {
+        let (argv, cut) = split_cmdline(b"sleep\x005\x00");
         assert_eq!(
-            resolve_cgroup_path("/../../kubepods-besteffort-podB.slice/crio-2.scope", own),
-            "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-podB.slice/crio-2.scope"
+            (argv, cut),
+            (vec!["sleep".to_string(), "5".to_string()], false)
         );
-        assert_eq!(
-            resolve_cgroup_path("/system.slice/x.service", own),
-            "/system.slice/x.service"
-        );
-        assert_eq!(resolve_cgroup_path("/../../../../../..", own), "/");
+        let long = vec![b'a'; ARGV_MAX + 10];
+        let (argv, cut) = split_cmdline(&long);
+        assert!(cut);
+        assert_eq!(argv.concat().len(), ARGV_MAX);
     }
 
     #[test]
@@ -285,8 +261,8 @@ mod tests {
             .spawn()
             .expect("spawn sleep");
         std::thread::sleep(std::time::Duration::from_millis(50));
-        let root = crate::facts::cgroup2_root();
-        let snap = scan(root.as_deref(), 0).expect("scan /proc");
+        let view = CgroupView::default();
+        let snap = scan(&view, 0).expect("scan /proc");
         let _ = child.kill();
         let _ = child.wait();
         let me = snap

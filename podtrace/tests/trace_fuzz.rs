@@ -2,12 +2,14 @@
 //! never panics, every error names `FILE:LINE`, and the engine answers every event.
 use std::io::Cursor;
 
-use podtrace::clock::BootClock;
+use std::collections::HashSet;
+
+use podtrace::cgroups::{CgroupSetup, Hierarchy};
 use podtrace::engine::Engine;
-use podtrace::facts::KnownFacts;
-use podtrace::kernel_event::{ExecPayload, ExitPayload, KernelEvent, Kind};
+use podtrace::kernel_event::{ExecPayload, ExitPayload, KernelEvent, Kind, ReapEvent};
+use podtrace::output::Event;
 use podtrace::trace::reader::TraceReader;
-use podtrace::trace::{synth, Record};
+use podtrace::trace::{synth, CgroupFact, Header, Record, ResyncStart};
 use proptest::prelude::*;
 
 /// Reads everything; returns (records, error text).
@@ -57,17 +59,66 @@ proptest! {
     }
 
     #[test]
-    fn engine_answers_every_event_of_any_sequence(evs in proptest::collection::vec(event(), 1..200)) {
-        let mut engine = Engine::new(BootClock { offset_ns: 0 }, 4026531836, None);
-        let mut facts = KnownFacts::default();
-        facts.cgroups.insert(7, Some("/kubepods/besteffort/pod123/0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef".into()));
+    fn engine_takes_any_sequence_with_one_exit_per_process(recs in proptest::collection::vec(record(), 1..200)) {
+        let mut engine = Engine::new(&Header {
+            format: podtrace::trace::FORMAT_VERSION,
+            podtrace_version: "fuzz".into(),
+            kernel_release: "fuzz".into(),
+            hostname: "fuzz".into(),
+            boot_offset_ns: 0,
+            host_pidns: 4026531836,
+            node: None,
+            started_unix_ns: 0,
+            cgroups: CgroupSetup { v2: true, v1: Some("pids".into()) },
+        });
         let mut out = Vec::new();
-        for (i, e) in evs.iter().enumerate() {
-            engine.ingest(e, &mut facts, &mut out);
-            prop_assert_eq!(out.len(), i + 1);
+        engine.apply(&Record::SnapshotEnd {}, &mut out);
+        let mut exits = HashSet::new();
+        for rec in &recs {
+            let before = out.len();
+            engine.apply(rec, &mut out);
+            let made = out.len() - before;
+            match rec {
+                Record::Event(_) => prop_assert!(made <= 1),
+                Record::Lost(_) => prop_assert_eq!(made, 1),
+                _ => prop_assert_eq!(made, 0),
+            }
+            for e in &out[before..] {
+                if let Event::Exit { process, .. } = e {
+                    prop_assert!(
+                        exits.insert((process.pid, process.start_ns / 10_000_000)),
+                        "second exit of {} {}", process.pid, process.start_ns
+                    );
+                }
+            }
+            prop_assert_eq!(engine.table().children_len(), engine.table().live_len());
         }
         let _ = podtrace::engine::tree::build(&engine, &podtrace::engine::tree::Filter { all: true, ..Default::default() });
     }
+}
+
+fn record() -> impl Strategy<Value = Record> {
+    prop_oneof![
+        6 => event().prop_map(Record::Event),
+        1 => (1u32..40, 0u64..3).prop_map(|(pid, s)| Record::Reap(ReapEvent {
+            ts_ns: u64::from(pid) * 1000 + 1,
+            pid,
+            start_ns: (u64::from(pid) + s) * 10_000_000,
+        })),
+        1 => (0u64..4, prop::sample::select(vec![
+            None,
+            Some("/".to_string()),
+            Some("/kubepods/besteffort/pod123/0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef".to_string()),
+            Some("/kubepods.slice/kubepods-pod0a1b_2c3d.slice/crio-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef.scope".to_string()),
+        ]), any::<bool>()).prop_map(|(id, path, v1)| Record::Cgroup(CgroupFact {
+            hierarchy: if v1 { Hierarchy::V1 } else { Hierarchy::V2 },
+            id: [0, 1, 7, 99][id as usize],
+            path,
+        })),
+        1 => Just(Record::Lost(podtrace::trace::LostRecord { ts_ns: 5, count: 1, kinds: Default::default() })),
+        1 => (1u64..100).prop_map(|ts| Record::ResyncStart(ResyncStart { ts_ns: ts * 1000 })),
+        1 => Just(Record::ResyncEnd {}),
+    ]
 }
 
 fn event() -> impl Strategy<Value = KernelEvent> {
@@ -111,12 +162,15 @@ fn event() -> impl Strategy<Value = KernelEvent> {
                 gid: 0,
                 comm: argv.first().map(|s| s.to_string()).unwrap_or_default(),
                 cgroup_id: cg,
-                start_ns: u64::from(pid) * 10_000_000,
+                cgroup_v1_id: cg ^ 1,
+                start_ns: (u64::from(pid) + u64::from(status % 3)) * 10_000_000,
                 partial: false,
                 exec: (kind == Kind::Exec).then(|| ExecPayload {
                     filename: argv.first().map(|s| s.to_string()).unwrap_or_default(),
                     argv: argv.iter().map(|s| s.to_string()).collect(),
                     argv_truncated: false,
+                    filename_truncated: false,
+                    trimmed: false,
                 }),
                 exit: (kind == Kind::Exit).then_some(ExitPayload {
                     status,

@@ -148,8 +148,11 @@ fn replay_needs_no_root_and_tree_shows_a_past_moment() {
         ids.contains(&a_id) && ids.contains(&b_id),
         "both alive at {ts}: {ids:?}"
     );
-    let pod = &then["pods"][0];
-    assert_eq!(pod["containers"][0]["name"], "web");
+    let web = tree_containers(&then)
+        .into_iter()
+        .find(|c| c["id"] == b_id.as_str())
+        .expect("the cri-o container in the tree");
+    assert_eq!(web["name"], "web");
     let end = tree_json(&["--from", &t]);
     assert!(
         tree_containers(&end)

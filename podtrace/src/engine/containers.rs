@@ -1,13 +1,22 @@
-//! What the engine knows of each container: names, pod, runtime, its helper and its init.
+//! What the engine knows of each container: names, pod, runtime, image, its helper and its
+//! init, the pid namespace it owns, and how many live processes are in it.
+//!
+//! A container with no live process is finished; it is dropped `grace` later (and the
+//! oldest finished go first when there are more than `CONTAINERS_MAX`), with its pid
+//! namespace and a request to forget its CRI answer.
 use std::sync::Arc;
 
 use rustc_hash::FxHashMap as HashMap;
 
 use crate::attribution::{CgroupInfo, Helper, HelperKind, Runtime};
+use crate::cri::CriFact;
 use crate::output::{ContainerRef, PodRef};
 
 /// At most this many containers are tracked; the oldest finished ones go first.
 pub const CONTAINERS_MAX: usize = 16_384;
+
+/// The name the kubelet and cri-o give a pod's sandbox (infra) container.
+pub const SANDBOX_NAME: &str = "POD";
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Container {
@@ -18,17 +27,25 @@ pub struct Container {
     pub namespace: Option<String>,
     pub pod_uid: Option<String>,
     pub qos: Option<String>,
+    /// From the CRI.
+    pub image: Option<String>,
+    pub image_id: Option<String>,
+    /// The CRI answered for this container.
+    pub cri: bool,
     /// containerd namespace (shim `-namespace`).
     pub ctr_namespace: Option<String>,
     /// conmon / shim host pid.
     pub helper_pid: Option<u32>,
-    /// Host pid of the container's PID 1.
+    /// Host pid of the container's init.
     pub init_pid: Option<u32>,
     /// An init was seen (a later child of the helper, such as conmon's exit command, is not one).
     pub had_init: bool,
+    /// The pid namespace its init made.
     pub pidns: Option<u32>,
     pub cgroup: Option<String>,
-    /// Set when both helper and init are gone.
+    /// Live processes in it.
+    pub processes: u32,
+    /// Set when its last live process left.
     pub finished_ns: Option<u64>,
     /// What events carry, built once per change (names and pod change rarely).
     refs: Option<(Arc<ContainerRef>, Option<Arc<PodRef>>)>,
@@ -40,6 +57,8 @@ impl Container {
             id: self.id.to_string(),
             name: self.name.clone(),
             runtime: self.runtime,
+            image: self.image.clone(),
+            image_id: self.image_id.clone(),
         }
     }
 
@@ -55,11 +74,50 @@ impl Container {
     }
 }
 
+/// Who a pid namespace belongs to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PidnsOwner {
+    /// The namespace a container's init made.
+    Container(Arc<str>),
+    /// Shared by the containers of a pod (`shareProcessNamespace`): the first container
+    /// seen in it, whose pod every process in it is in.
+    Pod(Arc<str>),
+}
+
+/// What the engine asks of the outside world (the pipeline hands these to the CRI service
+/// when there is one; replay drops them).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Request {
+    /// A container id seen for the first time.
+    CriLookup(Arc<str>),
+    /// A container was dropped: its CRI answer is no longer needed.
+    CriForget(Arc<str>),
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RegistryStats {
+    /// CRI answers that changed a pod or container name the argv had given.
+    pub cri_disagreements: u64,
+    pub cri_answers: u64,
+}
+
 #[derive(Default)]
 pub struct Registry {
     by_id: HashMap<Arc<str>, Container>,
-    by_pidns: HashMap<u32, Arc<str>>,
+    by_pidns: HashMap<u32, PidnsOwner>,
     last_evict_ns: u64,
+    requests: Vec<Request>,
+    pub stats: RegistryStats,
+}
+
+/// Sets `slot` to the CRI's `value`, counting a disagreement with what was there.
+fn cri_wins(slot: &mut Option<String>, value: &str, disagreements: &mut u64) {
+    if slot.as_deref().is_some_and(|v| v != value) {
+        *disagreements += 1;
+    }
+    if slot.as_deref() != Some(value) {
+        *slot = Some(value.to_string());
+    }
 }
 
 impl Registry {
@@ -72,18 +130,21 @@ impl Registry {
         self.by_id.get(id).map(|c| c.id.clone())
     }
 
-    /// The record to change; changing it rebuilds what events carry.
-    pub fn entry(&mut self, id: &str) -> &mut Container {
+    /// The record to change; changing it rebuilds what events carry. A new container starts
+    /// finished at `now_ns` (no process yet).
+    pub fn entry(&mut self, id: &str, now_ns: u64) -> &mut Container {
         if !self.by_id.contains_key(id) && self.by_id.len() >= CONTAINERS_MAX {
             self.evict_one();
         }
-        let c = self
-            .by_id
-            .entry(Arc::from(id))
-            .or_insert_with_key(|key| Container {
+        let requests = &mut self.requests;
+        let c = self.by_id.entry(Arc::from(id)).or_insert_with_key(|key| {
+            requests.push(Request::CriLookup(key.clone()));
+            Container {
                 id: key.clone(),
+                finished_ns: Some(now_ns),
                 ..Container::default()
-            });
+            }
+        });
         c.refs = None;
         c
     }
@@ -102,13 +163,31 @@ impl Registry {
         }
     }
 
+    /// A live process joined the container.
+    pub fn attach(&mut self, id: &str) {
+        if let Some(c) = self.by_id.get_mut(id) {
+            c.processes += 1;
+            c.finished_ns = None;
+        }
+    }
+
+    /// A live process left the container (moved, exited or was found gone).
+    pub fn detach(&mut self, id: &str, now_ns: u64) {
+        if let Some(c) = self.by_id.get_mut(id) {
+            c.processes = c.processes.saturating_sub(1);
+            if c.processes == 0 {
+                c.finished_ns = Some(now_ns);
+            }
+        }
+    }
+
     fn evict_one(&mut self) {
         let victim = self
             .by_id
             .values()
             .filter(|c| c.finished_ns.is_some())
             .min_by_key(|c| c.finished_ns)
-            .or_else(|| self.by_id.values().next())
+            .or_else(|| self.by_id.values().min_by_key(|c| c.processes))
             .map(|c| c.id.clone());
         if let Some(id) = victim {
             self.remove(&id);
@@ -118,22 +197,30 @@ impl Registry {
     pub fn remove(&mut self, id: &str) {
         if let Some(c) = self.by_id.remove(id) {
             if let Some(ns) = c.pidns {
-                if self.by_pidns.get(&ns).map(|k| &**k) == Some(id) {
+                let owned = match self.by_pidns.get(&ns) {
+                    Some(PidnsOwner::Container(k)) | Some(PidnsOwner::Pod(k)) => **k == *id,
+                    None => false,
+                };
+                if owned {
                     self.by_pidns.remove(&ns);
                 }
             }
+            self.requests.push(Request::CriForget(c.id));
         }
     }
 
     /// What a runtime helper's argv says about its container.
-    pub fn learn_helper(&mut self, h: &Helper, pid: u32) -> Option<Arc<str>> {
+    pub fn learn_helper(&mut self, h: &Helper, pid: u32, now_ns: u64) -> Option<Arc<str>> {
         let id = h.container_id.as_deref()?;
-        let c = self.entry(id);
+        let c = self.entry(id, now_ns);
         if let Some(k) = &h.k8s {
-            c.name = Some(k.container.clone());
-            c.pod_name = Some(k.pod.clone());
-            c.namespace = Some(k.namespace.clone());
-            c.pod_uid = Some(k.pod_uid.clone());
+            // The CRI, when it answered, has the last word.
+            if !c.cri {
+                c.name = Some(k.container.clone());
+                c.pod_name = Some(k.pod.clone());
+                c.namespace = Some(k.namespace.clone());
+            }
+            c.pod_uid.get_or_insert_with(|| k.pod_uid.clone());
         } else if let Some(n) = &h.name {
             c.name.get_or_insert_with(|| n.clone());
         }
@@ -152,7 +239,9 @@ impl Registry {
                 c.helper_pid = Some(pid);
                 c.runtime = Some(Runtime::Containerd);
                 c.ctr_namespace = h.namespace.clone();
-                c.name.get_or_insert_with(|| id.to_string());
+                if !c.cri {
+                    c.name.get_or_insert_with(|| id.to_string());
+                }
             }
             HelperKind::Runtime => {}
         }
@@ -160,8 +249,8 @@ impl Registry {
     }
 
     /// What a container cgroup path says (runtime, pod uid, QoS).
-    pub fn learn_cgroup(&mut self, id: &str, info: &CgroupInfo, path: &str) {
-        let c = self.entry(id);
+    pub fn learn_cgroup(&mut self, id: &str, info: &CgroupInfo, path: &str, now_ns: u64) {
+        let c = self.entry(id, now_ns);
         if info.runtime.is_some() {
             // The path is the runtime's own word; argv-based guesses give way to it.
             c.runtime = info.runtime;
@@ -177,21 +266,50 @@ impl Registry {
         }
     }
 
-    pub fn set_init(&mut self, id: &str, pid: u32, pidns: u32, host_pidns: u32) {
-        let c = self.entry(id);
-        c.init_pid = Some(pid);
-        c.had_init = true;
-        c.finished_ns = None;
-        if pidns != host_pidns && pidns != 0 && host_pidns != 0 {
-            c.pidns = Some(pidns);
-            let key = c.id.clone();
-            self.by_pidns.insert(pidns, key);
+    /// What the CRI said: names and image; where argv said otherwise, the CRI wins (counted).
+    pub fn learn_cri(&mut self, f: &CriFact, now_ns: u64) {
+        let mut disagreements = 0;
+        let c = self.entry(&f.id, now_ns);
+        c.cri = true;
+        if f.sandbox {
+            cri_wins(&mut c.name, SANDBOX_NAME, &mut disagreements);
+        } else if let Some(n) = &f.name {
+            cri_wins(&mut c.name, n, &mut disagreements);
         }
+        if f.image.is_some() {
+            c.image.clone_from(&f.image);
+        }
+        if f.image_id.is_some() {
+            c.image_id.clone_from(&f.image_id);
+        }
+        if let Some(p) = &f.pod {
+            cri_wins(&mut c.pod_name, &p.name, &mut disagreements);
+            cri_wins(&mut c.namespace, &p.namespace, &mut disagreements);
+            cri_wins(&mut c.pod_uid, &p.uid, &mut disagreements);
+        }
+        self.stats.cri_disagreements += disagreements;
+        self.stats.cri_answers += 1;
     }
 
-    /// The container whose own pid namespace this is.
-    pub fn by_pidns(&self, pidns: u32) -> Option<Arc<str>> {
-        self.by_pidns.get(&pidns).cloned()
+    /// Makes `pid` the container's init, in pid namespace `pidns` when that is not the host's.
+    pub fn set_init(&mut self, id: &str, pid: u32, pidns: Option<u32>, now_ns: u64) {
+        let c = self.entry(id, now_ns);
+        c.init_pid = Some(pid);
+        c.had_init = true;
+        let key = c.id.clone();
+        let Some(ns) = pidns else { return };
+        c.pidns.get_or_insert(ns);
+        let owner = match self.by_pidns.get(&ns) {
+            None => PidnsOwner::Container(key),
+            Some(PidnsOwner::Container(other)) if **other != *id => PidnsOwner::Pod(other.clone()),
+            Some(o) => o.clone(),
+        };
+        self.by_pidns.insert(ns, owner);
+    }
+
+    /// Who owns this pid namespace.
+    pub fn by_pidns(&self, pidns: u32) -> Option<&PidnsOwner> {
+        self.by_pidns.get(&pidns)
     }
 
     /// A container whose containerd shim matches a `/<namespace>/<id>` cgroup path.
@@ -202,8 +320,8 @@ impl Registry {
         (c.ctr_namespace.as_deref() == Some(ns)).then(|| c.id.clone())
     }
 
-    /// Notes that a helper or init exited; finished containers are dropped later.
-    pub fn process_exited(&mut self, id: &str, pid: u32, at_ns: u64) {
+    /// Notes that a helper or init exited.
+    pub fn process_exited(&mut self, id: &str, pid: u32) {
         if let Some(c) = self.by_id.get_mut(id) {
             c.refs = None;
             if c.helper_pid == Some(pid) {
@@ -211,9 +329,6 @@ impl Registry {
             }
             if c.init_pid == Some(pid) {
                 c.init_pid = None;
-            }
-            if c.helper_pid.is_none() && c.init_pid.is_none() {
-                c.finished_ns = Some(at_ns);
             }
         }
     }
@@ -239,6 +354,11 @@ impl Registry {
         }
     }
 
+    /// What the engine asks of the outside world since the last call.
+    pub fn take_requests(&mut self) -> Vec<Request> {
+        std::mem::take(&mut self.requests)
+    }
+
     pub fn all(&self) -> impl Iterator<Item = &Container> {
         self.by_id.values()
     }
@@ -249,5 +369,9 @@ impl Registry {
 
     pub fn is_empty(&self) -> bool {
         self.by_id.is_empty()
+    }
+
+    pub fn pidns_len(&self) -> usize {
+        self.by_pidns.len()
     }
 }

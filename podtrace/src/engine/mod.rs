@@ -1,95 +1,109 @@
-//! The engine: kernel events and recorded facts in, enriched events out.
+//! The engine: trace records in (kernel events and the facts recorded before them), enriched
+//! events out.
 //!
-//! Pure and deterministic: it never looks at the system itself. Live and replay feed it the
-//! same way; outside facts (cgroup paths) come through the `Facts` trait.
+//! Pure and deterministic: it never looks at the system, and its clock is the events' own
+//! time. Live, replay and tree push the same [`Record`]s through [`Engine::apply`]; what the
+//! engine needs from outside (cgroup paths) it asks *before* an event through
+//! [`Engine::next_question`], and the answer arrives as a record of its own, which the
+//! recorder writes, so replay gets the same answers at the same place.
+pub mod attribute;
+pub mod cgroups;
 pub mod containers;
 pub mod process;
 pub mod tree;
 
 use std::sync::Arc;
 
-use rustc_hash::FxHashMap as HashMap;
-
-use crate::attribution::{parse_cgroup_path, parse_helper, CgroupInfo, HelperKind};
+use crate::cgroups::{CgroupSetup, Hierarchy};
 use crate::clock::{BootClock, TsFormatter};
-use crate::facts::Facts;
-use crate::kernel_event::{KernelEvent, Kind};
+use crate::kernel_event::{KernelEvent, Kind, ReapEvent};
 use crate::output::{Event, ProcessFields, Role};
 use crate::snapshot::ProcInfo;
+use crate::trace::{Header, LostRecord, MalformedRecord, Record};
 use crate::wait_status;
+use cgroups::{CgroupCache, CgroupKey, Lookup};
 use containers::Registry;
-use process::{Proc, Table};
+pub use containers::Request;
+use process::{Proc, Slot, Table};
 
-/// An unresolvable cgroup id is asked about again after this much event time.
-const CGROUP_RETRY_NS: u64 = 500_000_000;
 /// Finished containers stay this long (for late events and the tree).
-const CONTAINER_GRACE_NS: u64 = 30_000_000_000;
+pub const CONTAINER_GRACE_NS: u64 = 30_000_000_000;
 
-#[derive(Debug)]
-struct Cgroup {
-    path: Arc<str>,
-    info: CgroupInfo,
-}
-
-#[derive(Clone, Debug)]
-enum CgroupEntry {
-    Known(Arc<Cgroup>),
-    /// Not resolvable when asked at this event time.
-    Unknown(u64),
+/// What the engine wants to know before it takes an event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Question {
+    /// The path of cgroup `id` in `hierarchy`; `pid` was in it (a hint for the lookup).
+    CgroupPath {
+        hierarchy: Hierarchy,
+        id: u64,
+        pid: u32,
+    },
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
     pub events: u64,
     pub lost: u64,
+    /// Second exits of a process (dropped: one exit per process).
+    pub duplicate_exits: u64,
+    /// Events about an older process than the table's for their pid (changed nothing).
+    pub stale_events: u64,
+    pub reaps: u64,
+    /// Processes a resync found gone (their exit was lost).
+    pub vanished: u64,
+    /// Processes a resync found that the table did not have.
+    pub resync_added: u64,
+    pub resyncs: u64,
+    pub malformed: u64,
+}
+
+/// Records collected before they are applied: the start-up snapshot, or a resync's /proc.
+enum Pending {
+    Snapshot(Vec<ProcInfo>),
+    Resync { ts_ns: u64, procs: Vec<ProcInfo> },
+    None,
 }
 
 pub struct Engine {
     clock: BootClock,
-    node: Option<String>,
+    node: Option<Arc<str>>,
     host_pidns: u32,
+    setup: CgroupSetup,
+    /// `cgroup_hierarchy` values, v2 and v1.
+    labels: [Option<Arc<str>>; 2],
     table: Table,
     containers: Registry,
-    cgroups: HashMap<u64, CgroupEntry>,
+    cgroups: CgroupCache,
+    pending: Pending,
+    /// The kernel side reports reaps (trace format 2 on): an exited process is a zombie until
+    /// its reap. Format 1 traces have none: there the exit removes it.
+    reaps: bool,
     now_ns: u64,
     ts: TsFormatter,
     pub stats: Stats,
 }
 
-fn helper_role(kind: HelperKind) -> Role {
-    match kind {
-        HelperKind::Conmon => Role::Conmon,
-        HelperKind::Shim => Role::Shim,
-        HelperKind::Runtime => Role::Runtime,
-    }
-}
-
-fn exe_of(p: &Proc) -> &str {
-    p.filename.as_deref().unwrap_or(&p.comm)
-}
-
-/// conmon started for `podman exec` / `crictl exec` (not the container's own monitor).
-fn is_exec_session(p: &Proc) -> bool {
-    parse_helper(exe_of(p), &p.argv)
-        .map(|h| h.exec)
-        .unwrap_or(false)
-}
-
-fn is_helper(role: Option<Role>) -> bool {
-    matches!(role, Some(Role::Conmon) | Some(Role::Shim))
-}
-
 impl Engine {
-    /// `host_pidns` is the pid namespace of the host's PID 1: a process whose own pid
-    /// namespace differs and whose pid there is 1 is a container's init.
-    pub fn new(clock: BootClock, host_pidns: u32, node: Option<String>) -> Self {
+    /// The engine for a trace with this header (live: the header `run` writes).
+    pub fn new(h: &Header) -> Self {
+        let setup = h.cgroups.clone();
+        let labels = [
+            setup.label(Hierarchy::V2).map(Arc::from),
+            setup.label(Hierarchy::V1).map(Arc::from),
+        ];
         Self {
-            clock,
-            node,
-            host_pidns,
+            clock: BootClock {
+                offset_ns: h.boot_offset_ns,
+            },
+            node: h.node.as_deref().map(Arc::from),
+            host_pidns: h.host_pidns,
+            setup,
+            labels,
             table: Table::default(),
             containers: Registry::default(),
-            cgroups: HashMap::default(),
+            cgroups: CgroupCache::default(),
+            pending: Pending::Snapshot(Vec::new()),
+            reaps: h.format >= 2,
             now_ns: 0,
             ts: TsFormatter::default(),
             stats: Stats::default(),
@@ -108,208 +122,146 @@ impl Engine {
         &self.containers
     }
 
-    /// Boot-clock time of the latest event seen.
+    pub fn cgroup_cache(&self) -> &CgroupCache {
+        &self.cgroups
+    }
+
+    pub fn cgroup_setup(&self) -> &CgroupSetup {
+        &self.setup
+    }
+
+    /// Boot-clock time of the latest record seen.
     pub fn now_ns(&self) -> u64 {
         self.now_ns
     }
 
-    /// Loads the start-up /proc picture. Produces no events.
-    pub fn load_snapshot(&mut self, procs: &[ProcInfo], facts: &mut dyn Facts) {
-        for p in procs {
-            if let (Some(path), true) = (&p.cgroup, p.cgroup_id != 0) {
-                self.cgroups.insert(
-                    p.cgroup_id,
-                    CgroupEntry::Known(Arc::new(Cgroup {
-                        info: parse_cgroup_path(path),
-                        path: Arc::from(path.as_str()),
-                    })),
-                );
+    /// What the engine asks of the outside world since the last call.
+    pub fn take_requests(&mut self) -> Vec<Request> {
+        self.containers.take_requests()
+    }
+
+    /// Applies one record; appends the events to print to `out`.
+    pub fn apply(&mut self, rec: &Record, out: &mut Vec<Event>) {
+        match rec {
+            Record::Header(_) | Record::End(_) => {}
+            Record::Proc(p) => match &mut self.pending {
+                Pending::Snapshot(v) | Pending::Resync { procs: v, .. } => v.push(p.clone()),
+                // The reader keeps proc records inside a snapshot or a resync.
+                Pending::None => {}
+            },
+            Record::SnapshotEnd {} => {
+                if let Pending::Snapshot(procs) =
+                    std::mem::replace(&mut self.pending, Pending::None)
+                {
+                    self.load_snapshot(&procs);
+                }
             }
-            self.table.insert(Proc {
-                pid: p.pid,
-                start_ns: p.start_ns,
-                ppid: p.ppid,
-                nspid: p.nspid,
-                pidns: p.pidns,
-                uid: p.uid,
-                gid: p.gid,
-                comm: p.comm.clone(),
-                filename: p.exe.as_deref().map(Arc::from),
-                argv: p.argv.clone().into(),
-                cgroup_id: p.cgroup_id,
-                container: None,
-                role: None,
-                exited_ns: None,
-            });
-            self.now_ns = self.now_ns.max(p.start_ns);
-        }
-        // In pid order, twice, so that children see what their parents were given.
-        let mut pids: Vec<u32> = procs.iter().map(|p| p.pid).collect();
-        pids.sort_unstable();
-        for _ in 0..2 {
-            for &pid in &pids {
-                let inherited = self.parent_attribution(pid);
-                self.attribute(pid, facts, inherited);
+            Record::Cgroup(f) => {
+                self.cgroups
+                    .learn((f.hierarchy, f.id), f.path.as_deref(), self.now_ns);
             }
+            Record::Cri(f) => self.containers.learn_cri(f, self.now_ns),
+            Record::Clock(c) => {
+                self.advance(c.ts_ns);
+                self.clock.offset_ns = c.offset_ns;
+            }
+            Record::ResyncStart(r) => {
+                self.pending = Pending::Resync {
+                    ts_ns: r.ts_ns,
+                    procs: Vec::new(),
+                };
+            }
+            Record::ResyncEnd {} => {
+                if let Pending::Resync { ts_ns, procs } =
+                    std::mem::replace(&mut self.pending, Pending::None)
+                {
+                    self.resync(ts_ns, &procs);
+                }
+            }
+            Record::Event(ev) => self.ingest(ev, out),
+            Record::Reap(r) => self.reap(r),
+            Record::Lost(l) => self.lost(l, out),
+            Record::Malformed(m) => self.malformed(m, out),
         }
     }
 
-    /// The container a process inherits from its parent (not from a helper: conmon's and the
-    /// shim's children are the runtime and the init, which say for themselves).
-    fn parent_attribution(&self, pid: u32) -> Option<Arc<str>> {
-        let ppid = self.table.get(pid)?.ppid;
-        let parent = self.table.get(ppid)?;
-        if is_helper(parent.role) {
-            None
-        } else {
-            parent.container.clone()
-        }
-    }
-
-    fn cgroup(&mut self, id: u64, pid: u32, facts: &mut dyn Facts) -> Option<Arc<Cgroup>> {
-        if id == 0 {
-            return None;
-        }
-        match self.cgroups.get(&id) {
-            Some(CgroupEntry::Known(c)) => return Some(c.clone()),
-            Some(CgroupEntry::Unknown(at)) if self.now_ns.saturating_sub(*at) < CGROUP_RETRY_NS => {
-                return None
-            }
-            _ => {}
-        }
-        match facts.cgroup_path(id, pid) {
-            Some(path) => {
-                let c = Arc::new(Cgroup {
-                    info: parse_cgroup_path(&path),
-                    path: Arc::from(path),
-                });
-                self.cgroups.insert(id, CgroupEntry::Known(c.clone()));
-                Some(c)
-            }
-            None => {
-                self.cgroups.insert(id, CgroupEntry::Unknown(self.now_ns));
-                None
-            }
-        }
-    }
-
-    /// Works out container and role of a table entry, in order of trust: a runtime helper's
-    /// argv, the cgroup path, the container's pid namespace, then `inherited` (the container
-    /// the process had before exec, or its parent's at fork).
-    fn attribute(&mut self, pid: u32, facts: &mut dyn Facts, inherited: Option<Arc<str>>) {
-        let Some(p) = self.table.get(pid) else { return };
-        let (cgroup_id, nspid, pidns, ppid, prev_role) =
-            (p.cgroup_id, p.nspid, p.pidns, p.ppid, p.role);
-        let no_argv = p.argv.is_empty();
-        let helper = parse_helper(exe_of(p), &p.argv);
-
-        let mut role = None;
-        let mut container: Option<Arc<str>> = None;
-        if let Some(h) = &helper {
-            role = Some(helper_role(h.kind));
-            container = if h.kind == HelperKind::Conmon && h.exec {
-                // An exec session's conmon joins the container without becoming its monitor.
-                h.container_id
-                    .as_deref()
-                    .map(|id| self.containers.entry(id).id.clone())
-            } else {
-                self.containers.learn_helper(h, pid)
-            };
-        }
-        let cg = self.cgroup(cgroup_id, pid, facts);
-        if let Some(cg) = &cg {
-            match (&container, &cg.info.container_id) {
-                (None, Some(id)) => {
-                    self.containers.learn_cgroup(id, &cg.info, &cg.path);
-                    if cg.info.conmon && role.is_none() && prev_role != Some(Role::Runtime) {
-                        role = Some(Role::Conmon);
-                        self.containers.entry(id).helper_pid.get_or_insert(pid);
-                    }
-                    container = self.containers.id(id);
-                }
-                (None, None) => {
-                    if let Some(id) = self.containers.by_shim_path(&cg.path) {
-                        self.containers
-                            .learn_cgroup(&id, &CgroupInfo::default(), &cg.path);
-                        container = Some(id);
-                    }
-                }
-                (Some(have), Some(id)) if **have == **id => {
-                    self.containers.learn_cgroup(id, &cg.info, &cg.path);
-                }
-                _ => {}
-            }
-        }
-        if container.is_none() {
-            container = self.containers.by_pidns(pidns);
-        }
-        if container.is_none() {
-            container = inherited;
-        }
-        // A forked copy of a helper stays that helper until it execs something else.
-        if role.is_none()
-            && helper.is_none()
-            && no_argv
-            && matches!(
-                prev_role,
-                Some(Role::Conmon) | Some(Role::Shim) | Some(Role::Runtime)
-            )
-        {
-            role = prev_role;
-        }
-        if let Some(id) = &container {
-            let own_ns_init =
-                nspid == 1 && pidns != self.host_pidns && pidns != 0 && self.host_pidns != 0;
-            let child_of_helper = self
-                .containers
-                .get(id)
-                .map(|c| c.helper_pid == Some(ppid) && !c.had_init)
-                .unwrap_or(false);
-            if matches!(role, None | Some(Role::Runtime) | Some(Role::ContainerInit)) {
-                if own_ns_init || (role.is_none() && child_of_helper && helper.is_none()) {
-                    role = Some(Role::ContainerInit);
-                    self.containers.set_init(id, pid, pidns, self.host_pidns);
-                } else if role == Some(Role::ContainerInit) {
-                    role = None;
-                }
-            }
-        }
-        if let Some(p) = self.table.get_mut(pid) {
-            p.container = container;
-            p.role = role;
-        }
-    }
-
-    /// Feeds one kernel event; appends the events to print to `out`.
-    pub fn ingest(&mut self, ev: &KernelEvent, facts: &mut dyn Facts, out: &mut Vec<Event>) {
-        self.now_ns = self.now_ns.max(ev.ts_ns);
-        self.stats.events += 1;
-        match ev.kind {
-            Kind::Exec => self.on_exec(ev, facts, out),
-            Kind::Fork => self.on_fork(ev, facts, out),
-            Kind::Exit => self.on_exit(ev, facts, out),
-            Kind::Thread => {
-                if self.table.get(ev.pid).is_none() {
-                    self.track_unknown(ev, facts);
-                }
-                let process = self.fields(ev, facts);
-                out.push(Event::Thread { process });
-            }
-        }
-        self.table.evict(self.now_ns);
-        self.containers.evict(self.now_ns, CONTAINER_GRACE_NS);
-    }
-
-    /// Reports events the kernel could not deliver.
-    pub fn lost(&mut self, ts_ns: u64, count: u64, out: &mut Vec<Event>) {
+    fn advance(&mut self, ts_ns: u64) {
         self.now_ns = self.now_ns.max(ts_ns);
-        self.stats.lost += count;
-        out.push(Event::Lost {
-            ts: self.ts.format(self.clock.unix_ns(ts_ns)),
-            count,
-            node: self.node.clone(),
-        });
     }
+
+    // ------------------------------------------------------------------------------------
+    // cgroups
+
+    fn v2_key(&self, id: u64) -> Option<CgroupKey> {
+        (self.setup.v2 && id != 0).then_some((Hierarchy::V2, id))
+    }
+
+    fn v1_key(&self, id: u64) -> Option<CgroupKey> {
+        (self.setup.v1.is_some() && id != 0).then_some((Hierarchy::V1, id))
+    }
+
+    /// Where a task with these cgroup ids is placed: its v2 cgroup, unless that is the root
+    /// or unknown and its v1 cgroup is known (v1-only hosts, and tasks in the v2 root of a
+    /// hybrid host such as podman's conmon).
+    fn placement(&self, v2: u64, v1: u64) -> Option<CgroupKey> {
+        let known = |k: Option<CgroupKey>| k.and_then(|k| self.cgroups.get(k).map(|c| (k, c)));
+        let v2 = known(self.v2_key(v2));
+        let v1 = known(self.v1_key(v1));
+        match (v2, v1) {
+            (Some((k, c)), _) if &*c.path != "/" => Some(k),
+            (Some((k2, _)), Some((k1, c1))) => Some(if &*c1.path != "/" { k1 } else { k2 }),
+            (None, Some((k1, _))) => Some(k1),
+            (Some((k2, _)), None) => Some(k2),
+            (None, None) => None,
+        }
+    }
+
+    /// The next thing to look up before `ev` is applied (call until None, applying each
+    /// answer as a `cgroup` record).
+    pub fn next_question(&self, ev: &KernelEvent) -> Option<Question> {
+        // Answers are learnt at the engine's time, so they are looked up at it too: an
+        // answer just given is never asked again for the same event.
+        let ask = |k: Option<CgroupKey>| {
+            k.filter(|&k| self.cgroups.lookup(k, self.now_ns) == Lookup::Ask)
+        };
+        let q = ask(self.v2_key(ev.cgroup_id)).or_else(|| {
+            // v1 only matters where v2 does not place the task.
+            let v2_placed = self
+                .v2_key(ev.cgroup_id)
+                .and_then(|k| self.cgroups.get(k))
+                .is_some_and(|c| &*c.path != "/");
+            if v2_placed {
+                None
+            } else {
+                ask(self.v1_key(ev.cgroup_v1_id))
+            }
+        });
+        q.map(|(hierarchy, id)| Question::CgroupPath {
+            hierarchy,
+            id,
+            pid: ev.pid,
+        })
+    }
+
+    /// Places a table entry in `key`, keeping the cache's and containers' counts.
+    fn place(&mut self, pid: u32, key: Option<CgroupKey>) {
+        let Some(p) = self.table.get_mut(pid) else {
+            return;
+        };
+        if p.cgroup == key || p.is_zombie() {
+            return;
+        }
+        let old = std::mem::replace(&mut p.cgroup, key);
+        if let Some(k) = old {
+            self.cgroups.release(k, self.now_ns);
+        }
+        if let Some(k) = key {
+            self.cgroups.hold(k);
+        }
+    }
+
+    // ------------------------------------------------------------------------------------
+    // the table
 
     fn new_proc(ev: &KernelEvent) -> Proc {
         Proc {
@@ -320,120 +272,403 @@ impl Engine {
             pidns: ev.pidns,
             uid: ev.uid,
             gid: ev.gid,
-            comm: ev.comm.clone(),
+            comm: Arc::from(ev.comm.as_str()),
             filename: None,
             argv: Arc::from([]),
-            cgroup_id: ev.cgroup_id,
+            cgroup: None,
             container: None,
+            pod_of: None,
             role: None,
             exited_ns: None,
+            exit_seen: false,
         }
+    }
+
+    fn proc_from_info(p: &ProcInfo) -> Proc {
+        Proc {
+            pid: p.pid,
+            start_ns: p.start_ns,
+            ppid: p.ppid,
+            nspid: p.nspid,
+            pidns: p.pidns,
+            uid: p.uid,
+            gid: p.gid,
+            comm: Arc::from(p.comm.as_str()),
+            filename: p.exe.as_deref().map(Arc::from),
+            argv: p.argv.clone().into(),
+            cgroup: None,
+            container: None,
+            pod_of: None,
+            role: None,
+            exited_ns: None,
+            exit_seen: false,
+        }
+    }
+
+    /// Takes a process out of the live table for good: its cgroup and container counts
+    /// drop, and it is kept findable for the grace period.
+    fn remove(&mut self, pid: u32) -> Option<()> {
+        let mut p = self.table.take(pid)?;
+        if let Some(k) = p.cgroup.take() {
+            if !p.is_zombie() {
+                self.cgroups.release(k, self.now_ns);
+            }
+        }
+        if !p.is_zombie() {
+            if let Some(id) = p.container.clone() {
+                self.containers.detach(&id, self.now_ns);
+                self.containers.process_exited(&id, p.pid);
+            }
+        }
+        self.table.keep_gone(p, self.now_ns);
+        Some(())
+    }
+
+    /// The pid is free for a new process: whatever older process the table holds for it is
+    /// gone (its exit or reap was lost).
+    fn free_pid(&mut self, pid: u32) {
+        if self.table.get(pid).is_some() {
+            self.remove(pid);
+        }
+    }
+
+    /// Inserts a process and attributes it; `inherited` is its parent's container (fork) or
+    /// its own before exec.
+    fn add(&mut self, p: Proc, key: Option<CgroupKey>, inherited: Option<Arc<str>>) {
+        let pid = p.pid;
+        self.table.insert(p);
+        self.place(pid, key);
+        self.attribute(pid, inherited);
+    }
+
+    /// Loads the start-up /proc picture. Produces no events.
+    fn load_snapshot(&mut self, procs: &[ProcInfo]) {
+        for p in procs {
+            self.advance(p.start_ns);
+        }
+        let pids = self.insert_infos(procs);
+        // In pid order, twice, so that children see what their parents were given.
+        for _ in 0..2 {
+            for &pid in &pids {
+                let inherited = self.parent_container(pid);
+                self.attribute(pid, inherited);
+            }
+        }
+    }
+
+    /// Learns the cgroups of /proc entries and inserts them (without attributing); returns
+    /// their pids, sorted.
+    fn insert_infos(&mut self, procs: &[ProcInfo]) -> Vec<u32> {
+        let mut pids = Vec::with_capacity(procs.len());
+        for p in procs {
+            for (h, path, id) in [
+                (Hierarchy::V2, &p.cgroup, p.cgroup_id),
+                (Hierarchy::V1, &p.cgroup_v1, p.cgroup_v1_id),
+            ] {
+                if let (Some(path), true) = (path, id != 0) {
+                    self.cgroups.learn((h, id), Some(path), self.now_ns);
+                }
+            }
+            let key = self.placement(p.cgroup_id, p.cgroup_v1_id);
+            self.free_pid(p.pid);
+            self.table.insert(Self::proc_from_info(p));
+            self.place(p.pid, key);
+            pids.push(p.pid);
+        }
+        pids.sort_unstable();
+        pids
+    }
+
+    /// The container a process inherits from its parent (not from a helper: conmon's and the
+    /// shim's children are the runtime and the init, which say for themselves).
+    fn parent_container(&self, pid: u32) -> Option<Arc<str>> {
+        let ppid = self.table.get(pid)?.ppid;
+        let parent = self.table.get(ppid)?;
+        if attribute::is_helper(parent.role) {
+            None
+        } else {
+            parent.container.clone()
+        }
+    }
+
+    /// /proc read again after a loss: processes it does not list (and that started before
+    /// it) are gone, the ones the table lacks are added. Produces no events.
+    fn resync(&mut self, ts_ns: u64, procs: &[ProcInfo]) {
+        self.advance(ts_ns);
+        self.stats.resyncs += 1;
+        let alive: rustc_hash::FxHashSet<(u32, u64)> = procs
+            .iter()
+            .map(|p| (p.pid, process::tick(p.start_ns)))
+            .collect();
+        let dead: Vec<u32> = self
+            .table
+            .live()
+            .filter(|p| p.start_ns < ts_ns && !alive.contains(&(p.pid, process::tick(p.start_ns))))
+            .map(|p| p.pid)
+            .collect();
+        for pid in dead {
+            if self.table.get(pid).is_some_and(|p| !p.is_zombie()) {
+                self.stats.vanished += 1;
+            }
+            self.remove(pid);
+        }
+        let new: Vec<ProcInfo> = procs
+            .iter()
+            .filter(|p| self.table.slot(p.pid, p.start_ns) != Slot::Current)
+            .cloned()
+            .collect();
+        self.stats.resync_added += new.len() as u64;
+        for p in procs {
+            if self.table.slot(p.pid, p.start_ns) == Slot::Current {
+                self.table.set_ppid(p.pid, p.ppid);
+            }
+        }
+        let pids = self.insert_infos(&new);
+        for _ in 0..2 {
+            for &pid in &pids {
+                let inherited = self.parent_container(pid);
+                self.attribute(pid, inherited);
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------------------------
+    // events
+
+    fn ingest(&mut self, ev: &KernelEvent, out: &mut Vec<Event>) {
+        self.advance(ev.ts_ns);
+        self.stats.events += 1;
+        match ev.kind {
+            Kind::Exec => self.on_exec(ev, out),
+            Kind::Fork => self.on_fork(ev, out),
+            Kind::Exit => self.on_exit(ev, out),
+            Kind::Thread => {
+                match self.table.slot(ev.pid, ev.start_ns) {
+                    Slot::New => self.track_unknown(ev),
+                    Slot::Stale | Slot::Gone => self.stats.stale_events += 1,
+                    Slot::Current => {}
+                }
+                let process = self.fields(ev);
+                out.push(Event::Thread { process });
+            }
+        }
+        self.housekeeping();
+    }
+
+    fn housekeeping(&mut self) {
+        self.table.evict(self.now_ns);
+        self.containers.evict(self.now_ns, CONTAINER_GRACE_NS);
+        self.cgroups.sweep(self.now_ns);
     }
 
     /// Adds a process first seen now (started between the snapshot and attach, or its fork
     /// was lost).
-    fn track_unknown(&mut self, ev: &KernelEvent, facts: &mut dyn Facts) {
-        self.table.insert(Self::new_proc(ev));
-        let inherited = self.parent_attribution(ev.pid);
-        self.attribute(ev.pid, facts, inherited);
+    fn track_unknown(&mut self, ev: &KernelEvent) {
+        self.free_pid(ev.pid);
+        let key = self.placement(ev.cgroup_id, ev.cgroup_v1_id);
+        let ppid = ev.ppid;
+        let inherited = self
+            .table
+            .get(ppid)
+            .filter(|p| !attribute::is_helper(p.role))
+            .and_then(|p| p.container.clone());
+        self.add(Self::new_proc(ev), key, inherited);
     }
 
-    fn update_from_event(p: &mut Proc, ev: &KernelEvent) {
-        p.ppid = ev.ppid;
-        p.nspid = ev.nspid;
-        p.pidns = ev.pidns;
-        p.uid = ev.uid;
-        p.gid = ev.gid;
-        if p.comm != ev.comm {
-            p.comm.clone_from(&ev.comm);
+    /// What an event of the current process says about it now.
+    fn update_from_event(&mut self, ev: &KernelEvent) {
+        let key = self.placement(ev.cgroup_id, ev.cgroup_v1_id);
+        if let Some(p) = self.table.get_mut(ev.pid) {
+            p.nspid = ev.nspid;
+            p.pidns = ev.pidns;
+            p.uid = ev.uid;
+            p.gid = ev.gid;
+            if *p.comm != *ev.comm {
+                p.comm = Arc::from(ev.comm.as_str());
+            }
+            if process::tick(p.start_ns) == process::tick(ev.start_ns) {
+                p.start_ns = ev.start_ns;
+            }
         }
-        p.cgroup_id = ev.cgroup_id;
-        if p.start_ns / process::TICK_NS == ev.start_ns / process::TICK_NS {
-            p.start_ns = ev.start_ns;
+        self.table.set_ppid(ev.pid, ev.ppid);
+        if key.is_some() {
+            self.place(ev.pid, key);
         }
     }
 
-    fn on_exec(&mut self, ev: &KernelEvent, facts: &mut dyn Facts, out: &mut Vec<Event>) {
-        let (filename, argv, argv_truncated) = match &ev.exec {
+    fn on_exec(&mut self, ev: &KernelEvent, out: &mut Vec<Event>) {
+        let (filename, argv, argv_truncated, filename_truncated, trimmed) = match &ev.exec {
             Some(x) => (
-                x.filename.clone(),
+                Arc::<str>::from(x.filename.as_str()),
                 Arc::<[String]>::from(x.argv.as_slice()),
                 x.argv_truncated,
+                x.filename_truncated,
+                x.trimmed,
             ),
-            None => (String::new(), Arc::from([]), false),
+            None => (Arc::from(""), Arc::from([]), false, false, false),
         };
-        let inherited = match self.table.live_matching(ev.pid, ev.start_ns) {
-            Some(p) => {
-                Self::update_from_event(p, ev);
-                p.container.clone()
+        match self.table.slot(ev.pid, ev.start_ns) {
+            Slot::Stale | Slot::Gone => {
+                self.stats.stale_events += 1;
             }
-            None => {
-                self.table.insert(Self::new_proc(ev));
-                self.parent_attribution(ev.pid)
+            slot => {
+                let inherited = if slot == Slot::Current {
+                    self.update_from_event(ev);
+                    self.table.get(ev.pid).and_then(|p| p.container.clone())
+                } else {
+                    self.free_pid(ev.pid);
+                    let key = self.placement(ev.cgroup_id, ev.cgroup_v1_id);
+                    self.table.insert(Self::new_proc(ev));
+                    self.place(ev.pid, key);
+                    self.parent_container(ev.pid)
+                };
+                if let Some(p) = self.table.get_mut(ev.pid) {
+                    if !trimmed {
+                        p.filename = Some(filename.clone());
+                        p.argv = argv.clone();
+                    }
+                }
+                self.attribute(ev.pid, inherited);
             }
-        };
-        if let Some(p) = self.table.get_mut(ev.pid) {
-            p.filename = Some(Arc::from(filename.as_str()));
-            p.argv = argv.clone();
         }
-        self.attribute(ev.pid, facts, inherited);
-        let process = self.fields(ev, facts);
+        let process = self.fields(ev);
         out.push(Event::Exec {
             process,
             filename,
             argv,
             argv_truncated,
+            filename_truncated,
+            trimmed,
         });
     }
 
-    fn on_fork(&mut self, ev: &KernelEvent, facts: &mut dyn Facts, out: &mut Vec<Event>) {
-        let mut child = Self::new_proc(ev);
-        let mut inherited = None;
-        if let Some(parent) = self.table.get(ev.ppid) {
-            child.filename.clone_from(&parent.filename);
-            // A copy of a helper or runtime is one until it execs; a child of the init is not
-            // the init.
-            child.role = match parent.role {
-                Some(Role::ContainerInit) => None,
-                r => r,
-            };
-            inherited = if is_helper(parent.role) && child.role.is_none() {
-                None
-            } else {
-                parent.container.clone()
-            };
+    fn on_fork(&mut self, ev: &KernelEvent, out: &mut Vec<Event>) {
+        match self.table.slot(ev.pid, ev.start_ns) {
+            Slot::Stale | Slot::Gone => self.stats.stale_events += 1,
+            Slot::Current => self.update_from_event(ev),
+            Slot::New => {
+                self.free_pid(ev.pid);
+                let mut child = Self::new_proc(ev);
+                let mut inherited = None;
+                if let Some(parent) = self.table.get(ev.ppid) {
+                    child.filename.clone_from(&parent.filename);
+                    // A copy of a helper or runtime is one until it execs; a child of the
+                    // init is not the init.
+                    child.role = match parent.role {
+                        Some(Role::ContainerInit) => None,
+                        r => r,
+                    };
+                    inherited = if attribute::is_helper(parent.role) && child.role.is_none() {
+                        None
+                    } else {
+                        parent.container.clone()
+                    };
+                }
+                let key = self.placement(ev.cgroup_id, ev.cgroup_v1_id);
+                self.add(child, key, inherited);
+            }
         }
-        self.table.insert(child);
-        self.attribute(ev.pid, facts, inherited);
-        let process = self.fields(ev, facts);
+        let process = self.fields(ev);
         out.push(Event::Fork { process });
     }
 
-    fn on_exit(&mut self, ev: &KernelEvent, facts: &mut dyn Facts, out: &mut Vec<Event>) {
-        match self.table.live_matching(ev.pid, ev.start_ns) {
-            Some(p) => Self::update_from_event(p, ev),
-            None => self.track_unknown(ev, facts),
+    fn on_exit(&mut self, ev: &KernelEvent, out: &mut Vec<Event>) {
+        match self.table.slot(ev.pid, ev.start_ns) {
+            Slot::Current => {
+                if self.table.get(ev.pid).is_some_and(|p| p.exit_seen) {
+                    self.stats.duplicate_exits += 1;
+                    return;
+                }
+                self.update_from_event(ev);
+            }
+            slot => {
+                // An identity that already left: its exit was printed (a duplicate), or a
+                // resync found it gone before its exit arrived (print it now, attributed).
+                if let Some(p) = self.table.gone_mut(ev.pid, ev.start_ns) {
+                    if p.exit_seen {
+                        self.stats.duplicate_exits += 1;
+                        return;
+                    }
+                    p.exit_seen = true;
+                    let p = p.clone();
+                    let process = self.fields_of(ev, &p);
+                    out.push(Self::exit_event(ev, process));
+                    return;
+                }
+                if slot == Slot::Stale {
+                    // An older process with this pid, never in the table: printed from what
+                    // the event says, and remembered so that its exit is printed once.
+                    self.stats.stale_events += 1;
+                    let process = self.fields(ev);
+                    out.push(Self::exit_event(ev, process));
+                    let mut p = Self::new_proc(ev);
+                    p.exited_ns = Some(ev.ts_ns);
+                    p.exit_seen = true;
+                    self.table.keep_gone(p, self.now_ns);
+                    return;
+                }
+                self.track_unknown(ev);
+            }
         }
-        let process = self.fields(ev, facts);
+        let process = self.fields(ev);
+        out.push(Self::exit_event(ev, process));
+        self.process_exited(ev);
+        if !self.reaps {
+            self.remove(ev.pid);
+        }
+    }
+
+    fn exit_event(ev: &KernelEvent, process: ProcessFields) -> Event {
         let (status, duration_ns) = ev.exit.map(|x| (x.status, x.duration_ns)).unwrap_or((0, 0));
         let o = wait_status::decode(status);
-        out.push(Event::Exit {
+        Event::Exit {
             process,
             exit_code: o.exit_code,
             signal: o.signal,
             core_dumped: o.core_dumped,
             duration_ns,
-        });
-        if let Some(p) = self.table.retire(ev.pid, ev.ts_ns) {
-            self.reparent_children(&p);
-            if let Some(id) = &p.container {
-                let was_helper = self.containers.get(id).and_then(|c| c.helper_pid) == Some(p.pid);
-                self.containers.process_exited(id, p.pid, ev.ts_ns);
-                if was_helper {
-                    self.promote_helper(id, p.role);
-                }
+        }
+    }
+
+    /// The process is a zombie now: it leaves its cgroup and container, its children are
+    /// reparented; it stays in the table until it is reaped.
+    fn process_exited(&mut self, ev: &KernelEvent) {
+        if self.table.slot(ev.pid, ev.start_ns) != Slot::Current {
+            return;
+        }
+        let Some(p) = self.table.get_mut(ev.pid) else {
+            return;
+        };
+        p.exited_ns = Some(ev.ts_ns);
+        p.exit_seen = true;
+        let (key, container, role) = (p.cgroup, p.container.clone(), p.role);
+        if let Some(k) = key {
+            self.cgroups.release(k, self.now_ns);
+        }
+        let dead = p.clone();
+        self.reparent_children(&dead);
+        if let Some(id) = &container {
+            let was_helper = self.containers.get(id).and_then(|c| c.helper_pid) == Some(dead.pid);
+            self.containers.process_exited(id, dead.pid);
+            self.containers.detach(id, self.now_ns);
+            if was_helper {
+                self.promote_helper(id, role);
             }
         }
+    }
+
+    fn reap(&mut self, r: &ReapEvent) {
+        self.advance(r.ts_ns);
+        if self.table.slot(r.pid, r.start_ns) != Slot::Current {
+            return;
+        }
+        self.stats.reaps += 1;
+        if self.table.get(r.pid).is_some_and(|p| !p.is_zombie()) {
+            // Its exit was lost: it is gone all the same.
+            self.stats.vanished += 1;
+        }
+        self.remove(r.pid);
+        self.housekeeping();
     }
 
     /// conmon and the containerd shim daemonize: the process that exec'd exits and its forked
@@ -443,14 +678,14 @@ impl Engine {
         let next = self
             .table
             .live()
+            .filter(|p| !p.is_zombie())
             .filter(|p| p.container.as_deref() == Some(id) && p.role == Some(role))
-            .filter(|p| !is_exec_session(p))
+            .filter(|p| !attribute::is_exec_session(p))
             .map(|p| p.pid)
             .min();
         if let Some(pid) = next {
-            let c = self.containers.entry(id);
+            let c = self.containers.entry(id, self.now_ns);
             c.helper_pid = Some(pid);
-            c.finished_ns = None;
         }
     }
 
@@ -458,6 +693,10 @@ impl Engine {
     /// else to the nearest subreaper the engine knows (conmon, shim), else to PID 1. The
     /// next event of each child carries the kernel's own answer.
     fn reparent_children(&mut self, dead: &Proc) {
+        let kids = self.table.children_of(dead.pid);
+        if kids.is_empty() {
+            return;
+        }
         let ns_init = dead
             .container
             .as_deref()
@@ -468,7 +707,7 @@ impl Engine {
         let mut cur = dead.ppid;
         for _ in 0..64 {
             let Some(p) = self.table.get(cur) else { break };
-            if is_helper(p.role) {
+            if attribute::is_helper(p.role) && !p.is_zombie() {
                 reaper = p.pid;
                 break;
             }
@@ -477,28 +716,85 @@ impl Engine {
             }
             cur = p.ppid;
         }
-        let host_pidns = self.host_pidns;
-        for p in self.table.live_mut() {
-            if p.ppid == dead.pid {
-                p.ppid = match ns_init {
-                    Some(init) if p.pidns == dead.pidns && p.pidns != host_pidns => init,
-                    _ => reaper,
-                };
+        for kid in kids {
+            let same_ns = self
+                .table
+                .get(kid)
+                .is_some_and(|p| p.pidns == dead.pidns && p.pidns != self.host_pidns);
+            let to = match ns_init {
+                Some(init) if same_ns => init,
+                _ => reaper,
+            };
+            self.table.set_ppid(kid, to);
+        }
+    }
+
+    /// Reports events the kernel could not deliver.
+    fn lost(&mut self, l: &LostRecord, out: &mut Vec<Event>) {
+        self.advance(l.ts_ns);
+        self.stats.lost += l.count;
+        out.push(Event::Lost {
+            ts: self.ts.format(self.clock.unix_ns(l.ts_ns)),
+            count: l.count,
+            kinds: l.kinds,
+            node: self.node.clone(),
+        });
+    }
+
+    fn malformed(&mut self, m: &MalformedRecord, out: &mut Vec<Event>) {
+        self.advance(m.ts_ns);
+        self.stats.malformed += 1;
+        out.push(Event::Malformed {
+            ts: self.ts.format(self.clock.unix_ns(m.ts_ns)),
+            bytes: m.bytes,
+            reason: m.reason.clone(),
+            node: self.node.clone(),
+        });
+    }
+
+    // ------------------------------------------------------------------------------------
+    // output
+
+    fn fields(&mut self, ev: &KernelEvent) -> ProcessFields {
+        match self.table.get(ev.pid) {
+            Some(p) if p.same_identity(ev.pid, ev.start_ns) => {
+                let p = p.clone();
+                self.fields_of(ev, &p)
+            }
+            // Stale: what the event itself says, nothing from the table.
+            _ => {
+                let mut p = Self::new_proc(ev);
+                p.cgroup = self.placement(ev.cgroup_id, ev.cgroup_v1_id);
+                p.container = p
+                    .cgroup
+                    .and_then(|k| self.cgroups.get(k))
+                    .and_then(|c| c.info.container_id.as_deref())
+                    .and_then(|id| self.containers.id(id));
+                self.fields_of(ev, &p)
             }
         }
     }
 
-    fn fields(&mut self, ev: &KernelEvent, facts: &mut dyn Facts) -> ProcessFields {
-        let cgroup = self
-            .cgroup(ev.cgroup_id, ev.pid, facts)
-            .map(|c| c.path.clone());
-        let (container, role) = match self.table.get(ev.pid) {
-            Some(p) => (p.container.clone(), p.role),
-            None => (None, None),
+    fn fields_of(&mut self, ev: &KernelEvent, p: &Proc) -> ProcessFields {
+        let (cgroup, cgroup_hierarchy, cgroup_id) = match p
+            .cgroup
+            .and_then(|k| self.cgroups.get(k).map(|c| (k, c.path.clone())))
+        {
+            Some(((h, id), path)) => (
+                Some(path),
+                self.labels[match h {
+                    Hierarchy::V2 => 0,
+                    Hierarchy::V1 => 1,
+                }]
+                .clone(),
+                id,
+            ),
+            None => (None, None, ev.cgroup_id),
         };
-        let (container, pod) = match container.as_deref() {
-            Some(id) => self.containers.refs(id),
-            None => (None, None),
+        let (container, pod) = match (p.container.as_deref(), p.pod_of.as_deref()) {
+            (Some(id), _) => self.containers.refs(id),
+            (None, Some(id)) => (None, self.containers.refs(id).1),
+            (None, None) => (None, None),
         };
         ProcessFields {
             ts: self.ts.format(self.clock.unix_ns(ev.ts_ns)),
@@ -510,12 +806,14 @@ impl Engine {
             uid: ev.uid,
             gid: ev.gid,
             comm: ev.comm.clone(),
-            cgroup_id: ev.cgroup_id,
+            cgroup_id,
             start_ns: ev.start_ns,
             cgroup,
+            cgroup_hierarchy,
             container,
             pod,
-            role,
+            role: p.role,
+            partial: ev.partial,
             node: self.node.clone(),
         }
     }

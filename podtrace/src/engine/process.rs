@@ -1,20 +1,32 @@
-//! The process table: live processes by pid, exited ones kept for a grace period.
+//! The process table, as the kernel's: one entry per pid for running processes and zombies
+//! (a zombie's pid is not reused until it is reaped), children indexed by parent, and the
+//! processes that left (reaped, or found gone by a /proc resync) kept for a grace period.
+//!
+//! A process's identity is (pid, start tick): a reused pid is a different process, and an
+//! event whose identity is older than the table's entry for its pid is stale and changes
+//! nothing.
 use std::collections::VecDeque;
-
-use rustc_hash::FxHashMap as HashMap;
 use std::sync::Arc;
 
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
+
+use super::cgroups::CgroupKey;
 use crate::output::Role;
 
 /// USER_HZ: /proc reports start times in these ticks, so identities compare at this precision.
 pub const TICK_NS: u64 = 10_000_000;
 
-/// How long an exited process stays in the table (tree and late events), in boot-clock ns.
-pub const EXITED_GRACE_NS: u64 = 10_000_000_000;
-/// At most this many exited processes are kept, whatever their age.
-pub const EXITED_MAX: usize = 65_536;
+/// How long a process that left the table stays findable (late events, the tree), in
+/// boot-clock ns.
+pub const GONE_GRACE_NS: u64 = 10_000_000_000;
+/// At most this many processes that left are kept, whatever their age.
+pub const GONE_MAX: usize = 65_536;
 
-/// One process; its identity is (pid, start tick), so a reused pid is a different process.
+pub fn tick(start_ns: u64) -> u64 {
+    start_ns / TICK_NS
+}
+
+/// One process; its identity is (pid, start tick).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Proc {
     pub pid: u32,
@@ -24,29 +36,53 @@ pub struct Proc {
     pub pidns: u32,
     pub uid: u32,
     pub gid: u32,
-    pub comm: String,
+    pub comm: Arc<str>,
     pub filename: Option<Arc<str>>,
     pub argv: Arc<[String]>,
-    pub cgroup_id: u64,
+    /// Where it is placed (hierarchy, cgroup id), when the engine knows that cgroup.
+    pub cgroup: Option<CgroupKey>,
     /// Id of the container it belongs to.
     pub container: Option<Arc<str>>,
+    /// When the container is unknown but the pid namespace is a pod's shared one: a
+    /// container of that pod (whose pod the process is in).
+    pub pod_of: Option<Arc<str>>,
     pub role: Option<Role>,
-    /// Boot-clock ns of its exit, if it exited.
+    /// Boot-clock ns of its exit: a zombie until it is reaped.
     pub exited_ns: Option<u64>,
+    /// Its `exit` was printed (a second one is a duplicate and is dropped).
+    pub exit_seen: bool,
 }
 
 impl Proc {
     pub fn same_identity(&self, pid: u32, start_ns: u64) -> bool {
-        self.pid == pid && self.start_ns / TICK_NS == start_ns / TICK_NS
+        self.pid == pid && tick(self.start_ns) == tick(start_ns)
     }
+
+    pub fn is_zombie(&self) -> bool {
+        self.exited_ns.is_some()
+    }
+}
+
+/// Where an event's (pid, start) stands against the table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Slot {
+    /// The table's entry for the pid is this process.
+    Current,
+    /// The table holds a newer process with this pid: the event is about an older one.
+    Stale,
+    /// This process already left the table (reaped, or found gone): a late event.
+    Gone,
+    /// Not in the table (or only an older process with this pid, which must be gone).
+    New,
 }
 
 #[derive(Default)]
 pub struct Table {
     live: HashMap<u32, Proc>,
-    /// Exited processes in exit order, keyed by (pid, start tick).
-    exited: HashMap<(u32, u64), Proc>,
-    exit_order: VecDeque<(u64, u32, u64)>,
+    children: HashMap<u32, HashSet<u32>>,
+    /// Processes that left, by (pid, start tick), with when they left.
+    gone: HashMap<(u32, u64), (u64, Proc)>,
+    gone_order: VecDeque<(u64, u32, u64)>,
 }
 
 impl Table {
@@ -58,37 +94,88 @@ impl Table {
         self.live.get_mut(&pid)
     }
 
-    /// Inserts a live process, replacing whatever had the pid (a missed exit or pid reuse).
+    pub fn slot(&self, pid: u32, start_ns: u64) -> Slot {
+        match self.live.get(&pid) {
+            Some(p) if p.same_identity(pid, start_ns) => Slot::Current,
+            _ if self.gone.contains_key(&(pid, tick(start_ns))) => Slot::Gone,
+            Some(p) if tick(start_ns) < tick(p.start_ns) => Slot::Stale,
+            _ => Slot::New,
+        }
+    }
+
+    /// A process that left, by identity.
+    pub fn gone_mut(&mut self, pid: u32, start_ns: u64) -> Option<&mut Proc> {
+        self.gone.get_mut(&(pid, tick(start_ns))).map(|(_, p)| p)
+    }
+
+    /// Inserts a live process; the pid must be free (see `take`).
     pub fn insert(&mut self, p: Proc) {
-        self.live.insert(p.pid, p);
+        self.children.entry(p.ppid).or_default().insert(p.pid);
+        if let Some(old) = self.live.insert(p.pid, p) {
+            // Callers take the old entry first; keep the index right if one did not.
+            self.unlink(old.pid, old.ppid);
+        }
     }
 
-    /// The live process with this identity, if the table has it.
-    pub fn live_matching(&mut self, pid: u32, start_ns: u64) -> Option<&mut Proc> {
-        self.live
-            .get_mut(&pid)
-            .filter(|p| p.same_identity(pid, start_ns))
+    fn unlink(&mut self, pid: u32, ppid: u32) {
+        if let Some(kids) = self.children.get_mut(&ppid) {
+            kids.remove(&pid);
+            if kids.is_empty() {
+                self.children.remove(&ppid);
+            }
+        }
     }
 
-    /// Moves a live process to the exited set.
-    pub fn retire(&mut self, pid: u32, at_ns: u64) -> Option<Proc> {
-        let mut p = self.live.remove(&pid)?;
-        p.exited_ns = Some(at_ns);
-        let key = (p.pid, p.start_ns / TICK_NS);
-        self.exited.insert(key, p.clone());
-        self.exit_order.push_back((at_ns, key.0, key.1));
+    /// Removes a process from the live table (the caller decides where it goes).
+    pub fn take(&mut self, pid: u32) -> Option<Proc> {
+        let p = self.live.remove(&pid)?;
+        self.unlink(p.pid, p.ppid);
         Some(p)
     }
 
-    /// Drops exited processes older than the grace period or beyond the bound.
+    /// Keeps a process that left for the grace period.
+    pub fn keep_gone(&mut self, p: Proc, at_ns: u64) {
+        let key = (p.pid, tick(p.start_ns));
+        self.gone.insert(key, (at_ns, p));
+        self.gone_order.push_back((at_ns, key.0, key.1));
+    }
+
+    pub fn set_ppid(&mut self, pid: u32, ppid: u32) {
+        let Some(p) = self.live.get_mut(&pid) else {
+            return;
+        };
+        if p.ppid == ppid {
+            return;
+        }
+        let old = std::mem::replace(&mut p.ppid, ppid);
+        self.unlink(pid, old);
+        self.children.entry(ppid).or_default().insert(pid);
+    }
+
+    /// Live children (running or zombie) of `pid`.
+    pub fn children_of(&self, pid: u32) -> Vec<u32> {
+        let mut v: Vec<u32> = self
+            .children
+            .get(&pid)
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default();
+        v.sort_unstable();
+        v
+    }
+
+    /// Drops processes that left longer than the grace period ago or beyond the bound.
     pub fn evict(&mut self, now_ns: u64) {
-        while let Some(&(at, pid, tick)) = self.exit_order.front() {
-            let old = now_ns.saturating_sub(at) > EXITED_GRACE_NS;
-            if !old && self.exit_order.len() <= EXITED_MAX {
+        while let Some(&(at, pid, tick)) = self.gone_order.front() {
+            let old = now_ns.saturating_sub(at) > GONE_GRACE_NS;
+            if !old && self.gone_order.len() <= GONE_MAX {
                 break;
             }
-            self.exit_order.pop_front();
-            self.exited.remove(&(pid, tick));
+            self.gone_order.pop_front();
+            // The same identity can leave twice (found gone by a resync, then its late exit
+            // and reap): only the entry queued for this time goes.
+            if self.gone.get(&(pid, tick)).is_some_and(|(t, _)| *t == at) {
+                self.gone.remove(&(pid, tick));
+            }
         }
     }
 
@@ -96,19 +183,91 @@ impl Table {
         self.live.values()
     }
 
-    pub fn live_mut(&mut self) -> impl Iterator<Item = &mut Proc> {
-        self.live.values_mut()
-    }
-
-    pub fn exited(&self) -> impl Iterator<Item = &Proc> {
-        self.exited.values()
+    pub fn gone(&self) -> impl Iterator<Item = &Proc> {
+        self.gone.values().map(|(_, p)| p)
     }
 
     pub fn live_len(&self) -> usize {
         self.live.len()
     }
 
-    pub fn exited_len(&self) -> usize {
-        self.exited.len()
+    pub fn zombies(&self) -> usize {
+        self.live.values().filter(|p| p.is_zombie()).count()
+    }
+
+    pub fn gone_len(&self) -> usize {
+        self.gone.len()
+    }
+
+    /// Entries of the children index (each live process is in exactly one).
+    pub fn children_len(&self) -> usize {
+        self.children.values().map(HashSet::len).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn proc(pid: u32, ppid: u32, start_ns: u64) -> Proc {
+        Proc {
+            pid,
+            start_ns,
+            ppid,
+            nspid: pid,
+            pidns: 1,
+            uid: 0,
+            gid: 0,
+            comm: Arc::from("x"),
+            filename: None,
+            argv: Arc::from([]),
+            cgroup: None,
+            container: None,
+            pod_of: None,
+            role: None,
+            exited_ns: None,
+            exit_seen: false,
+        }
+    }
+
+    #[test]
+    fn identity_decides_current_stale_and_new() {
+        let mut t = Table::default();
+        t.insert(proc(10, 1, 5 * TICK_NS));
+        assert_eq!(t.slot(10, 5 * TICK_NS + 3), Slot::Current, "same tick");
+        assert_eq!(
+            t.slot(10, 2 * TICK_NS),
+            Slot::Stale,
+            "older process, same pid"
+        );
+        assert_eq!(t.slot(10, 9 * TICK_NS), Slot::New, "pid reused");
+        assert_eq!(t.slot(11, 0), Slot::New);
+    }
+
+    #[test]
+    fn children_follow_inserts_moves_and_removals() {
+        let mut t = Table::default();
+        t.insert(proc(10, 1, 0));
+        t.insert(proc(11, 10, 0));
+        t.insert(proc(12, 10, 0));
+        assert_eq!(t.children_of(10), [11, 12]);
+        t.set_ppid(12, 1);
+        assert_eq!(t.children_of(10), [11]);
+        assert_eq!(t.children_of(1), [10, 12]);
+        t.take(11);
+        assert!(t.children_of(10).is_empty());
+        assert_eq!(t.children_len(), 2);
+    }
+
+    #[test]
+    fn gone_processes_are_bounded_by_age_and_count() {
+        let mut t = Table::default();
+        for pid in 0..(GONE_MAX as u32 + 100) {
+            t.keep_gone(proc(pid, 1, 0), 1);
+        }
+        t.evict(1);
+        assert_eq!(t.gone_len(), GONE_MAX);
+        t.evict(2 + GONE_GRACE_NS);
+        assert_eq!(t.gone_len(), 0);
     }
 }

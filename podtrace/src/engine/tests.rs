@@ -1,9 +1,14 @@
-//! The engine from event sequences alone (no root, no kernel): what a cri-o, podman and
-//! containerd node's kernel reports, in the order it reports it.
+//! The engine from record sequences alone (no root, no kernel): what a cri-o, podman and
+//! containerd node's kernel reports, in the order it reports it, with the facts answered the
+//! way the live loop answers them (before each event, as records).
+use std::collections::HashMap;
+
 use super::tree::{self, Filter};
 use super::*;
-use crate::facts::KnownFacts;
+use crate::cgroups::CgroupSetup;
+use crate::cri::{CriFact, CriPod};
 use crate::kernel_event::{ExecPayload, ExitPayload};
+use crate::trace::{CgroupFact, ClockRecord, LostKinds, ResyncStart};
 
 const HOST_NS: u32 = 4026531836;
 const CTR_NS: u32 = 4026532500;
@@ -11,6 +16,7 @@ const ROOT_CG: u64 = 1;
 const CRIO_CG: u64 = 5000;
 const ID: &str = "1961af83ec2bf15ae89371edd5ebb534886c9db6bfaa385ac4fb53b4232df966";
 const UID: &str = "18617999-d875-40e2-b29f-c40743f8314b";
+const S: u64 = 1_000_000_000;
 
 fn crio_path() -> String {
     format!(
@@ -19,43 +25,95 @@ fn crio_path() -> String {
     )
 }
 
+fn header(setup: CgroupSetup) -> Header {
+    Header {
+        format: crate::trace::FORMAT_VERSION,
+        podtrace_version: "test".into(),
+        kernel_release: "test".into(),
+        hostname: "test".into(),
+        boot_offset_ns: 0,
+        host_pidns: HOST_NS,
+        node: None,
+        started_unix_ns: 0,
+        cgroups: setup,
+    }
+}
+
 struct Node {
     engine: Engine,
-    facts: KnownFacts,
+    /// What the "live system" answers, per (hierarchy, id).
+    facts: HashMap<(Hierarchy, u64), Option<String>>,
+    /// Questions the engine asked, in order.
+    asked: Vec<Question>,
     ts: u64,
     out: Vec<Event>,
 }
 
 fn ev(kind: Kind, pid: u32, ppid: u32, comm: &str) -> KernelEvent {
     let mut e = crate::trace::synth::event(kind, 0, pid, ppid, comm, ROOT_CG);
-    e.start_ns = u64::from(pid) * 1_000_000_000;
+    e.start_ns = u64::from(pid) * S;
+    e
+}
+
+fn in_ctr(mut e: KernelEvent, nspid: u32) -> KernelEvent {
+    e.nspid = nspid;
+    e.pidns = CTR_NS;
+    e.cgroup_id = CRIO_CG;
     e
 }
 
 impl Node {
-    fn new() -> Self {
-        let mut facts = KnownFacts::default();
-        facts.cgroups.insert(ROOT_CG, Some("/".into()));
-        facts.cgroups.insert(CRIO_CG, Some(crio_path()));
-        Self {
-            engine: Engine::new(BootClock { offset_ns: 0 }, HOST_NS, None),
-            facts,
-            ts: 1_000_000_000_000,
+    fn with(setup: CgroupSetup, procs: &[ProcInfo]) -> Self {
+        let h = header(setup);
+        let mut n = Self {
+            engine: Engine::new(&h),
+            facts: HashMap::new(),
+            asked: Vec::new(),
+            ts: 1_000 * S,
             out: Vec::new(),
+        };
+        n.facts.insert((Hierarchy::V2, ROOT_CG), Some("/".into()));
+        n.facts.insert((Hierarchy::V2, CRIO_CG), Some(crio_path()));
+        n.apply(Record::Header(h));
+        for p in procs {
+            n.apply(Record::Proc(p.clone()));
         }
+        n.apply(Record::SnapshotEnd {});
+        n
     }
 
-    fn feed(&mut self, mut e: KernelEvent) -> Event {
+    fn new() -> Self {
+        Self::with(CgroupSetup::v2_only(), &[])
+    }
+
+    fn apply(&mut self, rec: Record) -> Vec<Event> {
+        let before = self.out.len();
+        self.engine.apply(&rec, &mut self.out);
+        self.out[before..].to_vec()
+    }
+
+    /// As the live loop does: answer the engine's questions, then the event.
+    fn push(&mut self, mut e: KernelEvent) -> Vec<Event> {
         self.ts += 1000;
         e.ts_ns = self.ts;
-        let before = self.out.len();
-        self.engine.ingest(&e, &mut self.facts, &mut self.out);
-        assert_eq!(
-            self.out.len(),
-            before + 1,
-            "one output event per kernel event"
-        );
-        self.out.last().cloned().expect("an event")
+        while let Some(q) = self.engine.next_question(&e) {
+            self.asked.push(q);
+            let Question::CgroupPath { hierarchy, id, .. } = q;
+            let path = self.facts.get(&(hierarchy, id)).cloned().flatten();
+            self.apply(Record::Cgroup(CgroupFact {
+                hierarchy,
+                id,
+                path,
+            }));
+            assert!(self.asked.len() < 10_000_000, "the engine keeps asking");
+        }
+        self.apply(Record::Event(e))
+    }
+
+    fn feed(&mut self, e: KernelEvent) -> Event {
+        let out = self.push(e);
+        assert_eq!(out.len(), 1, "one output event per kernel event: {out:#?}");
+        out[0].clone()
     }
 
     fn fork(&mut self, pid: u32, ppid: u32, comm: &str) -> Event {
@@ -68,18 +126,44 @@ impl Node {
             filename: argv.first().copied().unwrap_or("").to_string(),
             argv: argv.iter().map(|s| s.to_string()).collect(),
             argv_truncated: false,
+            filename_truncated: false,
+            trimmed: false,
         });
         self.feed(e)
     }
 
-    fn exit(&mut self, mut e: KernelEvent, status: u32) -> Event {
+    fn exit_event(mut e: KernelEvent, status: u32) -> KernelEvent {
         e.kind = Kind::Exit;
         e.exit = Some(ExitPayload {
             status,
             duration_ns: 1,
         });
-        self.feed(e)
+        e
     }
+
+    fn exit(&mut self, e: KernelEvent, status: u32) -> Event {
+        self.feed(Self::exit_event(e, status))
+    }
+
+    fn reap(&mut self, pid: u32, start_ns: u64) {
+        self.ts += 1000;
+        let out = self.apply(Record::Reap(ReapEvent {
+            ts_ns: self.ts,
+            pid,
+            start_ns,
+        }));
+        assert!(out.is_empty(), "a reap prints nothing");
+    }
+}
+
+fn container_id(e: &Event) -> Option<&str> {
+    e.process()
+        .and_then(|p| p.container.as_ref())
+        .map(|c| c.id.as_str())
+}
+
+fn role(e: &Event) -> Option<Role> {
+    e.process().and_then(|p| p.role)
 }
 
 fn conmon_argv() -> Vec<String> {
@@ -119,10 +203,11 @@ fn start_crio_container(n: &mut Node) -> (u32, u32) {
     let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
     n.fork(100, 50, "crio");
     let e = n.exec(ev(Kind::Exec, 100, 50, "conmon"), &argv);
-    assert_eq!(e.process().and_then(|p| p.role), Some(Role::Conmon));
+    assert_eq!(role(&e), Some(Role::Conmon));
     // conmon daemonizes: the forked copy is the monitor, the exec'd one exits.
     n.fork(101, 100, "conmon");
     n.exit(ev(Kind::Exit, 100, 50, "conmon"), 0);
+    n.reap(100, 100 * S);
     n.fork(102, 101, "conmon");
     let e = n.exec(
         ev(Kind::Exec, 102, 101, "runc"),
@@ -137,26 +222,18 @@ fn start_crio_container(n: &mut Node) -> (u32, u32) {
             ID,
         ],
     );
-    assert_eq!(e.process().and_then(|p| p.role), Some(Role::Runtime));
-    let mut init = ev(Kind::Fork, 110, 102, "runc:[2:INIT]");
-    init.nspid = 1;
-    init.pidns = CTR_NS;
-    init.cgroup_id = CRIO_CG;
+    assert_eq!(role(&e), Some(Role::Runtime));
+    let mut init = in_ctr(ev(Kind::Fork, 110, 102, "runc:[2:INIT]"), 1);
     n.feed(init.clone());
     n.exit(ev(Kind::Exit, 102, 101, "runc"), 0);
+    n.reap(102, 102 * S);
     init.ppid = 101;
     init.comm = "adapter".into();
     let e = n.exec(
         init,
         &["/usr/bin/adapter", "--config=/etc/adapter/config.yaml"],
     );
-    (
-        101,
-        match &e {
-            Event::Exec { process, .. } => process.pid,
-            _ => 0,
-        },
-    )
+    (101, e.process().map(|p| p.pid).unwrap_or(0))
 }
 
 #[test]
@@ -179,6 +256,7 @@ fn first_exec_of_a_crio_container_carries_container_and_pod() {
     assert_eq!(pod.namespace.as_deref(), Some("openshift-monitoring"));
     assert_eq!(pod.uid.as_deref(), Some(UID));
     assert_eq!(process.cgroup.as_deref(), Some(crio_path().as_str()));
+    assert_eq!(process.cgroup_hierarchy.as_deref(), Some("v2"));
     let rec = n.engine.containers().get(ID).expect("container record");
     assert_eq!((rec.helper_pid, rec.init_pid), (Some(conmon), Some(init)));
     assert_eq!(rec.qos.as_deref(), Some("besteffort"));
@@ -188,14 +266,11 @@ fn first_exec_of_a_crio_container_carries_container_and_pod() {
 fn children_of_the_init_belong_to_the_container_but_are_not_init() {
     let mut n = Node::new();
     let (_, init) = start_crio_container(&mut n);
-    let mut child = ev(Kind::Fork, 120, init, "adapter");
-    child.nspid = 7;
-    child.pidns = CTR_NS;
-    child.cgroup_id = CRIO_CG;
+    let child = in_ctr(ev(Kind::Fork, 120, init, "adapter"), 7);
     let e = n.feed(child.clone());
-    let p = e.process().expect("process");
-    assert_eq!(p.container.as_ref().map(|c| c.id.as_str()), Some(ID));
-    assert_eq!(p.role, None);
+    assert_eq!(container_id(&e), Some(ID));
+    assert_eq!(role(&e), None);
+    let mut child = child;
     child.comm = "sh".into();
     let e = n.exec(child, &["/bin/sh"]);
     assert_eq!(
@@ -207,14 +282,10 @@ fn children_of_the_init_belong_to_the_container_but_are_not_init() {
 }
 
 #[test]
-fn tree_groups_pod_container_conmon_init_children() {
+fn tree_groups_pod_container_conmon_init_children_and_shows_zombies() {
     let mut n = Node::new();
     let (conmon, init) = start_crio_container(&mut n);
-    let mut child = ev(Kind::Fork, 120, init, "adapter");
-    child.nspid = 7;
-    child.pidns = CTR_NS;
-    child.cgroup_id = CRIO_CG;
-    n.feed(child);
+    n.feed(in_ctr(ev(Kind::Fork, 120, init, "adapter"), 7));
     let view = tree::build(&n.engine, &Filter::default());
     assert_eq!(view.pods.len(), 1, "{view:#?}");
     let pod = &view.pods[0];
@@ -240,6 +311,21 @@ fn tree_groups_pod_container_conmon_init_children() {
         text.contains("pod openshift-monitoring/prometheus-adapter-b87c6d546-7jlzw"),
         "{text}"
     );
+    // The child exits and its parent (the init) does not reap it: a zombie, as ps shows it.
+    n.exit(in_ctr(ev(Kind::Exit, 120, init, "adapter"), 7), 0);
+    let view = tree::build(&n.engine, &Filter::default());
+    let zombie = &view.pods[0].containers[0].processes[0].children[0].children[0];
+    assert!(zombie.zombie, "{zombie:#?}");
+    let text = tree::render_text(&view);
+    assert!(text.contains("[adapter] <defunct>"), "{text}");
+    n.reap(120, 120 * S);
+    let view = tree::build(&n.engine, &Filter::default());
+    assert!(
+        view.pods[0].containers[0].processes[0].children[0]
+            .children
+            .is_empty(),
+        "reaped: gone from the tree"
+    );
     // Filters.
     let none = tree::build(
         &n.engine,
@@ -260,14 +346,10 @@ fn tree_groups_pod_container_conmon_init_children() {
 }
 
 #[test]
-fn exit_of_the_helper_copy_is_handed_over_and_exit_command_is_not_init() {
+fn exit_of_the_init_and_the_exit_command_is_not_init() {
     let mut n = Node::new();
     let (conmon, init) = start_crio_container(&mut n);
-    let mut e = ev(Kind::Exit, init, conmon, "adapter");
-    e.nspid = 1;
-    e.pidns = CTR_NS;
-    e.cgroup_id = CRIO_CG;
-    let out = n.exit(e, 9);
+    let out = n.exit(in_ctr(ev(Kind::Exit, init, conmon, "adapter"), 1), 9);
     let Event::Exit {
         exit_code,
         signal,
@@ -279,13 +361,14 @@ fn exit_of_the_helper_copy_is_handed_over_and_exit_command_is_not_init() {
     };
     assert_eq!((exit_code, signal), (None, Some(9)));
     assert_eq!(process.role, Some(Role::ContainerInit));
+    n.reap(init, u64::from(init) * S);
     // conmon runs its exit command (e.g. `podman container cleanup`) after the init died.
     n.fork(130, conmon, "conmon");
     let e = n.exec(
         ev(Kind::Exec, 130, conmon, "podman"),
         &["/usr/bin/podman", "container", "cleanup", ID],
     );
-    assert_ne!(e.process().and_then(|p| p.role), Some(Role::ContainerInit));
+    assert_ne!(role(&e), Some(Role::ContainerInit));
     assert_eq!(n.engine.containers().get(ID).and_then(|c| c.init_pid), None);
 }
 
@@ -294,10 +377,10 @@ fn host_processes_stay_host_processes() {
     let mut n = Node::new();
     start_crio_container(&mut n);
     let e = n.fork(200, 1, "bash");
-    assert!(e.process().and_then(|p| p.container.as_ref()).is_none());
+    assert!(container_id(&e).is_none());
     let e = n.exec(ev(Kind::Exec, 200, 1, "ls"), &["ls"]);
-    assert!(e.process().and_then(|p| p.container.as_ref()).is_none());
-    assert_eq!(e.process().and_then(|p| p.role), None);
+    assert!(container_id(&e).is_none());
+    assert_eq!(role(&e), None);
 }
 
 /// A container sharing the host pid namespace (`--pid=host`) while the host's namespace is
@@ -312,31 +395,74 @@ fn unknown_host_pid_namespace_attributes_no_one_by_namespace() {
     let mut init = ev(Kind::Fork, 110, 100, "conmon");
     init.cgroup_id = CRIO_CG;
     let e = n.exec(init, &["/podtrace", "run"]);
-    assert_eq!(e.process().and_then(|p| p.role), Some(Role::ContainerInit));
+    assert_eq!(role(&e), Some(Role::ContainerInit));
     let e = n.fork(200, 1, "bash");
-    assert!(
-        e.process().and_then(|p| p.container.as_ref()).is_none(),
-        "{e:?}"
-    );
+    assert!(container_id(&e).is_none(), "{e:?}");
 }
 
 #[test]
 fn pid_reuse_is_a_new_process() {
     let mut n = Node::new();
     let (_, init) = start_crio_container(&mut n);
-    let mut gone = ev(Kind::Exit, init, 101, "adapter");
-    gone.pidns = CTR_NS;
-    gone.nspid = 1;
-    gone.cgroup_id = CRIO_CG;
-    n.exit(gone, 0);
+    n.exit(in_ctr(ev(Kind::Exit, init, 101, "adapter"), 1), 0);
+    n.reap(init, u64::from(init) * S);
     // Same pid, later start, on the host.
     let mut again = ev(Kind::Fork, init, 1, "bash");
-    again.start_ns += 60_000_000_000;
+    again.start_ns += 60 * S;
     let e = n.feed(again);
-    assert!(
-        e.process().and_then(|p| p.container.as_ref()).is_none(),
-        "{e:?}"
+    assert!(container_id(&e).is_none(), "{e:?}");
+}
+
+#[test]
+fn a_stale_exit_of_an_older_process_leaves_the_newer_one_alone() {
+    let mut n = Node::new();
+    let (_, init) = start_crio_container(&mut n);
+    // pid 300 in the container, whose exit was queued while the newer 300 was already read.
+    let mut newer = ev(Kind::Fork, 300, 1, "bash");
+    newer.start_ns = 500 * S;
+    n.feed(newer.clone());
+    let mut stale = in_ctr(ev(Kind::Exit, 300, init, "sh"), 9);
+    stale.start_ns = 400 * S;
+    let out = n.exit(stale, 0);
+    assert_eq!(
+        out.process().map(|p| p.start_ns),
+        Some(400 * S),
+        "printed as the older process"
     );
+    assert_eq!(container_id(&out), Some(ID), "attributed by its own cgroup");
+    let p = n.engine.table().get(300).expect("the newer process stays");
+    assert_eq!(p.start_ns, 500 * S);
+    assert!(!p.is_zombie(), "the stale exit did not end it");
+    assert_eq!(n.engine.stats.stale_events, 1);
+    // The newer process's own exit is printed as usual.
+    let mut exit = newer;
+    exit.kind = Kind::Exit;
+    let out = n.exit(exit, 0);
+    assert_eq!(out.process().map(|p| p.start_ns), Some(500 * S));
+}
+
+#[test]
+fn one_exit_per_process_a_second_is_dropped() {
+    let mut n = Node::new();
+    n.fork(400, 1, "sh");
+    n.exit(ev(Kind::Exit, 400, 1, "sh"), 3 << 8);
+    let again = n.push(Node::exit_event(ev(Kind::Exit, 400, 1, "sh"), 3 << 8));
+    assert!(again.is_empty(), "duplicate exit printed: {again:?}");
+    n.reap(400, 400 * S);
+    let late = n.push(Node::exit_event(ev(Kind::Exit, 400, 1, "sh"), 3 << 8));
+    assert!(late.is_empty(), "an exit after the reap: {late:?}");
+    assert_eq!(n.engine.stats.duplicate_exits, 2);
+}
+
+#[test]
+fn exec_from_a_non_leader_thread_is_the_same_process() {
+    let mut n = Node::new();
+    n.fork(410, 1, "app");
+    let mut e = ev(Kind::Exec, 410, 1, "app");
+    e.tid = 415;
+    let out = n.exec(e, &["/bin/true"]);
+    assert_eq!(out.process().map(|p| (p.pid, p.tid)), Some((410, 415)));
+    assert_eq!(n.engine.table().live_len(), 1);
 }
 
 #[test]
@@ -348,30 +474,22 @@ fn podman_exec_session_joins_the_container_without_replacing_its_monitor() {
     let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
     n.fork(300, 50, "crio");
     let e = n.exec(ev(Kind::Exec, 300, 50, "conmon"), &argv);
-    assert_eq!(
-        e.process()
-            .and_then(|p| p.container.as_ref())
-            .map(|c| c.id.as_str()),
-        Some(ID)
-    );
+    assert_eq!(container_id(&e), Some(ID));
     assert_eq!(
         n.engine.containers().get(ID).and_then(|c| c.helper_pid),
         Some(conmon)
     );
-    let mut sh = ev(Kind::Fork, 310, 300, "runc:[2:INIT]");
-    sh.pidns = CTR_NS;
-    sh.nspid = 9;
-    sh.cgroup_id = CRIO_CG;
+    let sh = in_ctr(ev(Kind::Fork, 310, 300, "runc:[2:INIT]"), 9);
     let e = n.exec(sh, &["sh", "-c", "ps"]);
-    let p = e.process().expect("process");
-    assert_eq!(p.container.as_ref().map(|c| c.id.as_str()), Some(ID));
-    assert_eq!(p.role, None);
+    assert_eq!(container_id(&e), Some(ID));
+    assert_eq!(role(&e), None);
 }
 
 #[test]
 fn containerd_ctr_container_found_through_its_shim() {
     let mut n = Node::new();
-    n.facts.cgroups.insert(7000, Some("/lab/c1".into()));
+    n.facts
+        .insert((Hierarchy::V2, 7000), Some("/lab/c1".into()));
     n.fork(400, 1, "containerd");
     let e = n.exec(
         ev(Kind::Exec, 400, 1, "containerd-shim"),
@@ -385,7 +503,7 @@ fn containerd_ctr_container_found_through_its_shim() {
             "/run/containerd/containerd.sock",
         ],
     );
-    assert_eq!(e.process().and_then(|p| p.role), Some(Role::Shim));
+    assert_eq!(role(&e), Some(Role::Shim));
     let mut init = ev(Kind::Fork, 410, 400, "runc:[2:INIT]");
     init.nspid = 1;
     init.pidns = CTR_NS;
@@ -403,69 +521,51 @@ fn containerd_ctr_container_found_through_its_shim() {
     assert_eq!(p.role, Some(Role::ContainerInit));
 }
 
+fn info(
+    pid: u32,
+    ppid: u32,
+    nspid: u32,
+    pidns: u32,
+    argv: &[&str],
+    cgroup: (&str, u64),
+) -> ProcInfo {
+    ProcInfo {
+        pid,
+        ppid,
+        start_ns: u64::from(pid) * 10_000_000,
+        nspid,
+        pidns,
+        uid: 0,
+        gid: 0,
+        comm: argv[0]
+            .rsplit('/')
+            .next()
+            .unwrap_or("x")
+            .chars()
+            .take(15)
+            .collect(),
+        exe: argv.first().map(|a| a.to_string()),
+        argv: argv.iter().map(|s| s.to_string()).collect(),
+        argv_truncated: false,
+        cgroup: Some(cgroup.0.to_string()),
+        cgroup_id: cgroup.1,
+        cgroup_v1: None,
+        cgroup_v1_id: 0,
+    }
+}
+
 #[test]
 fn snapshot_finds_running_containers() {
     let argv = conmon_argv();
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    let crio = crio_path();
     let procs = vec![
-        ProcInfo {
-            pid: 101,
-            ppid: 1,
-            start_ns: 10_000_000,
-            nspid: 101,
-            pidns: HOST_NS,
-            uid: 0,
-            gid: 0,
-            comm: "conmon".into(),
-            exe: Some("/usr/bin/conmon".into()),
-            argv,
-            cgroup: Some("/".into()),
-            cgroup_id: ROOT_CG,
-        },
-        ProcInfo {
-            pid: 110,
-            ppid: 101,
-            start_ns: 20_000_000,
-            nspid: 1,
-            pidns: CTR_NS,
-            uid: 1000,
-            gid: 0,
-            comm: "adapter".into(),
-            exe: None,
-            argv: vec!["/usr/bin/adapter".into()],
-            cgroup: Some(crio_path()),
-            cgroup_id: CRIO_CG,
-        },
-        ProcInfo {
-            pid: 120,
-            ppid: 110,
-            start_ns: 30_000_000,
-            nspid: 5,
-            pidns: CTR_NS,
-            uid: 1000,
-            gid: 0,
-            comm: "sh".into(),
-            exe: None,
-            argv: vec!["sh".into()],
-            cgroup: Some(crio_path()),
-            cgroup_id: CRIO_CG,
-        },
-        ProcInfo {
-            pid: 200,
-            ppid: 1,
-            start_ns: 30_000_000,
-            nspid: 200,
-            pidns: HOST_NS,
-            uid: 0,
-            gid: 0,
-            comm: "bash".into(),
-            exe: None,
-            argv: vec!["bash".into()],
-            cgroup: Some("/".into()),
-            cgroup_id: ROOT_CG,
-        },
+        info(101, 1, 101, HOST_NS, &argv, ("/", ROOT_CG)),
+        info(110, 101, 1, CTR_NS, &["/usr/bin/adapter"], (&crio, CRIO_CG)),
+        info(120, 110, 5, CTR_NS, &["sh"], (&crio, CRIO_CG)),
+        info(200, 1, 200, HOST_NS, &["bash"], ("/", ROOT_CG)),
     ];
-    let mut n = Node::new();
-    n.engine.load_snapshot(&procs, &mut n.facts);
+    let mut n = Node::with(CgroupSetup::v2_only(), &procs);
     let c = n
         .engine
         .containers()
@@ -476,56 +576,438 @@ fn snapshot_finds_running_containers() {
         c.pod_name.as_deref(),
         Some("prometheus-adapter-b87c6d546-7jlzw")
     );
+    let table = n.engine.table();
     assert_eq!(
-        n.engine
-            .table()
-            .get(120)
-            .and_then(|p| p.container.as_deref()),
+        table.get(120).and_then(|p| p.container.as_deref()),
         Some(ID)
     );
-    assert_eq!(
-        n.engine
-            .table()
-            .get(200)
-            .and_then(|p| p.container.as_deref()),
-        None
-    );
+    assert_eq!(table.get(200).and_then(|p| p.container.as_deref()), None);
+    assert!(n.asked.is_empty(), "the snapshot brought its own cgroups");
     // An event from a process the snapshot knew keeps its identity.
-    let mut e = ev(Kind::Exit, 120, 110, "sh");
-    e.start_ns = 30_123_456;
-    e.pidns = CTR_NS;
-    e.cgroup_id = CRIO_CG;
+    let mut e = in_ctr(ev(Kind::Exit, 120, 110, "sh"), 5);
+    e.start_ns = 1_200_123_456;
     let out = n.exit(e, 0);
-    assert_eq!(
-        out.process()
-            .and_then(|p| p.container.as_ref())
-            .map(|c| c.id.as_str()),
-        Some(ID)
-    );
+    assert_eq!(container_id(&out), Some(ID));
 }
 
 #[test]
-fn lost_is_reported_with_its_count() {
+fn a_pid_namespace_made_inside_a_container_is_nested_not_a_new_init() {
     let mut n = Node::new();
-    let mut out = Vec::new();
-    n.engine.lost(5_000_000_000, 42, &mut out);
-    assert_eq!(out.len(), 1);
-    let line = serde_json::to_string(&out[0]).expect("json");
+    let (_, init) = start_crio_container(&mut n);
+    // `unshare --pid --fork` in the container: the shell forks unshare, which forks the
+    // PID 1 of a new namespace.
+    let sh = in_ctr(ev(Kind::Fork, 500, init, "sh"), 20);
+    n.feed(sh);
+    let mut nested = in_ctr(ev(Kind::Fork, 501, 500, "unshare"), 1);
+    nested.pidns = CTR_NS + 1;
+    let e = n.feed(nested.clone());
+    assert_eq!(container_id(&e), Some(ID), "still in the container");
     assert_eq!(
-        line,
-        r#"{"type":"lost","ts":"1970-01-01T00:00:05.000000000Z","count":42}"#
+        role(&e),
+        None,
+        "a nested namespace's PID 1 is not the container's init"
     );
-    assert_eq!(n.engine.stats.lost, 42);
+    let mut inner = in_ctr(ev(Kind::Fork, 502, 501, "sleep"), 2);
+    inner.pidns = CTR_NS + 1;
+    inner.cgroup_id = 9999; // a cgroup the engine cannot resolve: attributed by its parent
+    let e = n.feed(inner);
+    assert_eq!(container_id(&e), Some(ID));
+    let c = n.engine.containers().get(ID).expect("container");
+    assert_eq!((c.init_pid, c.pidns), (Some(init), Some(CTR_NS)));
+    // The nested PID 1 ends: the container does not.
+    let mut gone = nested;
+    gone.kind = Kind::Exit;
+    n.exit(gone, 0);
+    let c = n.engine.containers().get(ID).expect("container");
+    assert_eq!(c.init_pid, Some(init));
+    assert!(c.finished_ns.is_none());
 }
 
 #[test]
-fn exited_processes_are_evicted_after_the_grace_period() {
+fn a_shared_pid_namespace_belongs_to_the_pod() {
+    // containerd CRI pod with shareProcessNamespace: one shim (the sandbox's), pause is PID 1
+    // of the pod's namespace, the containers' inits are ordinary pids in it.
+    let sandbox = "a".repeat(64);
+    let work = "b".repeat(64);
+    let pod = format!("/kubepods/besteffort/pod{UID}");
+    let mut n = Node::new();
+    n.facts
+        .insert((Hierarchy::V2, 8001), Some(format!("{pod}/{sandbox}")));
+    n.facts
+        .insert((Hierarchy::V2, 8002), Some(format!("{pod}/{work}")));
+    n.fork(600, 1, "containerd-shim");
+    n.exec(
+        ev(Kind::Exec, 600, 1, "containerd-shim"),
+        &[
+            "/usr/bin/containerd-shim-runc-v2",
+            "-namespace",
+            "k8s.io",
+            "-id",
+            &sandbox,
+        ],
+    );
+    let mut pause = ev(Kind::Fork, 610, 600, "pause");
+    (pause.nspid, pause.pidns, pause.cgroup_id) = (1, CTR_NS, 8001);
+    let e = n.exec(pause, &["/pause"]);
+    assert_eq!(role(&e), Some(Role::ContainerInit));
+    let mut w = ev(Kind::Fork, 620, 600, "sleep");
+    (w.nspid, w.pidns, w.cgroup_id) = (2, CTR_NS, 8002);
+    let e = n.exec(w, &["/bin/sleep", "600"]);
+    assert_eq!(container_id(&e), Some(work.as_str()));
+    assert_eq!(
+        role(&e),
+        Some(Role::ContainerInit),
+        "first child of the pod's shim"
+    );
+    // A process in the shared namespace whose cgroup says nothing, with no known parent:
+    // the pod is known, the container is not.
+    let mut stray = ev(Kind::Fork, 630, 9, "sh");
+    (stray.nspid, stray.pidns, stray.cgroup_id) = (3, CTR_NS, 0);
+    let e = n.feed(stray);
+    let p = e.process().expect("process");
+    assert!(p.container.is_none(), "{p:?}");
+    assert_eq!(
+        p.pod.as_ref().and_then(|p| p.uid.as_deref()),
+        Some(UID),
+        "the pod of the shared namespace"
+    );
+}
+
+#[test]
+fn v1_only_nodes_place_processes_by_their_v1_cgroup() {
+    let setup = CgroupSetup {
+        v2: false,
+        v1: Some("pids".into()),
+    };
+    let mut n = Node::with(setup, &[]);
+    n.facts.insert((Hierarchy::V1, 77), Some(crio_path()));
+    let mut e = ev(Kind::Fork, 700, 1, "sh");
+    e.cgroup_id = ROOT_CG; // the unmounted default hierarchy's root, as the kernel says
+    e.cgroup_v1_id = 77;
+    let out = n.feed(e);
+    let p = out.process().expect("process");
+    assert_eq!(p.cgroup.as_deref(), Some(crio_path().as_str()));
+    assert_eq!(p.cgroup_hierarchy.as_deref(), Some("v1:pids"));
+    assert_eq!(p.cgroup_id, 77);
+    assert_eq!(container_id(&out), Some(ID));
+    assert_eq!(
+        n.asked,
+        [Question::CgroupPath {
+            hierarchy: Hierarchy::V1,
+            id: 77,
+            pid: 700
+        }],
+        "nothing is asked of a hierarchy the node does not use"
+    );
+}
+
+#[test]
+fn hybrid_nodes_prefer_v2_and_use_v1_for_tasks_in_the_v2_root() {
+    let setup = CgroupSetup {
+        v2: true,
+        v1: Some("pids".into()),
+    };
+    let mut n = Node::with(setup, &[]);
+    n.facts
+        .insert((Hierarchy::V1, 90), Some("/libpod_parent/conmon".into()));
+    n.facts
+        .insert((Hierarchy::V1, 91), Some("/elsewhere".into()));
+    // conmon: v2 root, v1 in podman's conmon cgroup.
+    let mut conmon = ev(Kind::Fork, 800, 1, "conmon");
+    conmon.cgroup_v1_id = 90;
+    let out = n.feed(conmon);
+    let p = out.process().expect("process");
+    assert_eq!(
+        (p.cgroup.as_deref(), p.cgroup_hierarchy.as_deref()),
+        (Some("/libpod_parent/conmon"), Some("v1:pids"))
+    );
+    assert_eq!(role(&out), Some(Role::Conmon), "podman's conmon cgroup");
+    // A container process: its v2 cgroup says; v1 is not even asked.
+    n.asked.clear();
+    let mut c = ev(Kind::Fork, 801, 1, "app");
+    c.cgroup_id = CRIO_CG;
+    c.cgroup_v1_id = 91;
+    let out = n.feed(c);
+    let p = out.process().expect("process");
+    assert_eq!(p.cgroup_hierarchy.as_deref(), Some("v2"));
+    assert_eq!(container_id(&out), Some(ID));
+    assert!(
+        n.asked.iter().all(|q| matches!(
+            q,
+            Question::CgroupPath {
+                hierarchy: Hierarchy::V2,
+                ..
+            }
+        )),
+        "{:?}",
+        n.asked
+    );
+}
+
+#[test]
+fn an_unresolvable_cgroup_is_asked_again_only_after_the_retry_time() {
+    let mut n = Node::new();
+    n.fork(899, 1, "first"); // the root cgroup, asked once
+    let asked_of = |n: &Node| {
+        n.asked
+            .iter()
+            .filter(|q| matches!(q, Question::CgroupPath { id: 12345, .. }))
+            .count()
+    };
+    let mut e = ev(Kind::Fork, 900, 1, "x");
+    e.cgroup_id = 12345;
+    n.feed(e.clone());
+    assert_eq!(asked_of(&n), 1);
+    let mut e2 = e.clone();
+    e2.pid = 901;
+    e2.start_ns = 901 * S;
+    n.feed(e2);
+    assert_eq!(asked_of(&n), 1, "within the retry time: not asked again");
+    // Retry time is judged at the engine's time (the latest record), so the same answer is
+    // learnt at the same time live and in replay.
+    n.ts += cgroups::RETRY_NS;
+    n.fork(903, 1, "tick");
+    let mut e3 = e;
+    e3.pid = 902;
+    e3.start_ns = 902 * S;
+    let out = n.feed(e3);
+    assert_eq!(asked_of(&n), 2, "{:?}", n.asked);
+    let p = out.process().expect("process");
+    assert_eq!((p.cgroup.as_deref(), p.cgroup_id), (None, 12345));
+}
+
+#[test]
+fn a_loss_then_a_resync_drops_the_dead_and_adds_the_unseen() {
+    let mut n = Node::new();
+    let (_, init) = start_crio_container(&mut n);
+    n.fork(1000, 1, "a"); // dies with its exit lost
+    n.fork(1001, 1, "b"); // lives
+    let out = n.apply(Record::Lost(LostRecord {
+        ts_ns: n.ts,
+        count: 3,
+        kinds: LostKinds {
+            exit: 1,
+            fork: 2,
+            ..LostKinds::default()
+        },
+    }));
+    let line = serde_json::to_string(&out[0]).expect("json");
+    assert!(
+        line.contains(r#""count":3,"kinds":{"exec":0,"fork":2,"exit":1,"reap":0,"thread":0}"#),
+        "{line}"
+    );
+    // /proc now: b, the container, and c (whose fork was lost), not a.
+    let ts = n.ts + 1;
+    let crio = crio_path();
+    let mut procs = vec![
+        info(101, 1, 101, HOST_NS, &["/usr/bin/conmon"], ("/", ROOT_CG)),
+        info(
+            init,
+            101,
+            1,
+            CTR_NS,
+            &["/usr/bin/adapter"],
+            (&crio, CRIO_CG),
+        ),
+        info(1001, 1, 1001, HOST_NS, &["b"], ("/", ROOT_CG)),
+        info(1002, init, 9, CTR_NS, &["c"], (&crio, CRIO_CG)),
+    ];
+    for p in &mut procs {
+        p.start_ns = u64::from(p.pid) * S;
+    }
+    n.apply(Record::ResyncStart(ResyncStart { ts_ns: ts }));
+    for p in procs {
+        n.apply(Record::Proc(p));
+    }
+    n.apply(Record::ResyncEnd {});
+    let t = n.engine.table();
+    assert!(t.get(1000).is_none(), "a is gone");
+    assert!(t.get(1001).is_some());
+    assert_eq!(
+        t.get(1002).and_then(|p| p.container.as_deref()),
+        Some(ID),
+        "c added, attributed"
+    );
+    assert_eq!(
+        (n.engine.stats.vanished, n.engine.stats.resync_added),
+        (1, 1)
+    );
+    // a's exit arrives after all (it was queued): printed once, as a.
+    let out = n.push(Node::exit_event(ev(Kind::Exit, 1000, 1, "a"), 0));
+    assert_eq!(out.len(), 1);
+    let out = n.push(Node::exit_event(ev(Kind::Exit, 1000, 1, "a"), 0));
+    assert!(out.is_empty(), "and only once");
+}
+
+#[test]
+fn cri_answers_name_the_container_and_win_over_argv() {
+    let mut n = Node::new();
+    start_crio_container(&mut n);
+    n.apply(Record::Cri(CriFact {
+        id: ID.into(),
+        sandbox: false,
+        name: Some("prometheus-adapter".into()),
+        attempt: Some(0),
+        image: Some("quay.io/openshift/adapter:4.12".into()),
+        image_id: Some("sha256:abc".into()),
+        pod: Some(CriPod {
+            sandbox_id: "f".repeat(64),
+            name: "prometheus-adapter-renamed".into(),
+            namespace: "openshift-monitoring".into(),
+            uid: UID.into(),
+            labels: None,
+            annotations: None,
+        }),
+    }));
+    let e = n.fork(150, 110, "adapter");
+    let p = e.process().expect("process");
+    let c = p.container.as_ref().expect("container");
+    assert_eq!(c.image.as_deref(), Some("quay.io/openshift/adapter:4.12"));
+    assert_eq!(c.image_id.as_deref(), Some("sha256:abc"));
+    assert_eq!(
+        p.pod.as_ref().and_then(|p| p.name.as_deref()),
+        Some("prometheus-adapter-renamed")
+    );
+    assert_eq!(n.engine.containers().stats.cri_disagreements, 1);
+}
+
+#[test]
+fn a_new_container_is_asked_of_the_cri_once_and_forgotten_when_dropped() {
+    let mut n = Node::new();
+    start_crio_container(&mut n);
+    let asked: Vec<Request> = n.engine.take_requests();
+    let lookups = asked
+        .iter()
+        .filter(|r| matches!(r, Request::CriLookup(id) if &**id == ID))
+        .count();
+    assert_eq!(lookups, 1, "{asked:?}");
+    // Everything in it ends; the container goes after its grace.
+    for (pid, ppid) in [(110, 101), (101, 1)] {
+        let e = if pid == 110 {
+            in_ctr(ev(Kind::Exit, pid, ppid, "x"), 1)
+        } else {
+            ev(Kind::Exit, pid, ppid, "conmon")
+        };
+        n.exit(e, 0);
+        n.reap(pid, u64::from(pid) * S);
+    }
+    n.ts += CONTAINER_GRACE_NS + 2 * S;
+    n.fork(5000, 1, "later");
+    assert!(n.engine.containers().get(ID).is_none());
+    assert!(n
+        .engine
+        .take_requests()
+        .iter()
+        .any(|r| matches!(r, Request::CriForget(id) if &**id == ID)));
+}
+
+#[test]
+fn a_clock_step_moves_later_timestamps() {
+    let mut n = Node::new();
+    let e = n.fork(1100, 1, "x");
+    let before = e.process().map(|p| p.ts.clone()).expect("ts");
+    n.apply(Record::Clock(ClockRecord {
+        ts_ns: n.ts,
+        offset_ns: 3600 * S as i64,
+    }));
+    let e = n.fork(1101, 1, "y");
+    let after = e.process().map(|p| p.ts.clone()).expect("ts");
+    assert!(before.starts_with("1970-01-01T00:"), "{before}");
+    assert!(after.starts_with("1970-01-01T01:"), "{after}");
+}
+
+#[test]
+fn malformed_records_and_loss_are_in_the_stream() {
+    let mut n = Node::new();
+    let out = n.apply(Record::Malformed(crate::trace::MalformedRecord {
+        ts_ns: 5 * S,
+        bytes: 7,
+        reason: "record of 7 bytes is shorter than its 88-byte header".into(),
+    }));
+    assert_eq!(
+        serde_json::to_string(&out[0]).expect("json"),
+        r#"{"type":"malformed","ts":"1970-01-01T00:00:05.000000000Z","bytes":7,"reason":"record of 7 bytes is shorter than its 88-byte header"}"#
+    );
+    let out = n.apply(Record::Lost(LostRecord {
+        ts_ns: 5 * S,
+        count: 42,
+        kinds: LostKinds {
+            exec: 42,
+            ..LostKinds::default()
+        },
+    }));
+    assert_eq!(
+        serde_json::to_string(&out[0]).expect("json"),
+        r#"{"type":"lost","ts":"1970-01-01T00:00:05.000000000Z","count":42,"kinds":{"exec":42,"fork":0,"exit":0,"reap":0,"thread":0}}"#
+    );
+    assert_eq!((n.engine.stats.lost, n.engine.stats.malformed), (42, 1));
+}
+
+#[test]
+fn processes_that_left_are_evicted_after_the_grace_period() {
     let mut n = Node::new();
     n.fork(500, 1, "sh");
     n.exit(ev(Kind::Exit, 500, 1, "sh"), 0);
-    assert_eq!(n.engine.table().exited_len(), 1);
-    n.ts += process::EXITED_GRACE_NS + 1;
-    n.fork(501, 1, "sh");
-    assert_eq!(n.engine.table().exited_len(), 0);
+    assert!(n.engine.table().get(500).is_some_and(|p| p.is_zombie()));
+    n.reap(500, 500 * S);
     assert!(n.engine.table().get(500).is_none());
+    assert_eq!(n.engine.table().gone_len(), 1);
+    n.ts += process::GONE_GRACE_NS + 1;
+    n.fork(501, 1, "sh");
+    assert_eq!(n.engine.table().gone_len(), 0);
+}
+
+/// 20,000 short-lived cgroups (one process each, run, exit, reaped): the engine's tables end
+/// where they started once the grace periods pass.
+#[test]
+fn cgroup_churn_leaves_nothing_behind() {
+    let mut n = Node::new();
+    let base = (
+        n.engine.cgroup_cache().len(),
+        n.engine.containers().len(),
+        n.engine.table().live_len(),
+    );
+    for i in 0..20_000u32 {
+        let id = 100_000 + u64::from(i);
+        let ctr = format!("{:064x}", u64::from(i) + 1);
+        n.facts.insert(
+            (Hierarchy::V2, id),
+            Some(format!("/kubepods/besteffort/pod{UID}/{ctr}")),
+        );
+        let pid = 10_000 + i;
+        let mut f = ev(Kind::Fork, pid, 1, "runc");
+        f.cgroup_id = id;
+        f.start_ns = n.ts;
+        n.feed(f.clone());
+        n.exit(f.clone(), 0);
+        n.reap(pid, f.start_ns);
+        n.ts += 5_000_000; // 200 cgroups a second
+    }
+    n.ts += CONTAINER_GRACE_NS.max(cgroups::IDLE_GRACE_NS) + 2 * S;
+    n.fork(9, 1, "tick");
+    n.ts += 2 * S;
+    n.fork(8, 1, "tick");
+    assert!(
+        n.engine.cgroup_cache().len() <= base.0 + 2,
+        "cgroups: {}",
+        n.engine.cgroup_cache().len()
+    );
+    assert_eq!(n.engine.containers().len(), base.1, "containers");
+    assert_eq!(n.engine.table().live_len(), base.2 + 2, "processes");
+    assert_eq!(n.engine.containers().pidns_len(), 0);
+    assert_eq!(n.engine.table().children_len(), n.engine.table().live_len());
+}
+
+#[test]
+fn replaying_the_same_records_gives_the_same_events() {
+    let run = || {
+        let mut n = Node::new();
+        start_crio_container(&mut n);
+        n.fork(2000, 110, "sh");
+        n.out
+            .iter()
+            .map(|e| serde_json::to_string(e).expect("json"))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(run(), run());
 }

@@ -62,6 +62,8 @@ pub struct ProcNode {
     pub comm: String,
     pub argv: Vec<String>,
     pub role: Option<Role>,
+    /// Exited but not yet reaped by its parent (`ps` shows `<defunct>`).
+    pub zombie: bool,
     pub children: Vec<ProcNode>,
 }
 
@@ -70,6 +72,9 @@ pub struct ContainerNode {
     pub id: String,
     pub name: Option<String>,
     pub runtime: Option<Runtime>,
+    /// Image and image id (from the CRI).
+    pub image: Option<String>,
+    pub image_id: Option<String>,
     pub cgroup: Option<String>,
     pub helper_pid: Option<u32>,
     pub init_pid: Option<u32>,
@@ -119,9 +124,10 @@ fn forest(procs: &[&Proc]) -> Vec<ProcNode> {
             pid: p.pid,
             nspid: p.nspid,
             ppid: p.ppid,
-            comm: p.comm.clone(),
+            comm: p.comm.to_string(),
             argv: p.argv.to_vec(),
             role: p.role,
+            zombie: p.is_zombie(),
             children,
         }
     }
@@ -154,6 +160,8 @@ pub fn build(engine: &Engine, filter: &Filter) -> TreeView {
             id: id.to_string(),
             name,
             runtime: c.and_then(|c| c.runtime),
+            image: c.and_then(|c| c.image.clone()),
+            image_id: c.and_then(|c| c.image_id.clone()),
             cgroup: c.and_then(|c| c.cgroup.clone()),
             helper_pid: c.and_then(|c| c.helper_pid),
             init_pid: c.and_then(|c| c.init_pid),
@@ -209,8 +217,11 @@ fn render_procs(out: &mut String, nodes: &[ProcNode], depth: usize) {
             format!("{:>7}", "-")
         };
         let mut cmd = n.argv.join(" ");
-        if cmd.is_empty() {
+        if cmd.is_empty() || n.zombie {
             cmd = format!("[{}]", n.comm);
+        }
+        if n.zombie {
+            cmd.push_str(" <defunct>");
         }
         if cmd.len() > 160 {
             let mut cut = 157;
@@ -239,9 +250,14 @@ fn render_container(out: &mut String, c: &ContainerNode, indent: &str) {
         .and_then(|r| serde_json::to_value(r).ok())
         .and_then(|v| v.as_str().map(str::to_string))
         .unwrap_or_else(|| "?".to_string());
+    let image = c
+        .image
+        .as_deref()
+        .map(|i| format!(" image {i}"))
+        .unwrap_or_default();
     let _ = writeln!(
         out,
-        "{indent}container {} {} ({runtime}) conmon/shim {} init {}",
+        "{indent}container {} {} ({runtime}){image} conmon/shim {} init {}",
         c.name.as_deref().unwrap_or("-"),
         short(&c.id),
         c.helper_pid

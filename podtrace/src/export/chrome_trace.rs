@@ -104,7 +104,7 @@ impl ChromeTrace {
     /// Takes one event (any order of types; the stream order of `run` / `replay`).
     pub fn push(&mut self, ev: &Event) {
         let ts = match ev {
-            Event::Lost { ts, .. } => ts,
+            Event::Lost { ts, .. } | Event::Malformed { ts, .. } => ts,
             _ => match ev.process() {
                 Some(p) => &p.ts,
                 None => return,
@@ -118,7 +118,7 @@ impl ChromeTrace {
         self.last_ns = self.last_ns.max(ts_ns);
         match ev {
             Event::Lost { count, .. } => self.lost.push((ts_ns, *count)),
-            Event::Thread { .. } => {}
+            Event::Thread { .. } | Event::Malformed { .. } => {}
             Event::Fork { process } => {
                 let s = self.slice(process, ts_ns);
                 s.forked = Some(s.forked.map_or(ts_ns, |f| f.min(ts_ns)));
@@ -374,11 +374,14 @@ mod tests {
             cgroup_id: 0,
             start_ns: u64::from(pid) * 1000,
             cgroup: None,
+            cgroup_hierarchy: None,
             container: container.map(|(id, name)| {
                 ContainerRef {
                     id: id.into(),
                     name: Some(name.into()),
                     runtime: Some(Runtime::Crio),
+                    image: None,
+                    image_id: None,
                 }
                 .into()
             }),
@@ -391,6 +394,7 @@ mod tests {
                 .into()
             }),
             role: None,
+            partial: false,
             node: None,
         }
     }
@@ -398,9 +402,11 @@ mod tests {
     fn exec(p: ProcessFields, argv: &[&str]) -> Event {
         Event::Exec {
             process: p,
-            filename: format!("/bin/{}", argv[0]),
+            filename: format!("/bin/{}", argv[0]).into(),
             argv: argv.iter().map(|s| s.to_string()).collect(),
             argv_truncated: false,
+            filename_truncated: false,
+            trimmed: false,
         }
     }
 
@@ -449,6 +455,10 @@ mod tests {
         t.push(&Event::Lost {
             ts: format_rfc3339(T0 + 150_000),
             count: 3,
+            kinds: crate::trace::LostKinds {
+                exit: 3,
+                ..Default::default()
+            },
             node: None,
         });
         t.push(&Event::Fork {

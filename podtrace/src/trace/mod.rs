@@ -2,20 +2,28 @@
 //!
 //! NDJSON, one record per line, externally tagged: a `header` first, then the start-up
 //! snapshot (`proc` lines, closed by `snapshot_end`), then in arrival order the raw kernel
-//! `event`s, the `cgroup` answers the engine consulted (each before the event that asked), and
-//! `lost` counts; a clean stop ends with `end`. A name ending in `.zst` is zstd-compressed.
-//! See docs/trace-format.md.
+//! `event`s and `reap`s, and the facts the engine was given before the record that needed
+//! them: `cgroup` answers, `cri` answers, `clock` changes, `resync` re-reads of /proc after a
+//! loss, `lost` counts and `malformed` kernel records. A clean stop ends with `end`. A name
+//! ending in `.zst` is zstd-compressed. See docs/trace-format.md.
+//!
+//! [`Record`] is also what the pipeline carries: live and replay push the same records
+//! through the same engine.
 pub mod reader;
 pub mod synth;
 pub mod writer;
 
 use serde::{Deserialize, Serialize};
 
-use crate::kernel_event::KernelEvent;
+use crate::cgroups::{CgroupSetup, Hierarchy};
+use crate::cri::CriFact;
+use crate::kernel_event::{KernelEvent, ReapEvent};
 use crate::snapshot::ProcInfo;
 
-/// The trace format version this build writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The trace format version this build writes.
+pub const FORMAT_VERSION: u32 = 2;
+/// Versions this build reads (1: before cgroup v1, reap, CRI and resync records).
+pub const READS_VERSIONS: [u32; 2] = [1, 2];
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -34,13 +42,41 @@ pub struct Header {
     pub node: Option<String>,
     /// Unix ns when recording started.
     pub started_unix_ns: i64,
+    /// The cgroup hierarchies events are placed by (format 1: v2 only).
+    #[serde(default = "CgroupSetup::v2_only")]
+    pub cgroups: CgroupSetup,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CgroupFact {
+    #[serde(default, skip_serializing_if = "is_v2")]
+    pub hierarchy: Hierarchy,
     pub id: u64,
     pub path: Option<String>,
+}
+
+fn is_v2(h: &Hierarchy) -> bool {
+    *h == Hierarchy::V2
+}
+
+/// Kernel records lost, per kind.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(deny_unknown_fields)]
+pub struct LostKinds {
+    pub exec: u64,
+    pub fork: u64,
+    pub exit: u64,
+    pub reap: u64,
+    pub thread: u64,
+}
+
+impl LostKinds {
+    pub fn total(&self) -> u64 {
+        self.exec + self.fork + self.exit + self.reap + self.thread
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,6 +84,33 @@ pub struct CgroupFact {
 pub struct LostRecord {
     pub ts_ns: u64,
     pub count: u64,
+    #[serde(default)]
+    pub kinds: LostKinds,
+}
+
+/// The boot->wall offset changed (the wall clock was stepped) at `ts_ns`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClockRecord {
+    pub ts_ns: u64,
+    pub offset_ns: i64,
+}
+
+/// /proc is read again (after a loss) at `ts_ns`: the `proc` records up to `resync_end` are
+/// every process alive then.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResyncStart {
+    pub ts_ns: u64,
+}
+
+/// A kernel record that did not decode.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MalformedRecord {
+    pub ts_ns: u64,
+    pub bytes: u64,
+    pub reason: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,7 +127,13 @@ pub enum Record {
     Proc(ProcInfo),
     SnapshotEnd {},
     Cgroup(CgroupFact),
+    Cri(CriFact),
+    Clock(ClockRecord),
+    ResyncStart(ResyncStart),
+    ResyncEnd {},
     Event(KernelEvent),
+    Reap(ReapEvent),
     Lost(LostRecord),
+    Malformed(MalformedRecord),
     End(EndRecord),
 }

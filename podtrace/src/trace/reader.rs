@@ -3,7 +3,7 @@ use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 
-use super::{Record, FORMAT_VERSION};
+use super::{Record, READS_VERSIONS};
 
 /// Longest line accepted; longer ones are an error, not an allocation.
 pub const MAX_LINE: usize = 1 << 20;
@@ -22,6 +22,7 @@ enum Phase {
     Start,
     Snapshot,
     Events,
+    Resync,
     Ended,
 }
 
@@ -35,6 +36,8 @@ pub struct TraceReader {
     pub skipped: u64,
     /// Set when the file ended without its `end` record (a crash or a kill).
     pub cut_short: Option<String>,
+    /// The input itself failed (not a bad record): nothing after it can be read.
+    corrupt: bool,
     buf: Vec<u8>,
 }
 
@@ -71,6 +74,7 @@ impl TraceReader {
             lenient,
             skipped: 0,
             cut_short: None,
+            corrupt: false,
             buf: Vec::with_capacity(4096),
         }
     }
@@ -91,14 +95,22 @@ impl TraceReader {
             let chunk = match self.input.fill_buf() {
                 Ok(c) => c,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    // A zstd stream cut mid-frame: treat like a file cut short.
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                    // A zstd stream cut mid-frame (a crash while recording): like a file cut
+                    // short.
                     self.line += 1;
                     self.cut_short = Some(format!(
                         "{}:{}: input ends early: {e}",
                         self.file, self.line
                     ));
                     return Ok(None);
+                }
+                Err(e) => {
+                    // Corrupt compressed data in the middle of the file is not a crash.
+                    self.line += 1;
+                    let e = self.error(format!("cannot read (corrupt input?): {e}"));
+                    self.corrupt = true;
+                    return Err(e);
                 }
             };
             if chunk.is_empty() {
@@ -149,15 +161,16 @@ impl TraceReader {
         }
     }
 
-    /// Checks the record fits where it stands: header, proc*, (cgroup)*, snapshot_end,
-    /// (event|cgroup|lost)*, end.
+    /// Checks the record fits where it stands: header, (proc|cgroup|cri|clock)*,
+    /// snapshot_end, then events and facts, with `resync_start (proc|cgroup)* resync_end`
+    /// groups among them, and `end`.
     fn check_order(&mut self, rec: &Record) -> Result<(), TraceError> {
         use Phase::*;
         let next = match (self.phase, rec) {
             (Start, Record::Header(h)) => {
-                if h.format != FORMAT_VERSION {
+                if !READS_VERSIONS.contains(&h.format) {
                     return Err(self.error(format!(
-                        "unsupported trace format version {} (this podtrace reads {FORMAT_VERSION})",
+                        "unsupported trace format version {} (this podtrace reads {READS_VERSIONS:?})",
                         h.format
                     )));
                 }
@@ -167,17 +180,35 @@ impl TraceReader {
                 return Err(self.error("missing header: a trace starts with a header record"))
             }
             (_, Record::Header(_)) => return Err(self.error("second header record")),
-            (Snapshot, Record::Proc(_)) | (Snapshot, Record::Cgroup(_)) => Snapshot,
+            (Ended, _) => return Err(self.error("record after the end record")),
+            (Snapshot, Record::Proc(_) | Record::Cgroup(_) | Record::Cri(_) | Record::Clock(_)) => {
+                Snapshot
+            }
             (Snapshot, Record::SnapshotEnd {}) => Events,
             (Snapshot, _) => return Err(self.error("out of order: event before snapshot_end")),
-            (Events, Record::Event(_))
-            | (Events, Record::Cgroup(_))
-            | (Events, Record::Lost(_)) => Events,
+            (Resync, Record::Proc(_) | Record::Cgroup(_)) => Resync,
+            (Resync, Record::ResyncEnd {}) => Events,
+            (Resync, _) => {
+                return Err(self.error("out of order: only proc and cgroup records in a resync"))
+            }
+            (
+                Events,
+                Record::Event(_)
+                | Record::Reap(_)
+                | Record::Cgroup(_)
+                | Record::Cri(_)
+                | Record::Clock(_)
+                | Record::Lost(_)
+                | Record::Malformed(_),
+            ) => Events,
+            (Events, Record::ResyncStart(_)) => Resync,
             (Events, Record::End(_)) => Ended,
+            (Events, Record::ResyncEnd {}) => {
+                return Err(self.error("out of order: resync_end without resync_start"))
+            }
             (Events, _) => {
                 return Err(self.error("out of order: snapshot record after snapshot_end"))
             }
-            (Ended, _) => return Err(self.error("record after the end record")),
         };
         self.phase = next;
         Ok(())
@@ -210,7 +241,7 @@ impl TraceReader {
                     return Ok(None);
                 }
                 Ok(Some(c)) => c,
-                Err(e) if self.lenient && self.phase != Phase::Start => {
+                Err(e) if self.lenient && self.phase != Phase::Start && !self.corrupt => {
                     self.skipped += 1;
                     tracing::warn!("skipped: {e}");
                     continue;

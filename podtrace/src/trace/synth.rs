@@ -1,7 +1,7 @@
 //! A realistic synthetic trace (cri-o node: conmon, container inits, shells and short-lived
 //! processes in and out of containers) for the replay benchmark and the trace-reader tests.
 use super::{CgroupFact, EndRecord, Header, Record, FORMAT_VERSION};
-use crate::kernel_event::{ExecPayload, ExitPayload, KernelEvent, Kind};
+use crate::kernel_event::{ExecPayload, ExitPayload, KernelEvent, Kind, ReapEvent};
 use crate::snapshot::ProcInfo;
 
 const HOST_NS: u32 = 4026531836;
@@ -42,6 +42,7 @@ pub fn event(
         gid: 0,
         comm: comm.to_string(),
         cgroup_id,
+        cgroup_v1_id: 0,
         start_ns: ts_ns,
         partial: false,
         exec: None,
@@ -49,8 +50,8 @@ pub fn event(
     }
 }
 
-/// About `events` kernel events (fork + exec + exit per process) over `containers` cri-o
-/// containers.
+/// About `events` kernel events (fork + exec + exit per process, and each one's reap) over
+/// `containers` cri-o containers.
 pub fn trace(events: usize, containers: usize, seed: u64) -> Vec<Record> {
     let mut rng = Rng(seed | 1);
     let mut out = vec![Record::Header(Header {
@@ -62,6 +63,7 @@ pub fn trace(events: usize, containers: usize, seed: u64) -> Vec<Record> {
         host_pidns: HOST_NS,
         node: Some("synthetic-node".into()),
         started_unix_ns: 1_795_000_100_000_000_000,
+        cgroups: crate::cgroups::CgroupSetup::v2_only(),
     })];
     out.push(Record::Proc(ProcInfo {
         pid: 1,
@@ -74,8 +76,11 @@ pub fn trace(events: usize, containers: usize, seed: u64) -> Vec<Record> {
         comm: "systemd".into(),
         exe: Some("/usr/lib/systemd/systemd".into()),
         argv: vec!["/usr/lib/systemd/systemd".into(), "--system".into()],
+        argv_truncated: false,
         cgroup: Some("/init.scope".into()),
         cgroup_id: 2,
+        cgroup_v1: None,
+        cgroup_v1_id: 0,
     }));
     let mut inits = Vec::new();
     for i in 0..containers {
@@ -130,8 +135,11 @@ pub fn trace(events: usize, containers: usize, seed: u64) -> Vec<Record> {
             .iter()
             .map(|s| s.to_string())
             .collect(),
+            argv_truncated: false,
             cgroup: Some("/".into()),
             cgroup_id: 1,
+            cgroup_v1: None,
+            cgroup_v1_id: 0,
         }));
         out.push(Record::Proc(ProcInfo {
             pid: conmon + 1,
@@ -144,12 +152,16 @@ pub fn trace(events: usize, containers: usize, seed: u64) -> Vec<Record> {
             comm: "app".into(),
             exe: Some("/usr/bin/app".into()),
             argv: vec!["/usr/bin/app".into(), "--config=/etc/app/config.yaml".into()],
+            argv_truncated: false,
             cgroup: Some(format!("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{}.slice/crio-{id}.scope", uid.replace('-', "_"))),
             cgroup_id: cg,
+            cgroup_v1: None,
+            cgroup_v1_id: 0,
         }));
         inits.push((conmon + 1, cg, 4026532000 + i as u32));
     }
     out.push(Record::Cgroup(CgroupFact {
+        hierarchy: crate::cgroups::Hierarchy::V2,
         id: 1,
         path: Some("/".into()),
     }));
@@ -206,6 +218,8 @@ pub fn trace(events: usize, containers: usize, seed: u64) -> Vec<Record> {
             filename: argv[0].to_string(),
             argv: argv.iter().map(|s| s.to_string()).collect(),
             argv_truncated: false,
+            filename_truncated: false,
+            trimmed: false,
         });
         out.push(Record::Event(e.clone()));
         ts += 1_000_000;
@@ -218,6 +232,13 @@ pub fn trace(events: usize, containers: usize, seed: u64) -> Vec<Record> {
             duration_ns: ts - start,
         });
         out.push(Record::Event(x));
+        // The parent reaps it right away (an RCU grace period later).
+        ts += 20_000;
+        out.push(Record::Reap(ReapEvent {
+            ts_ns: ts,
+            pid,
+            start_ns: start,
+        }));
         n += 3;
     }
     out.push(Record::End(EndRecord {
