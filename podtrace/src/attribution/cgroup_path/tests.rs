@@ -1,5 +1,5 @@
 use super::*;
-use crate::attribution::test_fixtures::{lab_records, Rng};
+use crate::attribution::test_fixtures::{lab_records, layout_records, Rng};
 
 /// A container id (from the seed node).
 const ID: &str = "2b0aa6f218f552f0d1009b07a80d23d9d47c8b63c23777fb51dcb1aa648d0316";
@@ -117,6 +117,46 @@ fn literal_systemd_cgroups_path_under_a_cgroupfs_manager() {
         // A pod slice that is not a kubepods one gives no pod.
         (format!("/machine.slice:libpod:{ID}"), PODMAN, Some(ID), None, NOQ, CTR, None),
     ]);
+}
+
+#[test]
+fn lab_runc_makes_the_literal_directory() {
+    // Real runc 1.1 (fs manager) given "<pod slice>:<prefix>:<id>": every hierarchy, cgroup2
+    // included, shows the string verbatim as one directory.
+    let recs = layout_records();
+    assert_eq!(recs.len(), 2, "lab-layouts.jsonl records");
+    for r in recs {
+        assert_eq!(r.file, "runc-fs");
+        let prefix = r.cgroups_path.split(':').nth(1).expect("slice:prefix:id");
+        let runtime = match prefix {
+            "cri-containerd" => CTRD,
+            "crio" => CRIO,
+            other => panic!("fixture prefix {other}"),
+        };
+        assert_eq!(
+            r.cgroup.len(),
+            10,
+            "pid {}: 9 v1 hierarchies and cgroup2",
+            r.pid
+        );
+        for line in &r.cgroup {
+            let path = line.splitn(3, ':').nth(2).expect("N:controllers:path");
+            assert_eq!(
+                path, r.cgroups_path,
+                "pid {}: runc keeps the string as is",
+                r.pid
+            );
+            let want = CgroupInfo {
+                runtime,
+                container_id: Some(r.truth.container_id.clone()),
+                pod_uid: Some(r.truth.pod_uid.clone()),
+                qos: Some(r.truth.qos.clone()),
+                conmon: false,
+                sandbox_id: None,
+            };
+            assert_eq!(parse_cgroup_path(line), want, "{line}");
+        }
+    }
 }
 
 #[test]
