@@ -9,8 +9,8 @@
 //!
 //! The table is built from how each runtime turns its OCI `cgroupsPath` into a directory:
 //!
-//! - systemd cgroup managers (runc, crun, runsc, youki) read `cgroupsPath` as
-//!   `slice:prefix:name` and create the unit `<prefix>-<name>.scope` inside the expanded slice
+//! - systemd cgroup managers (runc's, and gVisor's and kata's, which follow it) read
+//!   `cgroupsPath` as `slice:prefix:name` and create the unit `<prefix>-<name>.scope` inside the expanded slice
 //!   (`kubepods-besteffort-pod<uid>.slice` is `/kubepods.slice/kubepods-besteffort.slice/...`);
 //! - the cgroupfs managers take `cgroupsPath` as a path, so a runtime configured for cgroupfs
 //!   while the kubelet uses systemd puts the container in one directory literally named
@@ -23,9 +23,9 @@
 //! gives the id with `runtime: None`: the engine takes the runtime from the helper processes.
 //!
 //! Plain containerd ids (`ctr run ... c1` gives `/<namespace>/c1`) cannot be told apart from
-//! any other two-level path, so a non-hex id is only accepted under a namespace known to be
-//! containerd's (`k8s.io`, `default`); the engine attributes other ctr containers through
-//! their shim's argv (`-namespace`, `-id`).
+//! any other two-level path, so a non-hex id is only accepted under a parent known to name its
+//! engine (`k8s.io`, `default`, `docker/buildkit`, `kata_overhead`); the engine attributes other
+//! ctr containers through their shim's argv (`-namespace`, `-id`).
 
 use super::k8s_name::is_pod_uid;
 use super::Runtime;

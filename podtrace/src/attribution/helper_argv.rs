@@ -278,7 +278,7 @@ fn conmon_log_path(s: &Scanned<'_, Conmon>) -> Option<String> {
 // ---------------------------------------------------------------------------------------------
 // conmon-rs (clap). Table from conmon-rs server/src/config.rs (v0.1 to v1.x): global options,
 // then an optional `pause` subcommand; `--cgroup-manager`/`-c` existed until v1.0 (hidden and
-// ignored from v0.7). The arguments cri-o passes come from the Go client's `toArgs`:
+// ignored from v0.6). The arguments cri-o passes come from the Go client's `toArgs`:
 // `--runtime`, `--runtime-dir`, `--runtime-root`, `--log-level`, `--log-driver`,
 // `--enable-tracing`, `--tracing-endpoint`.
 
