@@ -49,6 +49,11 @@ pub(crate) enum Dialect {
     /// runc's (urfave/cli) and crun's (GNU argp) subcommand options: like [`Dialect::GoFlag`] but
     /// options and positionals may be mixed, and argp's attached short value (`-bDIR`) is known.
     Permuting,
+    /// Rust's clap with subcommands (conmon-rs): `--long`, `--long=V`, `--long V`; groupable
+    /// short options whose value is the rest of the token (`-rV`, `-r=V`) or the next argument;
+    /// scanning stops at the first positional (the subcommand) or `--`, like
+    /// [`Dialect::GoFlag`].
+    Clap,
 }
 
 /// What a scan found: option values and flags by key, and the positional arguments in order.
@@ -57,7 +62,7 @@ pub(crate) struct Scanned<'a, K> {
     pub values: Vec<(K, &'a str)>,
     pub flags: Vec<K>,
     pub positionals: Vec<&'a str>,
-    /// [`Dialect::GoFlag`]: index in `args` where the positional tail starts (`args.len()` if
+    /// [`Dialect::GoFlag`], [`Dialect::Clap`]: index in `args` where the positional tail starts (`args.len()` if
     /// there is none), so a caller can rescan a subcommand's arguments.
     pub tail_start: usize,
 }
@@ -128,7 +133,7 @@ pub(crate) fn scan<'a, K: Copy>(
         }
         // A lone "-" (stdin by convention) and anything not starting with '-' is positional.
         let Some(body) = tok.strip_prefix('-').filter(|b| !b.is_empty()) else {
-            if dialect == Dialect::GoFlag {
+            if matches!(dialect, Dialect::GoFlag | Dialect::Clap) {
                 out.tail_start = i - 1;
                 out.positionals
                     .extend(args[i - 1..].iter().map(String::as_str));
@@ -153,6 +158,35 @@ pub(crate) fn scan<'a, K: Copy>(
                         };
                         if spec.takes_value {
                             take(spec, None, args, &mut i, &mut out);
+                            break;
+                        }
+                        out.flags.push(spec.key);
+                    }
+                }
+            }
+            Dialect::Clap => {
+                if let Some(long) = body.strip_prefix('-') {
+                    let (name, inline) = split_inline(long);
+                    if let Some(spec) = find_long(table, name) {
+                        take(spec, inline, args, &mut i, &mut out);
+                    }
+                } else {
+                    // A group of short flags; the first one that takes a value takes the rest
+                    // of the token (without a leading '='), or the next argument.
+                    for (at, c) in body.char_indices() {
+                        let Some(spec) = find_short(table, c) else {
+                            continue;
+                        };
+                        if spec.takes_value {
+                            let rest = &body[at + c.len_utf8()..];
+                            let rest = rest.strip_prefix('=').unwrap_or(rest);
+                            take(
+                                spec,
+                                Some(rest).filter(|r| !r.is_empty()),
+                                args,
+                                &mut i,
+                                &mut out,
+                            );
                             break;
                         }
                         out.flags.push(spec.key);
@@ -295,9 +329,36 @@ mod tests {
     }
 
     #[test]
+    fn clap_attached_short_values_groups_and_subcommand_stop() {
+        let a = argv("-tcA --name=N -ic=B -n M sub --cid C");
+        let s = scan(&a, TABLE, Dialect::Clap);
+        assert_eq!(s.all(K::Cid).collect::<Vec<_>>(), ["A", "B"]);
+        assert_eq!(s.last(K::Name), Some("M"));
+        assert!(s.has_flag(K::Tty) && s.has_flag(K::Stdin));
+        assert_eq!(
+            s.positionals,
+            vec!["sub", "--cid", "C"],
+            "stops at the subcommand"
+        );
+        assert_eq!(s.tail_start, 5);
+        let a = argv("-c X --runtime-arg --cid=Y");
+        let s = scan(&a, TABLE, Dialect::Clap);
+        assert_eq!(
+            s.all(K::Cid).collect::<Vec<_>>(),
+            ["X"],
+            "values are not options"
+        );
+    }
+
+    #[test]
     fn missing_value_at_the_end_is_not_invented() {
         let a = argv("--cid");
-        for d in [Dialect::GOption, Dialect::GoFlag, Dialect::Permuting] {
+        for d in [
+            Dialect::GOption,
+            Dialect::GoFlag,
+            Dialect::Permuting,
+            Dialect::Clap,
+        ] {
             let s = scan(&a, TABLE, d);
             assert_eq!(s.last(K::Cid), None, "{d:?}");
         }
@@ -319,7 +380,12 @@ mod tests {
         .iter()
         .map(|s| s.to_string())
         .collect();
-        for d in [Dialect::GOption, Dialect::GoFlag, Dialect::Permuting] {
+        for d in [
+            Dialect::GOption,
+            Dialect::GoFlag,
+            Dialect::Permuting,
+            Dialect::Clap,
+        ] {
             let s = scan(&a, TABLE, d);
             assert!(s.values.is_empty(), "{d:?}: {:?}", s.values);
         }

@@ -7,10 +7,25 @@
 //! podman) is attributed to the inner one; the pod comes from the kubepods components wherever
 //! they are.
 //!
+//! The table is built from how each runtime turns its OCI `cgroupsPath` into a directory:
+//!
+//! - systemd cgroup managers (runc's, and gVisor's and kata's, which follow it) read
+//!   `cgroupsPath` as `slice:prefix:name` and create the unit `<prefix>-<name>.scope` inside the expanded slice
+//!   (`kubepods-besteffort-pod<uid>.slice` is `/kubepods.slice/kubepods-besteffort.slice/...`);
+//! - the cgroupfs managers take `cgroupsPath` as a path, so a runtime configured for cgroupfs
+//!   while the kubelet uses systemd puts the container in one directory literally named
+//!   `<slice>:<prefix>:<name>`, relative to its own cgroup (v1) or to its parent (v2);
+//! - engines that pick the path themselves (cri-o, podman, docker, containerd) have their own
+//!   cgroupfs names (`crio-<id>`, `libpod-<id>`, `/docker/<id>`, `/<namespace>/<id>`).
+//!
+//! A `Unit` row therefore covers both the systemd scope and the literal directory of the same
+//! `cgroupsPath`. A path that does not say which runtime made it (a bare 64-hex directory)
+//! gives the id with `runtime: None`: the engine takes the runtime from the helper processes.
+//!
 //! Plain containerd ids (`ctr run ... c1` gives `/<namespace>/c1`) cannot be told apart from
-//! any other two-level path, so a bare id is only accepted under a namespace known to be
-//! containerd's or docker's (`k8s.io`, `moby`, `default`, `docker`) or when it is a 64-hex id;
-//! the engine attributes other ctr containers through their shim's argv (`-namespace`, `-id`).
+//! any other two-level path, so a non-hex id is only accepted under a parent known to name its
+//! engine (`k8s.io`, `default`, `docker/buildkit`, `kata_overhead`); the engine attributes other
+//! ctr containers through their shim's argv (`-namespace`, `-id`).
 
 use super::k8s_name::is_pod_uid;
 use super::Runtime;
@@ -18,6 +33,8 @@ use super::Runtime;
 /// What a cgroup path says about the process in it. All `None` / `false` for host cgroups.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CgroupInfo {
+    /// The engine that made the cgroup, when the path names it; `None` when it does not (a
+    /// bare id, kata's cgroups, a runc started by hand).
     pub runtime: Option<Runtime>,
     /// Full container id as it appears in the path.
     pub container_id: Option<String>,
@@ -26,8 +43,16 @@ pub struct CgroupInfo {
     /// `"guaranteed"`, `"burstable"` or `"besteffort"`.
     pub qos: Option<String>,
     /// The path is a runtime monitor's cgroup (`crio-conmon-<id>.scope`,
-    /// `libpod-conmon-<id>.scope`, podman's shared `.../conmon`), not the container's.
+    /// `libpod-conmon-<id>.scope`, podman's shared `.../conmon` and split-mode `.../runtime`),
+    /// not the container's. cri-o's conmon-rs (one per pod) lives in the infra container's
+    /// monitor scope, so its `container_id` is the pod sandbox id.
     pub conmon: bool,
+    /// The path belongs to a pod sandbox as a whole, not to one container: kata's sandbox
+    /// cgroup (`kata_<sandbox cgroup name>`: the VM's vCPU threads, and with
+    /// `sandbox_cgroup_only` also the hypervisor, virtiofsd and the shim) and its overhead
+    /// cgroup (`kata_overhead/<sandbox id>`: everything but the vCPU threads). The containers
+    /// themselves run inside the VM; `container_id` is `None`.
+    pub sandbox_id: Option<String>,
 }
 
 /// QoS classes that have their own cgroup level; guaranteed pods sit directly under kubepods.
@@ -37,85 +62,158 @@ const QOS_GUARANTEED: &str = "guaranteed";
 /// (systemd: `kubepods.slice`, or `kubelet-kubepods.slice` under a custom `--cgroup-root`).
 const KUBEPODS: &str = "kubepods";
 const SLICE_SUFFIX: &str = ".slice";
+const SCOPE_SUFFIX: &str = ".scope";
 const POD_PREFIX: &str = "pod";
 
-/// How a component (with its parent) names a container.
+/// What the processes of a matched cgroup are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Holds {
+    /// A container's own processes.
+    Container,
+    /// A runtime monitor (conmon, conmon-rs, podman's split-mode `runtime`).
+    Monitor,
+    /// A pod sandbox's host-side processes (kata's VM), not one container.
+    Sandbox,
+}
+
+/// How the id part of a component is checked.
+#[derive(Clone, Copy, Debug)]
+enum IdRule {
+    /// 64 hex digits: the ids docker, cri-o, podman and containerd's CRI generate.
+    Hex64,
+    /// 64 hex digits, optionally followed by `.scope`.
+    Hex64OrScope,
+    /// containerd's identifier rule (`ctr run ... c1`, kata's sandbox ids).
+    Containerd,
+}
+
+/// How a component (with its parents) names a container.
 #[derive(Clone, Copy, Debug)]
 enum Shape {
-    /// `<prefix><id><suffix>` in one component; the id is letters and digits for systemd scopes,
-    /// 64 hex digits for suffix-less cgroupfs names.
-    Affixed {
-        prefix: &'static str,
-        suffix: &'static str,
+    /// OCI `cgroupsPath` `slice:prefix:id` as a systemd cgroup manager makes it:
+    /// `<prefix>-<id>.scope`; or as a cgroupfs manager takes it, literally one directory
+    /// `<slice>:<prefix>:<id>` (whose slice also gives the pod). The id is letters and digits.
+    Unit(&'static str),
+    /// A cgroupfs directory `<prefix><64 hex>`.
+    Dir(&'static str),
+    /// A directory with exactly this name and no id; when `parent_suffixes` is not empty, its
+    /// parent's name must end with one of them.
+    Named {
+        name: &'static str,
+        parent_suffixes: &'static [&'static str],
     },
-    /// A component with exactly this name and no id (podman's shared conmon cgroup).
-    Named(&'static str),
-    /// `<parent>/<id>`: the id is a containerd-style identifier under a known parent.
-    UnderParent(&'static str),
-    /// `pod<uid>/<64 hex>`: the kubelet's cgroupfs layout (containerd or docker).
-    UnderPod,
-    /// `<anything>/<64 hex>`: containerd's default `/<namespace>/<id>`.
+    /// `[<grandparent>/]<parent>/<id>`.
+    Under {
+        parent: &'static str,
+        grandparent: Option<&'static str>,
+        id: IdRule,
+    },
+    /// kata's sandbox cgroup: `<prefix>` followed by what the sandbox container's cgroup would
+    /// have been named (matched against the `Holds::Container` rows); gives `sandbox_id`.
+    Renamed(&'static str),
+    /// A literal `<slice>:<prefix>:<id>` whose prefix no `Unit` row knows: a container (the
+    /// form is only ever a systemd cgroupsPath) whose runtime the path does not name.
+    AnyTriple,
+    /// `<any parent or the root>/<64 hex>`: a container whose path does not name its runtime.
     BareHex64,
 }
 
 struct ContainerPattern {
     shape: Shape,
     runtime: Option<Runtime>,
-    conmon: bool,
+    holds: Holds,
 }
 
-const fn pattern(shape: Shape, runtime: Option<Runtime>, conmon: bool) -> ContainerPattern {
+const fn row(shape: Shape, runtime: Option<Runtime>, holds: Holds) -> ContainerPattern {
     ContainerPattern {
         shape,
         runtime,
-        conmon,
+        holds,
     }
 }
 
-const fn affixed(prefix: &'static str, suffix: &'static str) -> Shape {
-    Shape::Affixed { prefix, suffix }
+const fn under(parent: &'static str, id: IdRule) -> Shape {
+    Shape::Under {
+        parent,
+        grandparent: None,
+        id,
+    }
 }
 
-const SCOPE: &str = ".scope";
+const CRIO: Option<Runtime> = Some(Runtime::Crio);
+const CONTAINERD: Option<Runtime> = Some(Runtime::Containerd);
+const DOCKER: Option<Runtime> = Some(Runtime::Docker);
+const PODMAN: Option<Runtime> = Some(Runtime::Podman);
+const UNKNOWN: Option<Runtime> = None;
+use Holds::{Container, Monitor, Sandbox};
 
-/// Ordered: the first pattern that matches a component wins (monitor scopes before container
-/// scopes; ids are letters and digits only, so `crio-conmon-x.scope` cannot be misread anyway).
+/// Ordered: the first row that matches a component wins. Sources for every row are listed in
+/// `docs/attribution.md`.
 const CONTAINER_PATTERNS: &[ContainerPattern] = &[
-    // systemd cgroup manager: one transient scope per container / monitor.
-    pattern(affixed("crio-conmon-", SCOPE), Some(Runtime::Crio), true),
-    pattern(affixed("crio-", SCOPE), Some(Runtime::Crio), false),
-    pattern(
-        affixed("cri-containerd-", SCOPE),
-        Some(Runtime::Containerd),
-        false,
-    ),
-    pattern(affixed("docker-", SCOPE), Some(Runtime::Docker), false),
-    pattern(
-        affixed("libpod-conmon-", SCOPE),
-        Some(Runtime::Podman),
-        true,
-    ),
-    pattern(affixed("libpod-", SCOPE), Some(Runtime::Podman), false),
-    // cgroupfs manager: the same names without the systemd suffix.
-    pattern(affixed("crio-conmon-", ""), Some(Runtime::Crio), true),
-    pattern(affixed("crio-", ""), Some(Runtime::Crio), false),
-    pattern(affixed("libpod-", ""), Some(Runtime::Podman), false),
+    // systemd units (and their literal cgroupfs twins), by the cgroupsPath prefix each
+    // engine passes (or the unit name it asks systemd for).
+    row(Shape::Unit("crio-conmon"), CRIO, Monitor),
+    row(Shape::Unit("crio"), CRIO, Container),
+    row(Shape::Unit("cri-containerd"), CONTAINERD, Container),
+    row(Shape::Unit("docker"), DOCKER, Container),
+    row(Shape::Unit("libpod-conmon"), PODMAN, Monitor),
+    row(Shape::Unit("libpod"), PODMAN, Container),
+    row(Shape::Unit("nerdctl"), CONTAINERD, Container),
+    // runc / runsc without a cgroupsPath: ":runc:<id>" / ":runsc:<id>" (no engine).
+    row(Shape::Unit("runc"), UNKNOWN, Container),
+    row(Shape::Unit("runsc"), UNKNOWN, Container),
+    // kata runtime-rs overhead cgroup under systemd: "kata-overhead.slice:runtime-rs:<sandbox>".
+    row(Shape::Unit("runtime-rs"), UNKNOWN, Sandbox),
+    // cgroupfs names chosen by cri-o and podman.
+    row(Shape::Dir("crio-conmon-"), CRIO, Monitor),
+    row(Shape::Dir("crio-"), CRIO, Container),
+    row(Shape::Dir("libpod-payload-"), PODMAN, Container),
+    row(Shape::Dir("libpod-"), PODMAN, Container),
     // podman (cgroupfs) puts every conmon in <cgroup parent>/conmon, e.g. /libpod_parent/conmon.
-    pattern(Shape::Named("conmon"), Some(Runtime::Podman), true),
-    pattern(Shape::UnderParent("docker"), Some(Runtime::Docker), false),
-    pattern(
-        Shape::UnderParent("k8s.io"),
-        Some(Runtime::Containerd),
-        false,
+    row(
+        Shape::Named {
+            name: "conmon",
+            parent_suffixes: &[],
+        },
+        PODMAN,
+        Monitor,
     ),
-    pattern(Shape::UnderParent("moby"), Some(Runtime::Containerd), false),
-    pattern(
-        Shape::UnderParent("default"),
-        Some(Runtime::Containerd),
-        false,
+    // podman --cgroups=split moves itself and conmon to <own unit>/runtime.
+    row(
+        Shape::Named {
+            name: "runtime",
+            parent_suffixes: &[".service", ".scope"],
+        },
+        PODMAN,
+        Monitor,
     ),
-    pattern(Shape::UnderPod, None, false),
-    pattern(Shape::BareHex64, Some(Runtime::Containerd), false),
+    // kata: the renamed sandbox cgroup and the overhead cgroups.
+    row(Shape::Renamed("kata_"), UNKNOWN, Sandbox),
+    row(under("kata_overhead", IdRule::Containerd), UNKNOWN, Sandbox),
+    row(
+        under("kata_sandboxed_pod", IdRule::Containerd),
+        UNKNOWN,
+        Sandbox,
+    ),
+    // Engines' cgroupfs parents and containerd namespaces that name their engine.
+    row(under("docker", IdRule::Hex64OrScope), DOCKER, Container),
+    row(
+        Shape::Under {
+            parent: "buildkit",
+            grandparent: Some("docker"),
+            id: IdRule::Containerd,
+        },
+        DOCKER,
+        Container,
+    ),
+    row(under("moby", IdRule::Hex64), DOCKER, Container),
+    row(under("k8s.io", IdRule::Containerd), CONTAINERD, Container),
+    row(under("default", IdRule::Containerd), CONTAINERD, Container),
+    row(Shape::AnyTriple, UNKNOWN, Container),
+    // Anything else with a 64-hex leaf: a container, runtime unknown (containerd's
+    // /<namespace>/<id>, the kubelet's cgroupfs /kubepods/<qos>/pod<uid>/<id> for containerd
+    // and docker, runc's default <own cgroup>/<id>, docker --cgroup-parent).
+    row(Shape::BareHex64, UNKNOWN, Container),
 ];
 
 /// What a kubepods component says.
@@ -130,9 +228,50 @@ enum PodLevel<'a> {
     },
 }
 
+/// A matched component.
+struct Found<'a> {
+    runtime: Option<Runtime>,
+    holds: Holds,
+    id: Option<&'a str>,
+}
+
+/// A component and its surroundings.
+#[derive(Clone, Copy)]
+struct Ctx<'a> {
+    comp: &'a str,
+    parent: Option<&'a str>,
+    grandparent: Option<&'a str>,
+    /// The literal systemd `cgroupsPath` split in three, if the component is one.
+    triple: Option<Triple<'a>>,
+}
+
+/// `<slice>:<prefix>:<name>`, the systemd cgroupsPath form, as one directory.
+#[derive(Clone, Copy, Debug)]
+struct Triple<'a> {
+    slice: &'a str,
+    prefix: &'a str,
+    name: &'a str,
+}
+
+/// runc splits a systemd cgroupsPath into exactly three parts; kata recognises the form by a
+/// slice ending in `.slice` (`resourcecontrol.IsSystemdCgroup`); both are required here.
+fn systemd_triple(comp: &str) -> Option<Triple<'_>> {
+    let mut parts = comp.split(':');
+    let (slice, prefix, name) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() || !slice.ends_with(SLICE_SUFFIX) || prefix.is_empty() {
+        return None;
+    }
+    Some(Triple {
+        slice,
+        prefix,
+        name,
+    })
+}
+
 /// Parses a cgroup path. Accepts a bare path (`/kubepods.slice/...`), a whole
-/// `/proc/PID/cgroup` line (`0::/path`, `4:memory:/path`), a mount-prefixed path
-/// (`/sys/fs/cgroup/unified/...`) and the ` (deleted)` suffix of removed cgroups.
+/// `/proc/PID/cgroup` line (`0::/path`, `4:memory:/path`, `1:name=systemd:/path`), a
+/// mount-prefixed path (`/sys/fs/cgroup/unified/...`) and the ` (deleted)` suffix of removed
+/// cgroups.
 pub fn parse_cgroup_path(path: &str) -> CgroupInfo {
     let path = strip_proc_cgroup_prefix(path);
     let path = path.strip_suffix(" (deleted)").unwrap_or(path);
@@ -141,14 +280,17 @@ pub fn parse_cgroup_path(path: &str) -> CgroupInfo {
     let mut info = CgroupInfo::default();
     let mut in_kubepods = false;
     let mut pod_found = false;
-    let mut parent_is_pod = false;
-    for (i, comp) in comps.iter().enumerate() {
+    for (i, &comp) in comps.iter().enumerate() {
         let parent = i.checked_sub(1).and_then(|p| comps.get(p)).copied();
         let grandparent = i.checked_sub(2).and_then(|p| comps.get(p)).copied();
+        let triple = systemd_triple(comp);
 
-        if let Some(level) = pod_level(comp, parent, grandparent, in_kubepods) {
+        // A literal "<pod slice>:<prefix>:<id>" names the pod and the container at once.
+        let level_name = triple.map_or(comp, |t| t.slice);
+        let level = pod_level(level_name, parent, grandparent, in_kubepods);
+        let is_level = level.is_some();
+        if let Some(level) = level {
             in_kubepods = true;
-            parent_is_pod = matches!(level, PodLevel::Pod { .. });
             match level {
                 PodLevel::Root => {}
                 PodLevel::Qos(q) => info.qos = Some(q.to_owned()),
@@ -160,18 +302,29 @@ pub fn parse_cgroup_path(path: &str) -> CgroupInfo {
                     pod_found = true;
                 }
             }
+        }
+        if is_level && triple.is_none() {
             continue;
         }
 
-        let found = CONTAINER_PATTERNS
+        let ctx = Ctx {
+            comp,
+            parent,
+            grandparent,
+            triple,
+        };
+        if let Some(found) = CONTAINER_PATTERNS
             .iter()
-            .find_map(|pat| match_container(pat, comp, parent, parent_is_pod).map(|id| (pat, id)));
-        if let Some((pat, id)) = found {
-            info.runtime = pat.runtime;
-            info.container_id = id.map(str::to_owned);
-            info.conmon = pat.conmon;
+            .find_map(|pat| match_row(pat, ctx))
+        {
+            let id = found.id.map(str::to_owned);
+            info.runtime = found.runtime;
+            info.conmon = found.holds == Monitor;
+            (info.container_id, info.sandbox_id) = match found.holds {
+                Sandbox => (None, id),
+                Container | Monitor => (id, None),
+            };
         }
-        parent_is_pod = false;
     }
     if pod_found && info.qos.is_none() {
         info.qos = Some(QOS_GUARANTEED.to_owned());
@@ -248,37 +401,90 @@ fn pod_uid(comp: &str) -> Option<String> {
     is_pod_uid(&uid).then_some(uid)
 }
 
-/// `Some(Some(id))` for a container match, `Some(None)` for an id-less match (podman's shared
-/// conmon cgroup), `None` when the pattern does not apply.
-fn match_container<'a>(
-    pat: &ContainerPattern,
-    comp: &'a str,
-    parent: Option<&str>,
-    parent_is_pod: bool,
-) -> Option<Option<&'a str>> {
+/// What `pat` says about the component in `ctx`, if it applies.
+fn match_row<'a>(pat: &ContainerPattern, ctx: Ctx<'a>) -> Option<Found<'a>> {
+    let found = |id: Option<&'a str>| Found {
+        runtime: pat.runtime,
+        holds: pat.holds,
+        id,
+    };
     match pat.shape {
-        Shape::Affixed { prefix, suffix } => {
-            let id = comp.strip_prefix(prefix)?.strip_suffix(suffix)?;
-            // A systemd scope's runtime prefix and suffix are distinctive enough for any id;
-            // a bare cgroupfs directory name (`crio-x`) must carry a real 64-hex id.
-            let valid = if suffix.is_empty() {
-                is_hex64(id)
-            } else {
-                is_alnum_id(id)
+        Shape::Unit(prefix) => {
+            let id = match ctx.triple {
+                Some(t) => (t.prefix == prefix).then_some(t.name)?,
+                None => ctx
+                    .comp
+                    .strip_prefix(prefix)?
+                    .strip_prefix('-')?
+                    .strip_suffix(SCOPE_SUFFIX)?,
             };
-            valid.then_some(Some(id))
+            is_unit_id(id).then(|| found(Some(id)))
         }
-        Shape::Named(name) => (comp == name).then_some(None),
-        Shape::UnderParent(p) => {
-            (parent == Some(p) && is_containerd_id(comp)).then_some(Some(comp))
+        Shape::Dir(prefix) => {
+            let id = ctx.comp.strip_prefix(prefix)?;
+            is_hex64(id).then(|| found(Some(id)))
         }
-        Shape::UnderPod => (parent_is_pod && is_hex64(comp)).then_some(Some(comp)),
-        Shape::BareHex64 => (parent.is_some() && is_hex64(comp)).then_some(Some(comp)),
+        Shape::Named {
+            name,
+            parent_suffixes,
+        } => {
+            let parent_ok = parent_suffixes.is_empty()
+                || ctx
+                    .parent
+                    .is_some_and(|p| parent_suffixes.iter().any(|s| p.ends_with(s)));
+            (ctx.comp == name && parent_ok).then(|| found(None))
+        }
+        Shape::Under {
+            parent,
+            grandparent,
+            id: rule,
+        } => {
+            if ctx.parent != Some(parent) || grandparent.is_some_and(|g| ctx.grandparent != Some(g))
+            {
+                return None;
+            }
+            id_by_rule(ctx.comp, rule).map(|id| found(Some(id)))
+        }
+        Shape::Renamed(prefix) => {
+            // The rest is matched as the sandbox container's own cgroup name would be.
+            let inner = Ctx {
+                comp: ctx.comp.strip_prefix(prefix)?,
+                triple: None,
+                ..ctx
+            };
+            let (runtime, id) = CONTAINER_PATTERNS
+                .iter()
+                .filter(|p| p.holds == Container && !matches!(p.shape, Shape::Renamed(_)))
+                .find_map(|p| match_row(p, inner))
+                .and_then(|f| Some((f.runtime, f.id?)))?;
+            Some(Found {
+                runtime,
+                holds: pat.holds,
+                id: Some(id),
+            })
+        }
+        Shape::AnyTriple => ctx
+            .triple
+            .filter(|t| is_unit_id(t.name))
+            .map(|t| found(Some(t.name))),
+        Shape::BareHex64 => is_hex64(ctx.comp).then(|| found(Some(ctx.comp))),
     }
 }
 
-/// Runtime-generated ids in scope names: letters and digits (real ones are 64 hex).
-fn is_alnum_id(s: &str) -> bool {
+fn id_by_rule(s: &str, rule: IdRule) -> Option<&str> {
+    match rule {
+        IdRule::Hex64 => is_hex64(s).then_some(s),
+        IdRule::Hex64OrScope => {
+            let id = s.strip_suffix(SCOPE_SUFFIX).unwrap_or(s);
+            is_hex64(id).then_some(id)
+        }
+        IdRule::Containerd => is_containerd_id(s).then_some(s),
+    }
+}
+
+/// The id part of a systemd unit (or of a literal cgroupsPath): letters and digits (real ones
+/// are 64 hex; systemd would escape anything else).
+fn is_unit_id(s: &str) -> bool {
     !s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_alphanumeric())
 }
 

@@ -1,5 +1,5 @@
-//! Runtime helpers recognised by their exec'd name and argv: conmon, containerd shims, runc and
-//! crun. Each helper has a table of its options (so option values are skipped exactly as the
+//! Runtime helpers recognised by their exec'd name and argv: conmon, conmon-rs, containerd
+//! shims, runc and crun. Each helper has a table of its options (so option values are skipped exactly as the
 //! helper's own parser would) and a small function that turns the scan into a [`Helper`].
 
 use super::argv_scan::{opt, scan, Dialect, OptSpec, Scanned};
@@ -11,7 +11,8 @@ pub use super::k8s_name::K8sName;
 )]
 #[serde(rename_all = "lowercase")]
 pub enum HelperKind {
-    /// conmon: one per container (and per `exec` session), parent of the container's init.
+    /// conmon: one per container (and per `exec` session), parent of the container's init;
+    /// also conmon-rs (`conmonrs`), one per pod ([`Helper::pod_level`]).
     Conmon,
     /// A containerd shim (`containerd-shim-runc-v2`, `containerd-shim`, ...).
     Shim,
@@ -43,6 +44,14 @@ pub struct Helper {
     pub runtime_command: Option<String>,
     /// conmon `-e`/`--exec`: this conmon watches an exec session, not the container's init.
     pub exec: bool,
+    /// The helper serves a whole pod, not one container: conmon-rs, which cri-o starts once
+    /// per pod sandbox (`runtime_type = "pod"`) and which then runs every container of the pod.
+    /// `container_id` is `None` for it.
+    pub pod_level: bool,
+    /// The pod sandbox a pod-level helper works for, when argv says it: conmon-rs
+    /// `--runtime-dir <graph root>/<driver>-containers/<sandbox id>/userdata` (cri-o passes the
+    /// infra container's storage directory) and `conmonrs pause --pod-id <id>`.
+    pub sandbox_id: Option<String>,
 }
 
 impl Helper {
@@ -57,6 +66,8 @@ impl Helper {
             log_path: None,
             runtime_command: None,
             exec: false,
+            pod_level: false,
+            sandbox_id: None,
         }
     }
 }
@@ -91,6 +102,12 @@ const HELPERS: &[HelperSpec] = &[
         name: NameMatch::Exact("conmon"),
         kind: HelperKind::Conmon,
         parse: parse_conmon,
+    },
+    // conmon-rs installs as "conmonrs" (its Go client's binaryName).
+    HelperSpec {
+        name: NameMatch::Exact("conmonrs"),
+        kind: HelperKind::Conmon,
+        parse: parse_conmonrs,
     },
     HelperSpec {
         name: NameMatch::Prefix("containerd-shim"),
@@ -256,6 +273,89 @@ fn conmon_log_path(s: &Scanned<'_, Conmon>) -> Option<String> {
         })
     };
     non_empty(file.or_else(other))
+}
+
+// ---------------------------------------------------------------------------------------------
+// conmon-rs (clap). Table from conmon-rs server/src/config.rs (v0.1 to v1.x): global options,
+// then an optional `pause` subcommand; `--cgroup-manager`/`-c` existed until v1.0 (hidden and
+// ignored from v0.6). The arguments cri-o passes come from the Go client's `toArgs`:
+// `--runtime`, `--runtime-dir`, `--runtime-root`, `--log-level`, `--log-driver`,
+// `--enable-tracing`, `--tracing-endpoint`.
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ConmonRs {
+    Runtime,
+    RuntimeDir,
+    PodId,
+    Other,
+}
+
+const CONMONRS_OPTS: &[OptSpec<ConmonRs>] = &[
+    opt("runtime", Some('r'), true, ConmonRs::Runtime),
+    opt("runtime-dir", None, true, ConmonRs::RuntimeDir),
+    opt("runtime-root", None, true, ConmonRs::Other),
+    opt("log-level", Some('l'), true, ConmonRs::Other),
+    opt("log-driver", Some('d'), true, ConmonRs::Other),
+    opt("cgroup-manager", Some('c'), true, ConmonRs::Other),
+    opt("skip-fork", None, false, ConmonRs::Other),
+    opt("enable-tracing", Some('e'), false, ConmonRs::Other),
+    opt("tracing-endpoint", Some('t'), true, ConmonRs::Other),
+    // `--version [full]` takes an optional value; read as a flag, a following "full" is a
+    // positional (not a known subcommand, so ignored).
+    opt("version", Some('v'), false, ConmonRs::Other),
+    opt("version-json", Some('j'), false, ConmonRs::Other),
+    opt("vj", None, false, ConmonRs::Other),
+    opt("help", Some('h'), false, ConmonRs::Other),
+];
+
+/// `conmonrs pause`: the process conmon-rs forks to hold a pod's namespaces.
+const CONMONRS_PAUSE_OPTS: &[OptSpec<ConmonRs>] = &[
+    opt("pod-id", None, true, ConmonRs::PodId),
+    opt("base-path", Some('p'), true, ConmonRs::Other),
+    // v0.1: `--path`/`-p`.
+    opt("path", None, true, ConmonRs::Other),
+    opt("uid-mappings", Some('u'), true, ConmonRs::Other),
+    opt("gid-mappings", Some('g'), true, ConmonRs::Other),
+    opt("ipc", None, false, ConmonRs::Other),
+    opt("pid", None, false, ConmonRs::Other),
+    opt("net", None, false, ConmonRs::Other),
+    opt("user", None, false, ConmonRs::Other),
+    opt("uts", None, false, ConmonRs::Other),
+    opt("help", Some('h'), false, ConmonRs::Other),
+];
+
+const CONMONRS_PAUSE: &str = "pause";
+
+fn parse_conmonrs(h: &mut Helper, args: &[String]) {
+    h.pod_level = true;
+    let s = scan(args, CONMONRS_OPTS, Dialect::Clap);
+    h.runtime_path = non_empty(s.last(ConmonRs::Runtime));
+    h.sandbox_id = s
+        .last(ConmonRs::RuntimeDir)
+        .and_then(storage_container_id)
+        .map(str::to_owned);
+    if s.positionals.first() == Some(&CONMONRS_PAUSE) {
+        h.runtime_command = Some(CONMONRS_PAUSE.to_owned());
+        let sub_args = args.get(s.tail_start + 1..).unwrap_or_default();
+        let p = scan(sub_args, CONMONRS_PAUSE_OPTS, Dialect::Clap);
+        h.sandbox_id = non_empty(p.last(ConmonRs::PodId)).or(h.sandbox_id.take());
+    }
+}
+
+/// The container id in a containers/storage directory,
+/// `<root>/<driver>-containers/<64 hex id>/userdata`.
+fn storage_container_id(dir: &str) -> Option<&str> {
+    let comps: Vec<&str> = dir.split('/').filter(|c| !c.is_empty()).collect();
+    match comps.as_slice() {
+        [.., store, id, "userdata"]
+            if store.ends_with("-containers")
+                && id.len() == 64
+                && id.bytes().all(|b| b.is_ascii_hexdigit()) =>
+        {
+            Some(id)
+        }
+        _ => None,
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

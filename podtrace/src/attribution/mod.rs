@@ -5,8 +5,8 @@
 //!
 //! - [`parse_cgroup_path`] reads a cgroup path (as in `/proc/PID/cgroup`, with or without the
 //!   `N:controllers:` prefix) and says which runtime, container and pod it names.
-//! - [`parse_helper`] reads the exec'd filename and argv of a runtime helper (conmon, a
-//!   containerd shim, runc or crun) and says which container and pod it works for.
+//! - [`parse_helper`] reads the exec'd filename and argv of a runtime helper (conmon,
+//!   conmon-rs, a containerd shim, runc or crun) and says which container and pod it works for.
 
 mod argv_scan;
 pub mod cgroup_path;

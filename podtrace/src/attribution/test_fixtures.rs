@@ -7,6 +7,8 @@ use serde::Deserialize;
 pub const SEED_NODE: &str = include_str!("../../tests/fixtures/seed-node.txt");
 /// conmon / shim / runc argv and cgroups captured from real podman and containerd on the lab machine.
 pub const LAB_RUNTIMES: &str = include_str!("../../tests/fixtures/lab-runtimes.jsonl");
+/// Real runc containers whose cgroupsPath had the systemd form, captured on the lab machine.
+pub const LAB_LAYOUTS: &str = include_str!("../../tests/fixtures/lab-layouts.jsonl");
 
 /// The lines of a `# Section: <title...>` block of [`SEED_NODE`], without the header line and
 /// without blank lines.
@@ -58,6 +60,34 @@ pub fn lab_records() -> Vec<LabRecord> {
         .map(|l| {
             serde_json::from_str(l)
                 .unwrap_or_else(|e| panic!("lab-runtimes.jsonl line {l:.80}...: {e}"))
+        })
+        .collect()
+}
+
+#[derive(Debug, Deserialize)]
+pub struct LayoutTruth {
+    pub container_id: String,
+    pub pod_uid: String,
+    pub qos: String,
+}
+
+/// One container of [`LAB_LAYOUTS`]: the cgroupsPath runc was given and /proc/PID/cgroup.
+#[derive(Debug, Deserialize)]
+pub struct LayoutRecord {
+    pub file: String,
+    pub pid: u32,
+    pub cgroup: Vec<String>,
+    pub cgroups_path: String,
+    pub truth: LayoutTruth,
+}
+
+pub fn layout_records() -> Vec<LayoutRecord> {
+    LAB_LAYOUTS
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| {
+            serde_json::from_str(l)
+                .unwrap_or_else(|e| panic!("lab-layouts.jsonl line {l:.80}...: {e}"))
         })
         .collect()
 }

@@ -100,6 +100,10 @@ fn seed_conmon_lines_give_container_and_pod() {
         assert_eq!(k8s.namespace, "openshift-monitoring", "pid {pid}");
         assert_eq!(k8s.attempt, Some(0), "pid {pid}");
         assert!(!h.exec, "pid {pid} is not an exec session");
+        assert!(
+            !h.pod_level && h.sandbox_id.is_none(),
+            "pid {pid}: one conmon per container"
+        );
         assert!(h.runtime_command.is_none() && h.namespace.is_none());
         // "--runtime-arg --root=/run/runc" must not be read as an option of conmon's own.
         assert_eq!(
@@ -439,6 +443,66 @@ fn conmon_malformed_values() {
         .is_some_and(|h| h.kind == HelperKind::Conmon && h.container_id.is_none()));
 }
 
+// ---- conmon-rs -------------------------------------------------------------------------------
+
+const SB: &str = "76140a26677b1512e18864b5c1bfb31a2847d581721a64cd7f7633fb2a62ab66";
+
+#[test]
+fn conmonrs_is_a_pod_level_monitor() {
+    let dir = format!("/var/lib/containers/storage/overlay-containers/{SB}/userdata");
+    // As cri-o's conmon-rs client builds argv (toArgs), old releases' --cgroup-manager, and
+    // clap's other spellings.
+    for line in [
+        format!("/usr/bin/conmonrs --runtime /usr/bin/crun --runtime-dir {dir} --runtime-root /run/crun --log-level info --log-driver systemd"),
+        format!("conmonrs --runtime=/usr/bin/crun --runtime-dir={dir} --log-level debug --cgroup-manager systemd --enable-tracing --tracing-endpoint http://127.0.0.1:4317"),
+        format!("conmonrs -r/usr/bin/crun -l info -d none -c cgroupfs --runtime-dir {dir}"),
+        format!("conmonrs -er=/usr/bin/crun --skip-fork --runtime-dir {dir} --runtime-root /run/runc"),
+        format!("conmonrs --runtime-dir {dir}/ -r /usr/bin/crun"),
+    ] {
+        let h = helper(&line);
+        assert_eq!(h.kind, HelperKind::Conmon, "{line}");
+        assert!(h.pod_level, "{line}");
+        assert_eq!(h.sandbox_id.as_deref(), Some(SB), "{line}");
+        assert_eq!(h.runtime_path.as_deref(), Some("/usr/bin/crun"), "{line}");
+        assert_eq!((h.container_id, h.k8s, h.name), (None, None, None), "{line}");
+        assert_eq!((h.runtime_command, h.exec), (None, false), "{line}");
+    }
+    // The namespace holder it forks (argv[0] is its own).
+    let h = helper(&format!(
+        "/usr/bin/conmonrs pause --base-path /var/run --pod-id={SB} --ipc --net --uts"
+    ));
+    assert_eq!(h.runtime_command.as_deref(), Some("pause"));
+    assert_eq!(h.sandbox_id.as_deref(), Some(SB));
+    assert!(h.pod_level);
+    let h = helper("conmonrs pause -p /var/run --user -u 0_1000_1 -g 0_1000_1 --pod-id abc");
+    assert_eq!(h.sandbox_id.as_deref(), Some("abc"));
+    // Option values are not options, and a directory that is not a storage one says nothing.
+    for line in [
+        "conmonrs --runtime /usr/bin/crun --runtime-dir /run/conmonrs/x",
+        "conmonrs --log-level --runtime-dir /var/lib/containers/storage/overlay-containers/ID/userdata",
+        "conmonrs --runtime-dir /var/lib/containers/storage/overlay/0123/userdata",
+        "conmonrs --runtime-dir",
+        "conmonrs --version full",
+        "conmonrs",
+    ] {
+        let h = helper(line);
+        assert!(h.pod_level && h.sandbox_id.is_none(), "{line}: {h:?}");
+        assert_eq!(h.runtime_command, None, "{line}");
+    }
+    let h = helper(&format!("conmonrs --log-level --runtime-dir -r {dir}"));
+    assert_eq!(
+        (h.runtime_path.as_deref(), h.sandbox_id),
+        (Some(dir.as_str()), None),
+        "--log-level swallows --runtime-dir; -r then takes the directory"
+    );
+    for (exe, line) in [
+        ("conmon-rs", "conmon-rs -r x"),
+        ("conmonrs.sh", "conmonrs.sh -r x"),
+    ] {
+        assert_eq!(parse_helper(exe, &argv(line)), None, "{exe}");
+    }
+}
+
 // ---- shims -----------------------------------------------------------------------------------
 
 #[test]
@@ -559,6 +623,7 @@ fn fuzz_random_argv_never_panics_and_only_reports_what_is_there() {
     const EXES: &[&str] = &[
         "conmon",
         "/usr/bin/conmon",
+        "conmonrs",
         "runc",
         "crun",
         "containerd-shim-runc-v2",
@@ -610,9 +675,20 @@ fn fuzz_random_argv_never_panics_and_only_reports_what_is_there() {
         "journald:",
         "0",
         "-1",
+        "--runtime-dir",
+        "--runtime-dir=/var/lib/containers/storage/overlay-containers/a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90/userdata",
+        "/var/lib/containers/storage/overlay-containers/a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90/userdata",
+        "/x-containers/0/userdata",
+        "pause",
+        "--pod-id",
+        "--pod-id=",
+        "-rX",
+        "-er=",
+        "-l",
     ];
     let mut rng = Rng::new(0x5eed_a77b);
     let mut seen_some = 0;
+    let mut pod_sandboxes = 0;
     for _ in 0..20_000 {
         let exe = rng.pick(EXES);
         let n = rng.below(12);
@@ -630,6 +706,7 @@ fn fuzz_random_argv_never_panics_and_only_reports_what_is_there() {
             &h.namespace,
             &h.log_path,
             &h.runtime_command,
+            &h.sandbox_id,
         ]
         .into_iter()
         .flatten()
@@ -640,6 +717,15 @@ fn fuzz_random_argv_never_panics_and_only_reports_what_is_there() {
                 "{a:?}: {v:?} is not in argv"
             );
         }
+        assert_eq!(
+            h.pod_level,
+            exe == "conmonrs",
+            "{a:?}: only conmon-rs is pod-level"
+        );
+        if h.sandbox_id.is_some() {
+            assert!(h.pod_level && h.container_id.is_none(), "{a:?}: {h:?}");
+            pod_sandboxes += 1;
+        }
         if let Some(k) = &h.k8s {
             for part in [&k.container, &k.pod, &k.namespace, &k.pod_uid] {
                 assert!(!part.is_empty() && !part.contains('_'), "{a:?}: {k:?}");
@@ -649,5 +735,9 @@ fn fuzz_random_argv_never_panics_and_only_reports_what_is_there() {
     assert!(
         seen_some > 10_000,
         "the generator should mostly produce helpers"
+    );
+    assert!(
+        pod_sandboxes > 30,
+        "the generator should reach conmon-rs sandbox ids, got {pod_sandboxes}"
     );
 }
