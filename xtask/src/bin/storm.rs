@@ -47,7 +47,7 @@ enum Cmd {
     },
     /// N cycles of: mkdir `crio-<id>.scope` under every --parent, fork a child that writes "0"
     /// to each new cgroup.procs (joining them all) and execs the program, wait for it, rmdir
-    /// the cgroups. Writes {"created","failed","wall_ns","pids"} JSON.
+    /// the cgroups (after --linger-ms). Writes {"created","failed","wall_ns","pids"} JSON.
     Cgroups {
         /// Cgroups to create and remove, one after the other.
         #[arg(long, default_value_t = 1_000)]
@@ -64,6 +64,10 @@ enum Cmd {
         /// Number of the first cycle (ids stay unique over several runs with one tag).
         #[arg(long, default_value_t = 0)]
         first: u64,
+        /// Keep each cgroup this long after its process ended before removing it (runtimes
+        /// remove a container's cgroup after it ends; a tracer must see it exist to resolve it).
+        #[arg(long, default_value_t = 0)]
+        linger_ms: u64,
         /// Print "cgroups N" on stdout after every this many cycles (0: never).
         #[arg(long, default_value_t = 0)]
         progress_every: usize,
@@ -93,6 +97,7 @@ fn main() {
             parents,
             tag,
             first,
+            linger_ms,
             progress_every,
             out,
             program,
@@ -102,6 +107,7 @@ fn main() {
             parents,
             tag,
             first,
+            linger_ms,
             progress_every,
             out,
             program,
@@ -387,6 +393,7 @@ struct CgroupPlan {
     parents: Vec<PathBuf>,
     tag: u64,
     first: u64,
+    linger_ms: u64,
     progress_every: usize,
     out: PathBuf,
     program: Vec<String>,
@@ -457,6 +464,48 @@ fn create_cgroups(
     }
 }
 
+/// Cgroups whose process has ended, each removed once its time is up (or on drop).
+#[derive(Default)]
+struct Lingering(std::collections::VecDeque<(Instant, Vec<PathBuf>)>);
+
+impl Lingering {
+    fn push(&mut self, dirs: Vec<PathBuf>, due: Instant) {
+        self.0.push_back((due, dirs));
+    }
+
+    /// Removes every cgroup due by `now` (they are queued in the order they fall due).
+    fn remove_due(&mut self, now: Instant) -> Result<()> {
+        while self.0.front().is_some_and(|(due, _)| *due <= now) {
+            if let Some((_, dirs)) = self.0.pop_front() {
+                dirs.iter().try_for_each(|d| remove_cgroup(d))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits until the last one is due, removing each as it falls due.
+    fn remove_all(&mut self, linger: Duration) -> Result<()> {
+        while let Some(&(due, _)) = self.0.front() {
+            let now = Instant::now();
+            if due > now {
+                std::thread::sleep((due - now).min(linger));
+            }
+            self.remove_due(Instant::now())?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Lingering {
+    fn drop(&mut self) {
+        for (_, dirs) in self.0.drain(..) {
+            for d in dirs {
+                let _ = remove_cgroup(&d);
+            }
+        }
+    }
+}
+
 fn cgroups(plan: &CgroupPlan) -> Result<()> {
     check_rate(plan.rate)?;
     let program = program_or_true(plan.program.clone());
@@ -468,6 +517,8 @@ fn cgroups(plan: &CgroupPlan) -> Result<()> {
         .collect::<Result<Vec<_>>>()?;
     let mut pids = Vec::with_capacity(plan.count);
     let mut failed = 0;
+    let linger = Duration::from_millis(plan.linger_ms);
+    let mut lingering = Lingering::default();
     let start = Instant::now();
     let mut stdout = std::io::stdout().lock();
     for n in 0..plan.count {
@@ -486,10 +537,11 @@ fn cgroups(plan: &CgroupPlan) -> Result<()> {
             pids.push(pid);
             wait_child(pid)
         });
-        // Remove the cgroups whatever happened to the child (it has been reaped or not started).
-        let removed = dirs.iter().try_for_each(|d| remove_cgroup(d));
+        // Removed after the linger time whatever happened to the child (it has been reaped,
+        // or was not started); the guard removes them on every way out.
+        lingering.push(dirs, Instant::now() + linger);
         let status = ran?;
-        removed?;
+        lingering.remove_due(Instant::now())?;
         if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
             failed += 1;
         }
@@ -498,11 +550,13 @@ fn cgroups(plan: &CgroupPlan) -> Result<()> {
             let _ = writeln!(stdout, "cgroups {}", n + 1).and_then(|()| stdout.flush());
         }
     }
+    lingering.remove_all(linger)?;
     let wall = start.elapsed();
     let doc = serde_json::json!({
         "started": pids.len(),
         "failed": failed,
         "wall_ns": u64::try_from(wall.as_nanos()).unwrap_or(u64::MAX),
+        "linger_ms": plan.linger_ms,
         "hierarchies": plan.parents,
         "program": program,
         "pids": pids,
