@@ -338,7 +338,9 @@ fn with_run(old: &str, run: &str) -> String {
         None => format!(
             "# podtrace benchmarks\n\n`cargo xtask bench` runs the same exec storm with no tracer, podtrace, \
              podtrace --containers-only, bpftrace and forkstat, and measures podtrace's start-up and memory \
-             with many processes on the box. How and why: [docs/benchmarks.md](docs/benchmarks.md).\n\n\
+             with many processes on the box and under cgroup churn; `cargo xtask bench --soak` runs a million \
+             execs and 20,000 cgroups against one podtrace and plots its memory and CPU (plots in \
+             [docs/soak/](docs/soak/)). How and why: [docs/benchmarks.md](docs/benchmarks.md).\n\n\
              {MARKER}\n\n{run}{}{old}",
             if old.is_empty() { "" } else { "\n" }
         ),

@@ -95,10 +95,10 @@ fn draw(
     let judged = minutes(judged_from_s);
     mem.draw_series(LineSeries::new(
         [(judged, 0.0), (judged, mem_max * 1.15)],
-        BLACK.mix(0.3),
+        BLACK.mix(0.7).stroke_width(2),
     ))?
-    .label("flatness judged from here")
-    .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], BLACK.mix(0.3)));
+    .label("flatness judged from here on")
+    .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], BLACK.mix(0.7).stroke_width(2)));
     mem.configure_series_labels()
         .position(SeriesLabelPosition::LowerRight)
         .background_style(WHITE.mix(0.8))

@@ -34,7 +34,7 @@ const CALIBRATION: usize = 10_000;
 const RATE_SHARE: f64 = 0.5;
 /// Flat: the least-squares slope of VmRSS over the second half, per 100,000 events podtrace
 /// received, is at most this many KiB (docs/benchmarks.md says why this figure).
-pub const FLAT_KIB_PER_100K_EVENTS: f64 = 64.0;
+pub const FLAT_KIB_PER_100K_EVENTS: f64 = 32.0;
 
 /// Sizes and pace, from the command line.
 #[derive(Clone, Debug, Default)]
