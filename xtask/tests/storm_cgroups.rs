@@ -50,18 +50,28 @@ fn own_cgroup_dirs() -> Vec<(String, PathBuf)> {
     out
 }
 
+/// The directories in `dir`.
+fn subdirs(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("list {}: {e}", dir.display()))
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .collect()
+}
+
 /// Parent cgroups for the test, removed (with whatever storm left) on drop.
 struct Parents(Vec<PathBuf>);
 
 impl Drop for Parents {
     fn drop(&mut self) {
         for p in &self.0 {
-            if let Ok(entries) = std::fs::read_dir(p) {
-                for e in entries.flatten().filter(|e| e.path().is_dir()) {
-                    let _ = std::fs::remove_dir(e.path());
+            if p.is_dir() {
+                for d in subdirs(p) {
+                    let _ = std::fs::remove_dir(d);
                 }
+                let _ = std::fs::remove_dir(p);
             }
-            let _ = std::fs::remove_dir(p);
         }
     }
 }
@@ -155,12 +165,7 @@ fn children_run_in_a_new_cgroup_of_every_hierarchy_which_is_then_removed() {
         }
     }
     for p in &parents.0 {
-        let left: Vec<PathBuf> = std::fs::read_dir(p)
-            .unwrap_or_else(|e| panic!("list {}: {e}", p.display()))
-            .flatten()
-            .map(|e| e.path())
-            .filter(|e| e.is_dir())
-            .collect();
+        let left = subdirs(p);
         assert!(left.is_empty(), "cgroups left behind: {left:?}");
     }
 }
@@ -189,9 +194,6 @@ fn children_that_cannot_join_fail_the_run_and_leave_nothing() {
         (Some(2), Some(2)),
         "{r}"
     );
-    let left: Vec<_> = std::fs::read_dir(&parent)
-        .expect("list")
-        .flatten()
-        .collect();
+    let left = subdirs(&parent);
     assert!(left.is_empty(), "directories left behind: {left:?}");
 }

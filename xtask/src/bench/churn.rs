@@ -282,12 +282,7 @@ mod tests {
         assert_eq!(rows.len(), 4, "header and three samples:\n{t}");
         assert!(rows[1].starts_with("| 0 | 29.3 |"), "{t}");
         assert!(rows[2].contains("| 2048 |"), "{t}");
-        let cells: Vec<usize> = t
-            .lines()
-            .filter(|l| l.starts_with('|'))
-            .map(|l| l.matches('|').count())
-            .collect();
-        assert!(cells.windows(2).all(|w| w[0] == w[1]), "{t}");
+        report::assert_rectangular(&t);
         assert!(t.contains("(v2, memory)"), "{t}");
     }
 

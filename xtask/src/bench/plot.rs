@@ -50,6 +50,31 @@ pub fn soak_png(path: &Path, title: &str, points: &[Point], judged_from_s: f64) 
     draw(path, title, points, judged_from_s).map_err(|e| anyhow!("drawing {}: {e}", path.display()))
 }
 
+type Area<'a> = DrawingArea<BitMapBackend<'a>, plotters::coord::Shift>;
+type Chart<'a> = ChartContext<'a, BitMapBackend<'a>, Cartesian2d<Coord, Coord>>;
+type Coord = plotters::coord::types::RangedCoordf64;
+
+/// One panel: elapsed minutes across, 0 to 15% above `y_max` up, with its grid drawn.
+fn panel<'a>(
+    area: &Area<'a>,
+    x_max: f64,
+    y_max: f64,
+    y_desc: &str,
+) -> std::result::Result<Chart<'a>, Box<dyn std::error::Error>> {
+    let mut chart = ChartBuilder::on(area)
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0.0..x_max, 0.0..(y_max * 1.15).max(1.0))?;
+    chart
+        .configure_mesh()
+        .x_desc("elapsed (min)")
+        .y_desc(y_desc)
+        .label_style(("sans-serif", 14))
+        .draw()?;
+    Ok(chart)
+}
+
 fn draw(
     path: &Path,
     title: &str,
@@ -70,16 +95,7 @@ fn draw(
         .iter()
         .map(|p| p.hwm_mib.max(p.rss_mib))
         .fold(0.0, f64::max);
-    let mut mem = ChartBuilder::on(&top)
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(60)
-        .build_cartesian_2d(0.0..x_max, 0.0..(mem_max * 1.15).max(1.0))?;
-    mem.configure_mesh()
-        .x_desc("elapsed (min)")
-        .y_desc("MiB")
-        .label_style(("sans-serif", 14))
-        .draw()?;
+    let mut mem = panel(&top, x_max, mem_max, "MiB")?;
     mem.draw_series(LineSeries::new(
         points.iter().map(|p| (minutes(p.elapsed_s), p.rss_mib)),
         BLUE.stroke_width(2),
@@ -94,7 +110,7 @@ fn draw(
     .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], RED.mix(0.6)));
     let judged = minutes(judged_from_s);
     mem.draw_series(LineSeries::new(
-        [(judged, 0.0), (judged, mem_max * 1.15)],
+        [(judged, 0.0), (judged, (mem_max * 1.15).max(1.0))],
         BLACK.mix(0.7).stroke_width(2),
     ))?
     .label("flatness judged from here on")
@@ -107,16 +123,7 @@ fn draw(
         .draw()?;
 
     let cpu_max = points.iter().filter_map(|p| p.cpu_pct).fold(0.0, f64::max);
-    let mut cpu = ChartBuilder::on(&bottom)
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(60)
-        .build_cartesian_2d(0.0..x_max, 0.0..(cpu_max * 1.15).max(1.0))?;
-    cpu.configure_mesh()
-        .x_desc("elapsed (min)")
-        .y_desc("CPU % of one core")
-        .label_style(("sans-serif", 14))
-        .draw()?;
+    let mut cpu = panel(&bottom, x_max, cpu_max, "CPU % of one core")?;
     cpu.draw_series(LineSeries::new(
         points
             .iter()

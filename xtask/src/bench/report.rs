@@ -359,6 +359,21 @@ pub fn raw(samples: &[Sample]) -> String {
     t
 }
 
+/// Panics unless every table row of `text` has as many cells as the others (tests of every
+/// table the bench prints).
+#[cfg(test)]
+pub fn assert_rectangular(text: &str) {
+    let widths: Vec<usize> = text
+        .lines()
+        .filter(|l| l.starts_with('|'))
+        .map(|l| l.matches('|').count())
+        .collect();
+    assert!(
+        widths.windows(2).all(|w| w[0] == w[1]),
+        "rows differ in cell count {widths:?}:\n{text}"
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -382,18 +397,6 @@ mod tests {
             summary_kernel: None,
             settled: true,
         }
-    }
-
-    fn assert_rectangular(table: &str) {
-        let widths: Vec<usize> = table
-            .lines()
-            .filter(|l| l.starts_with('|'))
-            .map(|l| l.matches('|').count())
-            .collect();
-        assert!(
-            widths.windows(2).all(|w| w[0] == w[1]),
-            "rows differ in cell count {widths:?}:\n{table}"
-        );
     }
 
     #[test]

@@ -630,12 +630,7 @@ mod tests {
         let md = render(&s, "## head\n", "docs/soak/x.png");
         assert!(md.contains("![podtrace VmRSS, VmHWM and CPU over the soak](docs/soak/x.png)"));
         assert!(md.contains("soak: **FAIL**"), "growing RSS: {md}");
-        let cells: Vec<usize> = md
-            .lines()
-            .filter(|l| l.starts_with('|'))
-            .map(|l| l.matches('|').count())
-            .collect();
-        assert!(cells.windows(2).all(|w| w[0] == w[1]), "{md}");
+        report::assert_rectangular(&md);
     }
 
     #[test]

@@ -47,37 +47,8 @@ enum Cmd {
     },
     /// N cycles of: mkdir `crio-<id>.scope` under every --parent, fork a child that writes "0"
     /// to each new cgroup.procs (joining them all) and execs the program, wait for it, rmdir
-    /// the cgroups (after --linger-ms). Writes {"created","failed","wall_ns","pids"} JSON.
-    Cgroups {
-        /// Cgroups to create and remove, one after the other.
-        #[arg(long, default_value_t = 1_000)]
-        count: usize,
-        /// Cycles per second (default: as fast as possible).
-        #[arg(long)]
-        rate: Option<f64>,
-        /// The directory to create the cgroups in, one per hierarchy (repeat the option).
-        #[arg(long = "parent", required = true)]
-        parents: Vec<PathBuf>,
-        /// Container ids are 64 hex digits: this tag (16) then the cycle number (48).
-        #[arg(long, default_value_t = 0)]
-        tag: u64,
-        /// Number of the first cycle (ids stay unique over several runs with one tag).
-        #[arg(long, default_value_t = 0)]
-        first: u64,
-        /// Keep each cgroup this long after its process ended before removing it (runtimes
-        /// remove a container's cgroup after it ends; a tracer must see it exist to resolve it).
-        #[arg(long, default_value_t = 0)]
-        linger_ms: u64,
-        /// Print "cgroups N" on stdout after every this many cycles (0: never).
-        #[arg(long, default_value_t = 0)]
-        progress_every: usize,
-        /// Where to write the JSON result.
-        #[arg(long)]
-        out: PathBuf,
-        /// Program and arguments to exec in each cgroup (default: /bin/busybox true).
-        #[arg(trailing_var_arg = true)]
-        program: Vec<String>,
-    },
+    /// the cgroups (after --linger-ms). Writes {"started","failed","wall_ns","pids"} JSON.
+    Cgroups(CgroupPlan),
 }
 
 fn main() {
@@ -91,27 +62,7 @@ fn main() {
             program,
         } => run(count, workers, rate, &out, program),
         Cmd::Sleepers { count } => sleepers(count),
-        Cmd::Cgroups {
-            count,
-            rate,
-            parents,
-            tag,
-            first,
-            linger_ms,
-            progress_every,
-            out,
-            program,
-        } => cgroups(&CgroupPlan {
-            count,
-            rate,
-            parents,
-            tag,
-            first,
-            linger_ms,
-            progress_every,
-            out,
-            program,
-        }),
+        Cmd::Cgroups(plan) => cgroups(&plan),
     };
     if let Err(e) = result {
         eprintln!("storm: error: {e:#}");
@@ -387,15 +338,35 @@ fn sleepers(count: usize) -> Result<()> {
     Ok(())
 }
 
+#[derive(clap::Args)]
 struct CgroupPlan {
+    /// Cgroups to create and remove, one after the other.
+    #[arg(long, default_value_t = 1_000)]
     count: usize,
+    /// Cycles per second (default: as fast as possible).
+    #[arg(long)]
     rate: Option<f64>,
+    /// The directory to create the cgroups in, one per hierarchy (repeat the option).
+    #[arg(long = "parent", required = true)]
     parents: Vec<PathBuf>,
+    /// Container ids are 64 hex digits: this tag (16) then the cycle number (48).
+    #[arg(long, default_value_t = 0)]
     tag: u64,
+    /// Number of the first cycle (ids stay unique over several runs with one tag).
+    #[arg(long, default_value_t = 0)]
     first: u64,
+    /// Keep each cgroup this long after its process ended before removing it (runtimes
+    /// remove a container's cgroup after it ends; a tracer must see it exist to resolve it).
+    #[arg(long, default_value_t = 0)]
     linger_ms: u64,
+    /// Print "cgroups N" on stdout after every this many cycles (0: never).
+    #[arg(long, default_value_t = 0)]
     progress_every: usize,
+    /// Where to write the JSON result.
+    #[arg(long)]
     out: PathBuf,
+    /// Program and arguments to exec in each cgroup (default: /bin/busybox true).
+    #[arg(trailing_var_arg = true)]
     program: Vec<String>,
 }
 
