@@ -39,11 +39,31 @@ enum Cmd {
         #[arg(long)]
         filter: Option<String>,
     },
-    /// Benchmarks: the same exec storm with no tracer, podtrace and peers; writes BENCHMARKS.md.
+    /// Benchmarks: the same exec storm with no tracer, podtrace and peers, podtrace start-up
+    /// and cgroup churn; writes BENCHMARKS.md. `--soak`: the long run instead.
     Bench {
-        /// Short smoke run (CI): small storm, one repetition.
+        /// Short smoke run (CI): small storm, one repetition, small churn.
         #[arg(long)]
         quick: bool,
+        /// Only the cgroup churn section (prints; writes nothing).
+        #[arg(long, conflicts_with = "soak")]
+        churn: bool,
+        /// Cgroups for the churn (memory read at each quarter); default 20000, --quick 1000.
+        #[arg(long, value_name = "N")]
+        churn_cgroups: Option<usize>,
+        /// The soak: 1,000,000 paced execs and 20,000 cgroups against one podtrace, its memory
+        /// and CPU every 10 s; PASS/FAIL printed; the full sizes write BENCHMARKS.md and a plot.
+        #[arg(long, conflicts_with = "quick")]
+        soak: bool,
+        /// Soak: exec+exit pairs (default 1000000; fewer: a trial, nothing written).
+        #[arg(long, value_name = "N", requires = "soak")]
+        soak_execs: Option<usize>,
+        /// Soak: cgroups created and removed (default 20000).
+        #[arg(long, value_name = "N", requires = "soak")]
+        soak_cgroups: Option<usize>,
+        /// Soak: exec starts per second (default: half the flat-out rate, measured first).
+        #[arg(long, value_name = "R", requires = "soak")]
+        soak_rate: Option<f64>,
     },
     /// Build the container image (static binary on scratch).
     Image,
@@ -58,10 +78,30 @@ fn main() {
         Cmd::Build => setup::toolchain().and_then(|()| build::all().map(|_| ())),
         Cmd::Run { args } => run(args),
         Cmd::Test { no_lint, filter } => test(no_lint, filter),
-        Cmd::Bench { quick } => setup::toolchain()
-            .and_then(|()| setup::runtimes())
-            .and_then(|()| build::all())
-            .and_then(|_| bench::run(quick)),
+        Cmd::Bench {
+            quick,
+            churn,
+            churn_cgroups,
+            soak,
+            soak_execs,
+            soak_cgroups,
+            soak_rate,
+        } => {
+            let opts = bench::Options {
+                quick,
+                churn_only: churn,
+                churn_cgroups,
+                soak: soak.then_some(bench::SoakOptions {
+                    execs: soak_execs,
+                    cgroups: soak_cgroups,
+                    rate: soak_rate,
+                }),
+            };
+            setup::toolchain()
+                .and_then(|()| setup::runtimes())
+                .and_then(|()| build::all())
+                .and_then(|_| bench::run(&opts))
+        }
         Cmd::Image => setup::toolchain().and_then(|()| image::build()),
     };
     if let Err(e) = result {
@@ -138,6 +178,9 @@ fn test(no_lint: bool, filter: Option<String>) -> Result<()> {
     util::step("validate deploy/kubernetes manifests")?;
     image::validate_manifests()?;
     util::step("benchmark smoke (cargo xtask bench --quick; asserts nothing about speed)")?;
-    bench::run(true)?;
+    bench::run(&bench::Options {
+        quick: true,
+        ..bench::Options::default()
+    })?;
     Ok(())
 }

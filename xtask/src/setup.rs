@@ -164,7 +164,7 @@ fn have(cmd: &str) -> bool {
 /// Container runtimes for the integration tests and peers for the benchmarks.
 pub fn runtimes() -> Result<()> {
     util::step(
-        "runtime check (podman, conmon, runc, containerd, busybox-static, bpftrace, forkstat)",
+        "runtime check (podman, conmon, runc, containerd, busybox-static, bpftrace, forkstat, fonts)",
     )?;
     let pkgs = [
         "podman",
@@ -177,6 +177,8 @@ pub fn runtimes() -> Result<()> {
         "iproute2",
         "util-linux",
         "procps",
+        // The soak's plot (xtask/src/bench/plot.rs) draws its text with DejaVu Sans.
+        "fonts-dejavu-core",
     ];
     ensure_apt(&pkgs, || {
         [
@@ -193,6 +195,7 @@ pub fn runtimes() -> Result<()> {
         .iter()
         .all(|c| have(c))
             && Path::new("/bin/busybox").is_file()
+            && Path::new("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf").is_file()
     })?;
     containers_conf()
 }

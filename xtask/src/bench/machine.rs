@@ -30,6 +30,13 @@ pub fn date() -> String {
         .unwrap_or_else(|| "unknown date".into())
 }
 
+/// The date for file names: 2026-11-27-0054 (UTC).
+pub fn stamp() -> String {
+    util::output("date", &["-u", "+%Y-%m-%d-%H%M"])
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|| "undated".into())
+}
+
 pub fn load() -> String {
     read("/proc/loadavg")
         .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))

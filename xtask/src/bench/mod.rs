@@ -1,16 +1,20 @@
 //! `cargo xtask bench`: the same exec storm with no tracer, podtrace (all events, and
 //! --containers-only), bpftrace and forkstat, side by side; plus podtrace start-up and memory
-//! with many processes on the box. Prints Markdown; the full run also prepends it to
-//! BENCHMARKS.md. Targets are printed as met / not met, never asserted. Method:
-//! docs/benchmarks.md.
+//! with many processes on the box, and its memory under cgroup churn. Prints Markdown; the full
+//! run also prepends it to BENCHMARKS.md. Targets are printed as met / not met, never asserted.
+//! `--soak` is a separate, long run (soak.rs). Method: docs/benchmarks.md.
+mod cgroups;
+mod churn;
 mod guard;
 mod machine;
 mod matrix;
 mod outputs;
+mod plot;
 mod process;
 mod procfs;
 mod replay;
 mod report;
+mod soak;
 mod startup;
 mod storm;
 mod tracers;
@@ -22,6 +26,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 
 use crate::util;
+pub use soak::Options as SoakOptions;
 use tracers::Config;
 
 /// How big a run is.
@@ -38,6 +43,9 @@ struct Plan {
     sleepers: usize,
     /// Start-ups measured with and without the sleepers.
     startups: usize,
+    /// Cgroups created and removed in the churn run, and how many between memory readings.
+    churn: usize,
+    churn_step: usize,
 }
 
 impl Plan {
@@ -51,6 +59,8 @@ impl Plan {
                 rounds: 1,
                 sleepers: 500,
                 startups: 1,
+                churn: 1_000,
+                churn_step: 250,
             }
         } else {
             Plan {
@@ -60,6 +70,8 @@ impl Plan {
                 rounds: 5,
                 sleepers: 10_000,
                 startups: 5,
+                churn: 20_000,
+                churn_step: 5_000,
             }
         };
         Ok(Plan {
@@ -98,27 +110,86 @@ fn env_usize(name: &str, default: usize) -> Result<usize> {
     }
 }
 
-/// Runs the benchmark; `quick` is the CI smoke (small storm, one round, nothing asserted
-/// about speed, but any configuration that fails to run fails it).
-pub fn run(quick: bool) -> Result<()> {
-    util::require_root("the benchmark loads eBPF programs and reads other processes' /proc")?;
-    let plan = Plan::new(quick)?;
-    let storm = storm::Storm::build()?;
-    let dir = tempfile::Builder::new()
-        .prefix("podtrace-bench-")
-        .tempdir()
-        .context("creating a temporary directory for tracer outputs")?;
-    let tools = tracers::Tools::new(
-        util::workspace_root().join("target/release/podtrace"),
-        dir.path(),
-    )?;
+/// What `cargo xtask bench` was asked to do.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// The CI smoke (small sizes, one round; nothing asserted about speed, but any
+    /// configuration that fails to run fails it).
+    pub quick: bool,
+    /// Only the cgroup churn section (printed, not written to BENCHMARKS.md).
+    pub churn_only: bool,
+    /// Cgroups for the churn (memory read at each quarter); default 20,000 (--quick: 1,000).
+    pub churn_cgroups: Option<usize>,
+    /// The soak instead of the side-by-side benchmark.
+    pub soak: Option<soak::Options>,
+}
+
+/// What every part of the bench needs: the workload, a directory for outputs, the tracers.
+struct Bench {
+    storm: storm::Storm,
+    dir: tempfile::TempDir,
+    tools: tracers::Tools,
+}
+
+impl Bench {
+    fn prepare() -> Result<Self> {
+        util::require_root("the benchmark loads eBPF programs and reads other processes' /proc")?;
+        let storm = storm::Storm::build()?;
+        let dir = tempfile::Builder::new()
+            .prefix("podtrace-bench-")
+            .tempdir()
+            .context("creating a temporary directory for tracer outputs")?;
+        let tools = tracers::Tools::new(
+            util::workspace_root().join("target/release/podtrace"),
+            dir.path(),
+        )?;
+        Ok(Self { storm, dir, tools })
+    }
+}
+
+/// Runs the benchmark (or only its churn section, or the soak).
+pub fn run(opts: &Options) -> Result<()> {
+    let mut plan = Plan::new(opts.quick)?;
+    if let Some(n) = opts.churn_cgroups {
+        anyhow::ensure!(
+            n >= 4,
+            "--churn-cgroups {n}: at least 4 (memory is read at each quarter)"
+        );
+        plan.churn = n;
+        plan.churn_step = n.div_ceil(4);
+    }
+    if let Some(soak) = &opts.soak {
+        let b = Bench::prepare()?;
+        let _interrupts = guard::Interrupts::catch();
+        return soak::run(&b.storm, &b.tools, b.dir.path(), soak);
+    }
+    if opts.churn_only {
+        let b = Bench::prepare()?;
+        let _interrupts = guard::Interrupts::catch();
+        util::step(&format!(
+            "cgroup churn: {} cgroups, memory every {}",
+            plan.churn, plan.churn_step
+        ))?;
+        let c = churn::measure(
+            &b.storm,
+            &b.tools,
+            b.dir.path(),
+            plan.churn,
+            plan.churn_step,
+        )?;
+        println!("{}", churn::render(&c));
+        return Ok(());
+    }
+    let quick = opts.quick;
+    let Bench { storm, dir, tools } = Bench::prepare()?;
     util::step(&format!(
-        "benchmark{}: {} storm processes × {} rounds from {} workers; start-up with {} sleepers",
+        "benchmark{}: {} storm processes × {} rounds from {} workers; start-up with {} sleepers; churn of {} cgroups",
         if quick { " smoke (--quick)" } else { "" },
         plan.processes,
         plan.rounds,
         plan.workers,
-        plan.sleepers
+        plan.sleepers,
+        plan.churn
     ))?;
     // Guards: dropped (state restored, children reaped) on every path out of here.
     let interrupts = guard::Interrupts::catch();
@@ -138,6 +209,7 @@ pub fn run(quick: bool) -> Result<()> {
     }
     .run()?;
     let startups = startup::measure(&storm, &tools, dir.path(), plan.sleepers, plan.startups)?;
+    let churned = churn::measure(&storm, &tools, dir.path(), plan.churn, plan.churn_step)?;
     let replayed = replay::measure(if quick { 30_000 } else { 1_000_000 })?;
     let took = t0.elapsed();
     let load_after = machine::load();
@@ -148,8 +220,11 @@ pub fn run(quick: bool) -> Result<()> {
     let mut text = render(
         &plan,
         &tools,
-        &samples,
-        &startups,
+        &Measured {
+            samples: &samples,
+            startups: &startups,
+            churn: &churned,
+        },
         &date,
         &load_before,
         &load_after,
@@ -165,17 +240,24 @@ pub fn run(quick: bool) -> Result<()> {
     Ok(())
 }
 
+/// Everything the side-by-side benchmark measured.
+struct Measured<'a> {
+    samples: &'a [matrix::Sample],
+    startups: &'a [startup::StartRun],
+    churn: &'a churn::Churn,
+}
+
 #[allow(clippy::too_many_arguments)]
 fn render(
     plan: &Plan,
     tools: &tracers::Tools,
-    samples: &[matrix::Sample],
-    startups: &[startup::StartRun],
+    m: &Measured<'_>,
     date: &str,
     load_before: &str,
     load_after: &str,
     took: std::time::Duration,
 ) -> String {
+    let (samples, startups) = (m.samples, m.startups);
     let rows = report::rows(samples);
     let mut t = String::new();
     let kind = if plan.quick {
@@ -224,8 +306,10 @@ fn render(
     );
     let _ = writeln!(t, "\n### Start-up and memory (podtrace)\n");
     t.push_str(&report::startup_table(startups));
+    t.push_str(&churn::render(m.churn));
     let _ = writeln!(t, "\n### Targets (printed, never asserted)\n");
     t.push_str(&report::targets(&rows, startups, plan.sleepers));
+    t.push_str(&churn::verdict(m.churn));
     let _ = writeln!(t, "\n### Raw runs\n");
     t.push_str(&report::raw(samples));
     t
@@ -254,7 +338,9 @@ fn with_run(old: &str, run: &str) -> String {
         None => format!(
             "# podtrace benchmarks\n\n`cargo xtask bench` runs the same exec storm with no tracer, podtrace, \
              podtrace --containers-only, bpftrace and forkstat, and measures podtrace's start-up and memory \
-             with many processes on the box. How and why: [docs/benchmarks.md](docs/benchmarks.md).\n\n\
+             with many processes on the box and under cgroup churn; `cargo xtask bench --soak` runs a million \
+             execs and 20,000 cgroups against one podtrace and plots its memory and CPU (plots in \
+             [docs/soak/](docs/soak/)). How and why: [docs/benchmarks.md](docs/benchmarks.md).\n\n\
              {MARKER}\n\n{run}{}{old}",
             if old.is_empty() { "" } else { "\n" }
         ),

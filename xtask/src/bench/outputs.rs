@@ -15,6 +15,8 @@ pub struct Seen {
     pub exec: HashMap<i32, u32>,
     /// pid -> how many (process) exit events named it.
     pub exit: HashMap<i32, u32>,
+    /// container id -> how many exec events were attributed to it (podtrace only).
+    pub exec_containers: HashMap<String, u32>,
     /// Events the tracer's user space received (podtrace: its "events" count, before filters;
     /// the others: event lines written).
     pub events: u64,
@@ -77,6 +79,14 @@ fn podtrace(out: &Path, stderr: &[String], summary: Option<&Path>) -> Result<See
             (Some("exec"), Some(p)) => *seen.exec.entry(p).or_default() += 1,
             (Some("exit"), Some(p)) => *seen.exit.entry(p).or_default() += 1,
             _ => {}
+        }
+        if kind == Some("exec") {
+            if let Some(id) = v
+                .pointer("/container/id")
+                .and_then(serde_json::Value::as_str)
+            {
+                *seen.exec_containers.entry(id.to_string()).or_default() += 1;
+            }
         }
     }
     let from_summary = match summary.filter(|p| p.is_file()) {
@@ -236,14 +246,18 @@ mod tests {
         let out = write(
             &dir,
             "o.ndjson",
-            "{\"type\":\"fork\",\"pid\":7,\"ppid\":1}\n{\"type\":\"exec\",\"pid\":7,\"ppid\":1,\"argv\":[\"\\\"pid\\\":9\"]}\n{\"type\":\"exit\",\"pid\":7,\"ppid\":1}\n",
+            "{\"type\":\"fork\",\"pid\":7,\"ppid\":1}\n{\"type\":\"exec\",\"pid\":7,\"ppid\":1,\"argv\":[\"\\\"pid\\\":9\"],\"container\":null}\n{\"type\":\"exec\",\"pid\":8,\"ppid\":1,\"container\":{\"id\":\"c0ffee\"}}\n{\"type\":\"exit\",\"pid\":7,\"ppid\":1}\n",
         );
         let stderr = vec![
             "2026-11-26T23:35:03Z  INFO stopped: 159 events, 3 printed, 2 lost, 0 malformed".into(),
         ];
         let s = podtrace(&out, &stderr, None).expect("podtrace output parses");
-        assert_eq!(s.exec, HashMap::from([(7, 1)]));
+        assert_eq!(s.exec, HashMap::from([(7, 1), (8, 1)]));
         assert_eq!(s.exit, HashMap::from([(7, 1)]));
+        assert_eq!(
+            s.exec_containers,
+            HashMap::from([("c0ffee".to_string(), 1)])
+        );
         assert_eq!((s.events, s.lost), (159, Some(2)));
     }
 

@@ -205,6 +205,12 @@ impl Lines {
         v.iter().find(|(_, l)| l.contains(needle)).cloned()
     }
 
+    /// The last line read so far.
+    pub fn last(&self) -> Option<String> {
+        let v = self.0.lock().ok()?;
+        v.last().map(|(_, l)| l.clone())
+    }
+
     pub fn all(&self) -> Vec<String> {
         match self.0.lock() {
             Ok(v) => v.iter().map(|(_, l)| l.clone()).collect(),

@@ -31,6 +31,39 @@ fn parse_stat_cpu_ticks(stat: &str) -> Option<u64> {
     Some(utime + stime)
 }
 
+/// Memory and CPU time of a live process at one instant.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// VmRSS, VmHWM and RssAnon (of VmRSS: anonymous memory, the heap) in KiB.
+    pub rss_kb: u64,
+    pub hwm_kb: u64,
+    pub anon_kb: u64,
+    /// utime + stime in ns.
+    pub cpu_ns: u64,
+}
+
+impl Usage {
+    pub fn read(pid: i32) -> Result<Self> {
+        let path = format!("/proc/{pid}/status");
+        let status = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+        let stat_path = format!("/proc/{pid}/stat");
+        let stat =
+            std::fs::read_to_string(&stat_path).with_context(|| format!("reading {stat_path}"))?;
+        Self::parse(&status, &stat, clock_ticks())
+            .with_context(|| format!("{path} or {stat_path}: VmRSS, VmHWM, RssAnon, utime, stime"))
+    }
+
+    /// From the texts of /proc/PID/status and /proc/PID/stat, at `ticks` clock ticks a second.
+    pub fn parse(status: &str, stat: &str, ticks: u64) -> Option<Self> {
+        Some(Self {
+            rss_kb: parse_status_kb(status, "VmRSS")?,
+            hwm_kb: parse_status_kb(status, "VmHWM")?,
+            anon_kb: parse_status_kb(status, "RssAnon")?,
+            cpu_ns: parse_stat_cpu_ticks(stat)?.saturating_mul(1_000_000_000) / ticks.max(1),
+        })
+    }
+}
+
 /// A `Vm*` line of /proc/PID/status in KiB (e.g. "VmHWM", "VmRSS").
 pub fn status_kb(pid: i32, key: &str) -> Result<u64> {
     let path = format!("/proc/{pid}/status");
@@ -159,6 +192,26 @@ mod tests {
         cpu_ns(pid).expect("own /proc/self/stat parses");
         let hwm = status_kb(pid, "VmHWM").expect("own VmHWM");
         assert!(hwm > 0, "a running test has resident memory");
+    }
+
+    #[test]
+    fn usage_reads_memory_and_cpu_of_status_and_stat() {
+        let status = "Name:\tpodtrace\nVmHWM:\t   40000 kB\nVmRSS:\t   30000 kB\n\
+                      RssAnon:\t   12000 kB\nRssFile:\t  2000 kB\n";
+        let stat = "77 (podtrace) S 1 77 77 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 3 0 99 1 1";
+        assert_eq!(
+            Usage::parse(status, stat, 100),
+            Some(Usage {
+                rss_kb: 30000,
+                hwm_kb: 40000,
+                anon_kb: 12000,
+                cpu_ns: 3_000_000_000,
+            })
+        );
+        assert_eq!(Usage::parse("VmRSS:\t1 kB\n", stat, 100), None, "no VmHWM");
+        let pid = i32::try_from(std::process::id()).expect("pid fits i32");
+        let me = Usage::read(pid).expect("own status and stat parse");
+        assert!(me.rss_kb > 0 && me.hwm_kb >= me.rss_kb, "{me:?}");
     }
 
     #[test]

@@ -46,6 +46,28 @@ impl Spread {
     }
 }
 
+/// The least-squares slope of y over x (None with fewer than two distinct x).
+pub fn slope(points: &[(f64, f64)]) -> Option<f64> {
+    let n = points.len() as f64;
+    if points.len() < 2 {
+        return None;
+    }
+    let mx = points.iter().map(|p| p.0).sum::<f64>() / n;
+    let my = points.iter().map(|p| p.1).sum::<f64>() / n;
+    let sxx: f64 = points.iter().map(|p| (p.0 - mx) * (p.0 - mx)).sum();
+    let sxy: f64 = points.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
+    (sxx > 0.0).then(|| sxy / sxx)
+}
+
+/// "met" / "NOT MET" / "not measured", as every target line says it.
+pub fn met(v: Option<bool>) -> &'static str {
+    match v {
+        Some(true) => "met",
+        Some(false) => "NOT MET",
+        None => "not measured",
+    }
+}
+
 fn show(s: Option<Spread>, digits: usize) -> String {
     s.map(|s| s.show(digits)).unwrap_or_else(|| "-".into())
 }
@@ -122,7 +144,7 @@ fn seen(seen: Option<usize>, started: usize) -> String {
 }
 
 /// A Markdown table header and its separator row, with as many columns as `cols`.
-fn header(t: &mut String, cols: &[&str]) {
+pub fn header(t: &mut String, cols: &[&str]) {
     let _ = writeln!(t, "| {} |", cols.join(" | "));
     let _ = writeln!(t, "|{}", "---|".repeat(cols.len()));
 }
@@ -217,13 +239,8 @@ pub fn startup_table(runs: &[StartRun]) -> String {
 pub fn targets(rows: &[Row], startup: &[StartRun], sleepers: usize) -> String {
     let row = |c: Config| rows.iter().find(|r| r.config == c);
     let mut t = String::new();
-    let mut verdict = |name: &str, figure: String, met: Option<bool>| {
-        let v = match met {
-            Some(true) => "met",
-            Some(false) => "NOT MET",
-            None => "not measured",
-        };
-        let _ = writeln!(t, "- {name}: {figure} — **{v}**");
+    let mut verdict = |name: &str, figure: String, v: Option<bool>| {
+        let _ = writeln!(t, "- {name}: {figure} — **{}**", met(v));
     };
     let p = row(Config::Podtrace);
     let lost = p.and_then(|r| r.lost_total);
@@ -342,6 +359,21 @@ pub fn raw(samples: &[Sample]) -> String {
     t
 }
 
+/// Panics unless every table row of `text` has as many cells as the others (tests of every
+/// table the bench prints).
+#[cfg(test)]
+pub fn assert_rectangular(text: &str) {
+    let widths: Vec<usize> = text
+        .lines()
+        .filter(|l| l.starts_with('|'))
+        .map(|l| l.matches('|').count())
+        .collect();
+    assert!(
+        widths.windows(2).all(|w| w[0] == w[1]),
+        "rows differ in cell count {widths:?}:\n{text}"
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -367,18 +399,6 @@ mod tests {
         }
     }
 
-    fn assert_rectangular(table: &str) {
-        let widths: Vec<usize> = table
-            .lines()
-            .filter(|l| l.starts_with('|'))
-            .map(|l| l.matches('|').count())
-            .collect();
-        assert!(
-            widths.windows(2).all(|w| w[0] == w[1]),
-            "rows differ in cell count {widths:?}:\n{table}"
-        );
-    }
-
     #[test]
     fn every_table_has_as_many_cells_per_row_as_its_header() {
         let mut busy = sample(Config::Podtrace, 0, 1100, Some(1000));
@@ -396,6 +416,23 @@ mod tests {
             maps_kb: 256,
         };
         assert_rectangular(&startup_table(&[start]));
+    }
+
+    #[test]
+    fn slope_is_the_least_squares_fit() {
+        let line: Vec<(f64, f64)> = (0..5).map(|x| (x as f64, 3.0 * x as f64 + 7.0)).collect();
+        assert!((slope(&line).expect("five points") - 3.0).abs() < 1e-12);
+        // Noise around a flat line: the fit, not the end points, decides.
+        let flat = [
+            (0.0, 10.0),
+            (1.0, 12.0),
+            (2.0, 8.0),
+            (3.0, 12.0),
+            (4.0, 8.0),
+        ];
+        assert!((slope(&flat).expect("five points") - (-0.4)).abs() < 1e-12);
+        assert_eq!(slope(&[(1.0, 2.0)]), None);
+        assert_eq!(slope(&[(1.0, 2.0), (1.0, 3.0)]), None, "no spread in x");
     }
 
     #[test]

@@ -66,9 +66,12 @@ fn one(tools: &Tools, dir: &Path, sleepers: usize, i: usize) -> Result<StartRun>
         std::thread::sleep(Duration::from_millis(1));
     };
     std::thread::sleep(Duration::from_secs(1));
-    let rss_kb = procfs::status_kb(t.pid(), "VmRSS")?;
-    let hwm_kb = procfs::status_kb(t.pid(), "VmHWM")?;
-    let anon_kb = procfs::status_kb(t.pid(), "RssAnon")?;
+    let procfs::Usage {
+        rss_kb,
+        hwm_kb,
+        anon_kb,
+        ..
+    } = procfs::Usage::read(t.pid())?;
     let maps_kb = procfs::mapped_rss_kb(t.pid(), "bpf-map")?;
     let out = t.out.clone();
     let summary = t.summary.clone();

@@ -87,6 +87,8 @@ pub struct Tools {
     pub podtrace: PathBuf,
     /// podtrace knows `run --summary FILE`.
     pub summary: bool,
+    /// podtrace knows `run --metrics-addr ADDR`.
+    pub metrics: bool,
     pub bpftrace_script: PathBuf,
     pub bpftrace_empty: PathBuf,
 }
@@ -98,7 +100,9 @@ impl Tools {
             .args(["run", "--help"])
             .output()
             .with_context(|| format!("running {} run --help", podtrace.display()))?;
-        let summary = String::from_utf8_lossy(&help.stdout).contains("--summary");
+        let help = String::from_utf8_lossy(&help.stdout);
+        let summary = help.contains("--summary");
+        let metrics = help.contains("--metrics-addr");
         let bpftrace_script = dir.join("exec_fork_exit.bt");
         std::fs::write(&bpftrace_script, include_str!("exec_fork_exit.bt"))
             .with_context(|| format!("writing {}", bpftrace_script.display()))?;
@@ -117,6 +121,7 @@ impl Tools {
         Ok(Self {
             podtrace,
             summary,
+            metrics,
             bpftrace_script,
             bpftrace_empty,
         })
@@ -149,22 +154,18 @@ pub struct Finished {
 pub fn start(config: Config, tools: &Tools, dir: &Path, tag: &str) -> Result<Option<Running>> {
     let out = dir.join(format!("{tag}.out"));
     let mut summary = None;
-    let mut cmd = match config {
+    let cmd = match config {
         Config::NoTracer => return Ok(None),
         Config::Podtrace | Config::PodtraceContainers | Config::PodtraceStalled => {
-            let mut c = Command::new(&tools.podtrace);
-            c.args(["run", "--output"]).arg(&out);
-            if config == Config::PodtraceContainers {
-                c.arg("--containers-only");
-            }
             if tools.summary {
-                let s = dir.join(format!("{tag}.summary.json"));
-                c.arg("--summary").arg(&s);
-                summary = Some(s);
+                summary = Some(dir.join(format!("{tag}.summary.json")));
             }
-            c.env("NO_COLOR", "1").env("PODTRACE_LOG", "info");
-            c.stdout(Stdio::null());
-            c
+            let extra: &[&str] = if config == Config::PodtraceContainers {
+                &["--containers-only"]
+            } else {
+                &[]
+            };
+            podtrace_command(tools, &out, summary.as_deref(), extra)
         }
         Config::Bpftrace | Config::BpftraceEmpty => {
             let script = if config == Config::Bpftrace {
@@ -185,6 +186,40 @@ pub fn start(config: Config, tools: &Tools, dir: &Path, tag: &str) -> Result<Opt
             c
         }
     };
+    spawn(config, cmd, out, summary).map(Some)
+}
+
+/// `podtrace run --output OUT [--summary SUMMARY] EXTRA...`, logging at info without colours.
+fn podtrace_command(tools: &Tools, out: &Path, summary: Option<&Path>, extra: &[&str]) -> Command {
+    let mut c = Command::new(&tools.podtrace);
+    c.args(["run", "--output"]).arg(out);
+    if let Some(s) = summary {
+        c.arg("--summary").arg(s);
+    }
+    c.args(extra);
+    c.env("NO_COLOR", "1").env("PODTRACE_LOG", "info");
+    c.stdout(Stdio::null());
+    c
+}
+
+/// Starts `podtrace run --output OUT [--summary SUMMARY] EXTRA...` outside the side-by-side
+/// configurations (the churn and soak runs: their own output and options).
+pub fn start_podtrace(
+    tools: &Tools,
+    out: PathBuf,
+    summary: Option<PathBuf>,
+    extra: &[&str],
+) -> Result<Running> {
+    let cmd = podtrace_command(tools, &out, summary.as_deref(), extra);
+    spawn(Config::Podtrace, cmd, out, summary)
+}
+
+fn spawn(
+    config: Config,
+    mut cmd: Command,
+    out: PathBuf,
+    summary: Option<PathBuf>,
+) -> Result<Running> {
     cmd.stdin(Stdio::null()).stderr(Stdio::piped());
     // SIGTERM if the bench dies: each of them then detaches and exits.
     let mut proc = Proc::spawn(config.label(), &mut cmd, libc::SIGTERM)?;
@@ -194,14 +229,14 @@ pub fn start(config: Config, tools: &Tools, dir: &Path, tag: &str) -> Result<Opt
         .take()
         .with_context(|| format!("{}: no stderr pipe", config.label()))?;
     let (stderr, reader) = Lines::capture(pipe);
-    Ok(Some(Running {
+    Ok(Running {
         config,
         proc,
         stderr,
         reader: Some(reader),
         out,
         summary,
-    }))
+    })
 }
 
 /// Runs /bin/busybox true once (fork, exec, exit: every probe fires) and returns its pid.
@@ -356,6 +391,7 @@ mod tests {
         Tools {
             podtrace: PathBuf::from(podtrace),
             summary: false,
+            metrics: false,
             bpftrace_script: dir.join("unused.bt"),
             bpftrace_empty: dir.join("unused-empty.bt"),
         }
