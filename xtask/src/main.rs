@@ -2,6 +2,7 @@
 mod bench;
 mod build;
 mod image;
+mod kernels;
 mod setup;
 mod util;
 
@@ -47,6 +48,18 @@ enum Cmd {
     },
     /// Build the container image (static binary on scratch).
     Image,
+    /// Boot Debian's 5.10, 6.1 and 6.12 kernels under QEMU (cgroup v2 and v1-only) and check podtrace in each.
+    Kernels {
+        /// Refresh the private apt lists even if they are less than a day old.
+        #[arg(long)]
+        refresh: bool,
+        /// Only this kernel series (5.10, 6.1, 6.12); repeatable.
+        #[arg(long)]
+        series: Vec<String>,
+        /// Only this cgroup mode (v2, v1); repeatable.
+        #[arg(long)]
+        mode: Vec<String>,
+    },
 }
 
 fn main() {
@@ -63,6 +76,17 @@ fn main() {
             .and_then(|()| build::all())
             .and_then(|_| bench::run(quick)),
         Cmd::Image => setup::toolchain().and_then(|()| image::build()),
+        Cmd::Kernels {
+            refresh,
+            series,
+            mode,
+        } => setup::toolchain().and_then(|()| {
+            kernels::run(&kernels::Opts {
+                refresh,
+                series,
+                modes: mode,
+            })
+        }),
     };
     if let Err(e) = result {
         eprintln!("xtask: error: {e:#}");
@@ -135,6 +159,14 @@ fn test(no_lint: bool, filter: Option<String>) -> Result<()> {
     }
     args.extend(["--test-threads", "2"]);
     util::cargo(&root, &args, &[("PODTRACE_BIN", bin_env.as_str())])?;
+    util::step(
+        "kernel matrix (cargo xtask kernels: 5.10, 6.1, 6.12 under QEMU, cgroup v2 and v1)",
+    )?;
+    kernels::run(&kernels::Opts {
+        refresh: false,
+        series: Vec::new(),
+        modes: Vec::new(),
+    })?;
     util::step("validate deploy/kubernetes manifests")?;
     image::validate_manifests()?;
     util::step("benchmark smoke (cargo xtask bench --quick; asserts nothing about speed)")?;
