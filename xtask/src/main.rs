@@ -31,7 +31,7 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Set up, build and run every test: lints, unit tests, root integration tests, bench smoke.
+    /// Set up, build and run every test: lints, unit tests, root integration tests, kernel matrix, bench smoke.
     Test {
         /// Skip `cargo fmt --check` and clippy.
         #[arg(long)]

@@ -120,8 +120,8 @@ impl Apt {
     }
 
     /// Writes the sources list; refreshes the lists unless they are younger than a day and were
-    /// made from the same sources. Returns what it did.
-    fn ensure_lists(&self, refresh: bool) -> Result<String> {
+    /// made from the same sources. Returns what it did and whether it refreshed.
+    fn ensure_lists(&self, refresh: bool) -> Result<(String, bool)> {
         for d in ["lists/partial", "cache"] {
             std::fs::create_dir_all(self.root.join(d))
                 .with_context(|| format!("creating {}", self.root.join(d).display()))?;
@@ -135,9 +135,12 @@ impl Apt {
             .and_then(|m| m.modified().ok())
             .and_then(|t| SystemTime::now().duration_since(t).ok());
         if let Some(age) = age.filter(|a| !refresh && *a < LIST_MAX_AGE) {
-            return Ok(format!(
-                "apt lists are {} min old (refreshed after 24 h or with --refresh): no apt-get update",
-                age.as_secs() / 60
+            return Ok((
+                format!(
+                    "apt lists are {} min old (refreshed after 24 h or with --refresh): no apt-get update",
+                    age.as_secs() / 60
+                ),
+                false,
             ));
         }
         let _ = std::fs::remove_file(self.stamp());
@@ -148,7 +151,7 @@ impl Apt {
         util::run(self.cmd("apt-get").args(["-qq", "update"]))
             .context("apt-get update of the private kernel list (deb.debian.org)")?;
         std::fs::write(self.stamp(), SOURCES)?;
-        Ok("apt lists refreshed".to_string())
+        Ok(("apt lists refreshed".to_string(), true))
     }
 
     fn newest(&self, s: &Series) -> Result<String> {
@@ -229,6 +232,8 @@ pub fn version_cmp(a: &str, b: &str) -> std::cmp::Ordering {
 }
 
 /// Fetches (or finds in the cache) the newest kernel of each series; one result per series.
+/// When a download fails from lists this run did not refresh, the lists may be stale (the archive
+/// moved on): refresh once and retry.
 pub fn kernels(
     series: &[&'static Series],
     refresh: bool,
@@ -236,8 +241,11 @@ pub fn kernels(
     let apt = Apt {
         root: dir().join("apt"),
     };
-    match apt.ensure_lists(refresh) {
-        Ok(what) => eprintln!("    {what}"),
+    let mut refreshed = match apt.ensure_lists(refresh) {
+        Ok((what, refreshed)) => {
+            eprintln!("    {what}");
+            refreshed
+        }
         Err(e) => {
             let msg = format!("{e:#}");
             return series
@@ -245,24 +253,31 @@ pub fn kernels(
                 .map(|s| (*s, Err(anyhow::anyhow!("{msg}"))))
                 .collect();
         }
+    };
+    let mut out = Vec::new();
+    for s in series {
+        let mut r = kernel(&apt, s);
+        if let (Err(e), false) = (&r, refreshed) {
+            eprintln!(
+                "    {}: {e:#}; refreshing the apt lists and retrying",
+                s.name
+            );
+            refreshed = true;
+            r = apt.ensure_lists(true).and_then(|_| kernel(&apt, s));
+        }
+        match &r {
+            Ok(k) => eprintln!(
+                "    {}: {} {} ({})",
+                s.name,
+                k.package,
+                k.version,
+                if k.downloaded { "downloaded" } else { "cached" }
+            ),
+            Err(e) => eprintln!("    {}: FAILED: {e:#}", s.name),
+        }
+        out.push((*s, r));
     }
-    series
-        .iter()
-        .map(|s| {
-            let r = kernel(&apt, s);
-            match &r {
-                Ok(k) => eprintln!(
-                    "    {}: {} {} ({})",
-                    s.name,
-                    k.package,
-                    k.version,
-                    if k.downloaded { "downloaded" } else { "cached" }
-                ),
-                Err(e) => eprintln!("    {}: FAILED: {e:#}", s.name),
-            }
-            (*s, r)
-        })
-        .collect()
+    out
 }
 
 fn kernel(apt: &Apt, s: &'static Series) -> Result<Kernel> {
@@ -303,11 +318,25 @@ fn download(apt: &Apt, s: &Series, package: &str, deb: &str, entry: &Path) -> Re
     }
     std::fs::create_dir_all(work.join("x"))?;
     eprintln!("    apt-get download {package}");
-    util::run(
-        apt.cmd("apt-get")
-            .args(["-q", "download", package])
-            .current_dir(&work),
-    )?;
+    let out = apt
+        .cmd("apt-get")
+        .args(["-q", "download", package])
+        .current_dir(&work)
+        .output()
+        .context("cannot run apt-get")?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let why: Vec<&str> = err.lines().filter(|l| l.starts_with("E:")).collect();
+        bail!(
+            "apt-get download {package}: {} ({})",
+            if why.is_empty() {
+                err.trim().to_string()
+            } else {
+                why.join(" ")
+            },
+            out.status
+        );
+    }
     let deb_path = work.join(deb);
     ensure!(
         deb_path.is_file(),

@@ -372,7 +372,11 @@ pub fn cgroup_mode(mode: Mode, stderr: &[String]) -> Outcome {
     match lines.as_slice() {
         [one] => {
             let after = one.split("cgroup mode:").nth(1).unwrap_or("");
-            if after.contains(mode.as_str()) {
+            // The first `v1` / `v2` word names the mode ("v1 (no cgroup2 mount)", "auto -> v1").
+            let named = after
+                .split(|c: char| !c.is_ascii_alphanumeric())
+                .find(|w| *w == "v1" || *w == "v2");
+            if named == Some(mode.as_str()) {
                 pass(format!("logged `cgroup mode:{after}`"))
             } else {
                 fail(format!("want {}: {one}", mode.as_str()))
@@ -532,6 +536,15 @@ mod tests {
     fn cgroup_mode_line() {
         let v1 = vec!["INFO cgroup mode: v1 (no cgroup2 mount)".to_string()];
         assert!(cgroup_mode(Mode::V1, &v1).pass);
+        let v2 =
+            vec!["INFO cgroup mode: v2 (cgroup2 on /sys/fs/cgroup, no v1 hierarchy)".to_string()];
+        assert!(cgroup_mode(Mode::V2, &v2).pass);
+        assert!(
+            !cgroup_mode(Mode::V1, &v2).pass,
+            "a v1 mention is not the mode"
+        );
+        let auto = vec!["INFO cgroup mode: auto -> v1".to_string()];
+        assert!(cgroup_mode(Mode::V1, &auto).pass);
         assert!(!cgroup_mode(Mode::V2, &v1).pass);
         assert!(!cgroup_mode(Mode::V1, &[]).pass);
         assert_eq!(cgroup_mode(Mode::V2, &[]).pass, !REQUIRE_NEW_FIELDS);
