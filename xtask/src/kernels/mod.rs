@@ -73,6 +73,7 @@ pub fn run(opts: &Opts) -> Result<()> {
     std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
     let first = fetched.iter().find_map(|(_, k)| k.as_ref().ok());
     let accel = choose_accel(first, &initrd, &logs);
+    let t_probe = t0.elapsed() - t_fetch;
 
     let mut legend = Vec::new();
     let mut jobs: Vec<(String, &fetch::Kernel, &'static str)> = Vec::new();
@@ -121,10 +122,12 @@ pub fn run(opts: &Opts) -> Result<()> {
     let total = t0.elapsed();
     println!("\n{}", table.markdown);
     let timing = format!(
-        "whole run {:.0} s (tools, builds and kernels {:.0} s; boots {:.0} s), {accel:?}",
+        "whole run {:.0} s: tools, builds, initramfs and kernels {:.0} s, KVM probe {:.0} s, {} boots {:.0} s ({accel:?})",
         total.as_secs_f64(),
         t_fetch.as_secs_f64(),
-        (total - t_fetch).as_secs_f64()
+        t_probe.as_secs_f64(),
+        jobs.len(),
+        (total - t_fetch - t_probe).as_secs_f64()
     );
     println!("{timing}; serial logs in {}", logs.display());
     let report_md = fetch::dir().join("report.md");
