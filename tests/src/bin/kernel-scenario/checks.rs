@@ -7,10 +7,12 @@ use serde_json::Value;
 use crate::cgroups::Mode;
 use crate::scenario::{self, Facts, InCgroup, Threads};
 
-/// Fields and log lines that are NEW in the interface contract (`cgroup_hierarchy`, `partial`,
-/// the `cgroup mode:` log line) are required to be present when this is true. Until the cgroup v1
-/// work lands they are tolerated when ABSENT in v2 mode (never when present and wrong, and never
-/// in v1 mode, where they are the point). The lead sets this to `true` when merging that work.
+/// What is NEW in the interface contract is required when this is true: `cgroup_hierarchy` ("v2"
+/// in v2 mode), `partial` (false), `filename_truncated` (false), `container.image` / `image_id`
+/// (null: the guest has no CRI) and the `cgroup mode:` log line. Until that work lands they are
+/// tolerated when ABSENT (never when present and wrong); `cgroup_hierarchy` and the log line are
+/// required in v1 mode regardless, where they are the point. The lead sets this to `true` when
+/// merging the contract's changes.
 pub const REQUIRE_NEW_FIELDS: bool = false;
 
 /// A check's outcome: pass or fail, and a line saying what was seen.
@@ -132,6 +134,15 @@ fn not_partial(e: &Value) -> Result<(), String> {
     }
 }
 
+/// A NEW field that must be `want` when present; absent only tolerated before the contract lands.
+fn new_field(obj: &Value, key: &str, want: &Value, what: &Value) -> Result<(), String> {
+    match obj.get(key) {
+        Some(v) if v == want => Ok(()),
+        None if !REQUIRE_NEW_FIELDS => Ok(()),
+        other => Err(format!("{key} is {other:?}, want {want}: {}", brief(what))),
+    }
+}
+
 pub fn lost(ev: &[Value], summary: Option<&Value>) -> Outcome {
     let lines = ev.iter().filter(|e| e["type"] == "lost").count();
     let Some(s) = summary else {
@@ -149,6 +160,8 @@ pub fn exit_code(ev: &[Value], pid: u32) -> Outcome {
         if exec["argv"] != serde_json::json!(["/bin/sh", "-c", "exit 7"]) {
             return Err(format!("exec argv {}", exec["argv"]));
         }
+        not_partial(exec)?;
+        new_field(exec, "filename_truncated", &Value::Bool(false), exec)?;
         let e = exactly_one(ev, "exit", pid)?;
         not_partial(e)?;
         if e["exit_code"] == 7 && e["signal"].is_null() && e["core_dumped"] == false {
@@ -331,6 +344,12 @@ pub fn container(ev: &[Value], mode: Mode, c: &InCgroup) -> Outcome {
             if let Err(m) = cgroup_fields(e, mode, c) {
                 errs.push(m);
             }
+            // NEW image / image_id come from the CRI; the guest has none.
+            for key in ["image", "image_id"] {
+                if let Err(m) = new_field(ctr, key, &Value::Null, e) {
+                    errs.push(format!("container.{m}"));
+                }
+            }
             errs.join("; ")
         };
         let (a, b) = (errs_of(&exec), errs_of(&exit));
@@ -494,7 +513,7 @@ mod tests {
 
     #[test]
     fn exit_and_signal() {
-        let argv = json!({"argv": ["/bin/sh", "-c", "exit 7"]});
+        let argv = json!({"argv": ["/bin/sh", "-c", "exit 7"], "filename_truncated": false});
         let evs = vec![
             ev("exec", 3, argv.clone()),
             ev(
@@ -558,7 +577,8 @@ mod tests {
             inodes: [("v2".to_string(), 11)].into(),
         };
         let attributed = json!({"cgroup_id": 11, "cgroup": scenario::container_path(),
-            "container": {"id": scenario::CONTAINER_ID, "name": null, "runtime": "crio"},
+            "container": {"id": scenario::CONTAINER_ID, "name": null, "runtime": "crio",
+                "image": null, "image_id": null},
             "pod": {"name": null, "namespace": null, "uid": scenario::POD_UID}});
         let evs = vec![
             ev("exec", 30, attributed.clone()),
