@@ -18,28 +18,45 @@ mod tools;
 
 pub use manifests::validate as validate_manifests;
 
+/// An ELF executable without an interpreter (PT_INTERP), i.e. statically linked.
+pub fn is_static(bytes: &[u8]) -> Result<bool> {
+    Ok(!elf::has_interpreter(bytes)?)
+}
+
 /// The tag `cargo xtask image` builds and the image test runs.
 pub const IMAGE: &str = "localhost/podtrace:dev";
 pub const MUSL_TARGET: &str = "x86_64-unknown-linux-musl";
 
 /// Builds the static binary and the image.
 pub fn build() -> Result<()> {
-    tools::ensure_musl_target()?;
-    tools::ensure_apt_tool("musl-gcc", "musl-tools")?;
-    tools::ensure_apt_tool("strip", "binutils")?;
     tools::ensure_apt_tool("podman", "podman")?;
-    let obj = build::ebpf()?;
-    anyhow::ensure!(obj.is_file(), "{} was not built", obj.display());
-    let bin = musl_binary()?;
+    let bin = static_podtrace()?;
     let context = stage(&bin)?;
     podman_build(&context)?;
     smoke()?;
     Ok(())
 }
 
-/// `cargo build --release -p podtrace --target x86_64-unknown-linux-musl`, checked to be static.
-fn musl_binary() -> Result<PathBuf> {
-    util::step(&format!("build podtrace ({MUSL_TARGET}, release, static)"))?;
+/// The static podtrace with the eBPF object embedded (also what `cargo xtask kernels` boots):
+/// installs the musl target, musl-gcc and strip when missing, builds the object, then the binary.
+pub fn static_podtrace() -> Result<PathBuf> {
+    ensure_musl_tools()?;
+    let obj = build::ebpf()?;
+    anyhow::ensure!(obj.is_file(), "{} was not built", obj.display());
+    musl_binary("podtrace", "podtrace")
+}
+
+/// The rustup musl target, musl-gcc (zstd-sys compiles C) and strip.
+pub fn ensure_musl_tools() -> Result<()> {
+    tools::ensure_musl_target()?;
+    tools::ensure_apt_tool("musl-gcc", "musl-tools")?;
+    tools::ensure_apt_tool("strip", "binutils")
+}
+
+/// `cargo build --release -p <package> --bin <bin> --target x86_64-unknown-linux-musl`, checked
+/// to be static (no PT_INTERP). Call `ensure_musl_tools` first.
+pub fn musl_binary(package: &str, bin: &str) -> Result<PathBuf> {
+    util::step(&format!("build {bin} ({MUSL_TARGET}, release, static)"))?;
     let root = util::workspace_root();
     // cc-rs looks for x86_64-linux-musl-gcc; Debian's musl-tools names it musl-gcc.
     let cc_var = format!("CC_{}", MUSL_TARGET.replace('-', "_"));
@@ -49,24 +66,27 @@ fn musl_binary() -> Result<PathBuf> {
             "build",
             "--release",
             "-p",
-            "podtrace",
+            package,
+            "--bin",
+            bin,
             "--target",
             MUSL_TARGET,
         ],
         &[(cc_var.as_str(), "musl-gcc")],
     )?;
-    let bin = root
+    let path = root
         .join("target")
         .join(MUSL_TARGET)
-        .join("release/podtrace");
-    let bytes = std::fs::read(&bin).with_context(|| format!("reading {}", bin.display()))?;
-    if elf::has_interpreter(&bytes).with_context(|| format!("reading {}", bin.display()))? {
+        .join("release")
+        .join(bin);
+    let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    if elf::has_interpreter(&bytes).with_context(|| format!("reading {}", path.display()))? {
         bail!(
-            "{} is dynamically linked (has PT_INTERP): it cannot run on scratch",
-            bin.display()
+            "{} is dynamically linked (has PT_INTERP): it cannot run on scratch or in the initramfs",
+            path.display()
         );
     }
-    Ok(bin)
+    Ok(path)
 }
 
 /// Strips the binary into `target/image/`, the build context (nothing else is in it).

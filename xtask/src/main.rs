@@ -2,6 +2,7 @@
 mod bench;
 mod build;
 mod image;
+mod kernels;
 mod setup;
 mod util;
 
@@ -30,7 +31,7 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Set up, build and run every test: lints, unit tests, root integration tests, bench smoke.
+    /// Set up, build and run every test: lints, unit tests, root integration tests, kernel matrix, bench smoke.
     Test {
         /// Skip `cargo fmt --check` and clippy.
         #[arg(long)]
@@ -67,6 +68,18 @@ enum Cmd {
     },
     /// Build the container image (static binary on scratch).
     Image,
+    /// Boot Debian's 5.10, 6.1 and 6.12 kernels under QEMU (cgroup v2 and v1-only) and check podtrace in each.
+    Kernels {
+        /// Refresh the private apt lists even if they are less than a day old.
+        #[arg(long)]
+        refresh: bool,
+        /// Only this kernel series (5.10, 6.1, 6.12); repeatable.
+        #[arg(long)]
+        series: Vec<String>,
+        /// Only this cgroup mode (v2, v1); repeatable.
+        #[arg(long)]
+        mode: Vec<String>,
+    },
 }
 
 fn main() {
@@ -103,6 +116,17 @@ fn main() {
                 .and_then(|_| bench::run(&opts))
         }
         Cmd::Image => setup::toolchain().and_then(|()| image::build()),
+        Cmd::Kernels {
+            refresh,
+            series,
+            mode,
+        } => setup::toolchain().and_then(|()| {
+            kernels::run(&kernels::Opts {
+                refresh,
+                series,
+                modes: mode,
+            })
+        }),
     };
     if let Err(e) = result {
         eprintln!("xtask: error: {e:#}");
@@ -175,6 +199,22 @@ fn test(no_lint: bool, filter: Option<String>) -> Result<()> {
     }
     args.extend(["--test-threads", "2"]);
     util::cargo(&root, &args, &[("PODTRACE_BIN", bin_env.as_str())])?;
+    util::step(
+        "kernel matrix (cargo xtask kernels: 5.10, 6.1, 6.12 under QEMU, cgroup v2 and v1)",
+    )?;
+    let matrix = kernels::run(&kernels::Opts {
+        refresh: false,
+        series: Vec::new(),
+        modes: Vec::new(),
+    });
+    match &matrix {
+        Err(e) if e.downcast_ref::<setup::CannotInstall>().is_some() => return matrix,
+        // Failed checks must not hide the steps after them: report them all, fail at the end.
+        Err(e) => eprintln!(
+            "xtask: {e:#}\n    (continuing with the remaining steps; the test fails at the end)"
+        ),
+        Ok(()) => {}
+    }
     util::step("validate deploy/kubernetes manifests")?;
     image::validate_manifests()?;
     util::step("benchmark smoke (cargo xtask bench --quick; asserts nothing about speed)")?;
@@ -182,5 +222,5 @@ fn test(no_lint: bool, filter: Option<String>) -> Result<()> {
         quick: true,
         ..bench::Options::default()
     })?;
-    Ok(())
+    matrix
 }

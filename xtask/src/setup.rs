@@ -200,6 +200,20 @@ pub fn runtimes() -> Result<()> {
     containers_conf()
 }
 
+/// What `cargo xtask kernels` needs besides the static builds: QEMU, cpio, busybox-static.
+pub fn kernel_lab() -> Result<()> {
+    util::step("kernel lab check (qemu-system-x86, cpio, busybox-static)")?;
+    ensure_apt(&["qemu-system-x86"], || have("qemu-system-x86_64"))?;
+    ensure_apt(&["cpio"], || have("cpio"))?;
+    // The guest has no libc: /bin/busybox must be the static build, not Debian's `busybox`.
+    ensure_apt(&["busybox-static"], || {
+        std::fs::read("/bin/busybox")
+            .ok()
+            .and_then(|b| crate::image::is_static(&b).ok())
+            .unwrap_or(false)
+    })
+}
+
 /// podman's defaults do not work on this kind of host: nofile=1048576 needs CAP_SYS_RESOURCE,
 /// crun refuses hybrid cgroups, and there is no systemd for the cgroup manager or the journal.
 fn containers_conf() -> Result<()> {

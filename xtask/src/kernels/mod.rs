@@ -1,0 +1,291 @@
+//! `cargo xtask kernels`: podtrace on other kernels than the host's, under QEMU.
+//!
+//! 1. Tools (setup.rs style, idempotent): qemu-system-x86, cpio, busybox-static, musl target.
+//! 2. The static (musl) podtrace of `cargo xtask image` and the scenario runner
+//!    (`tests/src/bin/kernel-scenario`, also musl), packed with busybox into an initramfs.
+//! 3. The newest Debian `cloud-amd64` kernel of the 5.10, 6.1 and 6.12 series (fetch.rs; cached
+//!    under target/kernels; a kernel that cannot be fetched is a failure).
+//! 4. Each kernel boots twice (boot.rs), with cgroup2 only (`v2`) and with cgroup v1 hierarchies
+//!    only (`v1`): TCG (KVM only when /dev/kvm boots a stock kernel), one vCPU, at most two guests
+//!    at a time, a timeout per boot. The runner checks podtrace's output in the guest and
+//!    reports over the serial console.
+//! 5. A table of kernel x mode x check (report.rs) on stdout and in target/kernels/report.md;
+//!    fails when any cell fails. Serial logs: target/kernels/logs/<series>-<mode>.log.
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::{image, setup, util};
+
+mod boot;
+mod fetch;
+mod initramfs;
+mod report;
+
+use boot::{Accel, Boot};
+
+pub const MODES: &[&str] = &["v2", "v1"];
+/// A TCG boot takes 12-30 s here (two at a time, on a loaded machine); this leaves room.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
+/// A KVM boot reaches /init in a second or two; a PVM /dev/kvm hangs (or triple-faults).
+const KVM_PROBE_TIMEOUT: Duration = Duration::from_secs(15);
+/// Guests at a time (TCG is one host thread per vCPU: the CI machine has two cores).
+const PARALLEL: usize = 2;
+
+pub struct Opts {
+    /// Refresh the apt lists even when they are younger than a day.
+    pub refresh: bool,
+    /// Only these series (default: all).
+    pub series: Vec<String>,
+    /// Only these modes (default: v2 and v1).
+    pub modes: Vec<String>,
+}
+
+pub fn run(opts: &Opts) -> Result<()> {
+    let t0 = Instant::now();
+    let series = select(&opts.series)?;
+    let modes: Vec<&'static str> = if opts.modes.is_empty() {
+        MODES.to_vec()
+    } else {
+        let mut v = Vec::new();
+        for m in &opts.modes {
+            v.push(
+                *MODES
+                    .iter()
+                    .find(|x| *x == m)
+                    .with_context(|| format!("--mode {m}: want one of {MODES:?}"))?,
+            );
+        }
+        v
+    };
+    setup::kernel_lab()?;
+    let podtrace = image::static_podtrace()?;
+    let runner = image::musl_binary("podtrace-tests", "kernel-scenario")?;
+    let initrd = initramfs::build(&podtrace, &runner)?;
+
+    util::step("kernels from deb.debian.org (private apt state in target/kernels/apt)")?;
+    let fetched = fetch::kernels(&series, opts.refresh);
+    let t_fetch = t0.elapsed();
+    let logs = fetch::dir().join("logs");
+    std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
+    let first = fetched.iter().find_map(|(_, k)| k.as_ref().ok());
+    let accel = choose_accel(first, &initrd, &logs);
+    let t_probe = t0.elapsed() - t_fetch;
+
+    let mut legend = Vec::new();
+    let mut jobs: Vec<(String, &fetch::Kernel, &'static str)> = Vec::new();
+    for (s, k) in &fetched {
+        match k {
+            Ok(k) => {
+                legend.push(format!(
+                    "{} = `{}` {} ({}, {})",
+                    s.name,
+                    k.release,
+                    k.version,
+                    s.suites,
+                    if k.downloaded { "downloaded" } else { "cached" }
+                ));
+                for m in &modes {
+                    jobs.push((format!("{} {m}", s.name), k, m));
+                }
+            }
+            Err(e) => legend.push(format!("{} = FAILED to fetch: {e:#}", s.name)),
+        }
+    }
+    util::step(&format!(
+        "boot {} guests ({accel:?}, 1 vCPU, {PARALLEL} at a time, {} s timeout each)",
+        jobs.len(),
+        BOOT_TIMEOUT.as_secs()
+    ))?;
+    let reports = boot_all(&jobs, &initrd, accel, &logs);
+
+    // Columns in series x mode order, including kernels that could not be fetched.
+    let mut cols = Vec::new();
+    let mut reports = reports.into_iter();
+    for (s, k) in &fetched {
+        for m in &modes {
+            let title = format!("{} {m}", s.name);
+            let report = match k {
+                Ok(_) => reports
+                    .next()
+                    .map(|(_, r)| r)
+                    .ok_or_else(|| "no boot result".to_string()),
+                Err(e) => Err(format!("kernel not fetched: {e:#}")),
+            };
+            cols.push(report::Column { title, report });
+        }
+    }
+    let table = report::render(&legend, &cols);
+    let total = t0.elapsed();
+    println!("\n{}", table.markdown);
+    let timing = format!(
+        "whole run {:.0} s: tools, builds, initramfs and kernels {:.0} s, KVM probe {:.0} s, {} boots {:.0} s ({accel:?})",
+        total.as_secs_f64(),
+        t_fetch.as_secs_f64(),
+        t_probe.as_secs_f64(),
+        jobs.len(),
+        (total - t_fetch - t_probe).as_secs_f64()
+    );
+    println!("{timing}; serial logs in {}", logs.display());
+    let report_md = fetch::dir().join("report.md");
+    std::fs::write(
+        &report_md,
+        format!(
+            "# cargo xtask kernels\n\n{}\n{timing}\n\n# Details\n{}",
+            table.markdown,
+            report::details(&cols)
+        ),
+    )
+    .with_context(|| format!("writing {}", report_md.display()))?;
+    if table.failures > 0 {
+        bail!(
+            "kernel matrix: {} failed cells (table above; details in {}, logs in {})",
+            table.failures,
+            report_md.display(),
+            logs.display()
+        );
+    }
+    Ok(())
+}
+
+fn select(names: &[String]) -> Result<Vec<&'static fetch::Series>> {
+    if names.is_empty() {
+        return Ok(fetch::SERIES.iter().collect());
+    }
+    names
+        .iter()
+        .map(|n| {
+            fetch::SERIES.iter().find(|s| s.name == n).with_context(|| {
+                format!(
+                    "--series {n}: want one of {:?}",
+                    fetch::SERIES.iter().map(|s| s.name).collect::<Vec<_>>()
+                )
+            })
+        })
+        .collect()
+}
+
+/// KVM only when /dev/kvm boots a stock kernel (a PVM /dev/kvm does not): a short probe boot
+/// that only says `probe`. Otherwise TCG. The answer is kept for the host's boot
+/// (target/kernels/kvm-probe, keyed by /proc/sys/kernel/random/boot_id and the kernel).
+fn choose_accel(k: Option<&fetch::Kernel>, initrd: &Path, logs: &Path) -> Accel {
+    let usable = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok();
+    if !usable {
+        eprintln!("    no usable /dev/kvm: TCG");
+        return Accel::Tcg;
+    }
+    let Some(k) = k else {
+        eprintln!("    no kernel to probe /dev/kvm with: TCG");
+        return Accel::Tcg;
+    };
+    let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+    let key = format!("{} {}", boot_id.trim(), k.release);
+    let memo = fetch::dir().join("kvm-probe");
+    if let Some(answer) = std::fs::read_to_string(&memo)
+        .ok()
+        .and_then(|m| m.strip_prefix(&format!("{key} ")).map(str::to_string))
+    {
+        let accel = if answer.starts_with("kvm") {
+            Accel::Kvm
+        } else {
+            Accel::Tcg
+        };
+        eprintln!(
+            "    /dev/kvm probed earlier in this host boot ({}): {accel:?}",
+            answer.trim()
+        );
+        return accel;
+    }
+    let r = Boot {
+        vmlinuz: &k.vmlinuz,
+        initrd,
+        mode: "probe",
+        accel: Accel::Kvm,
+        timeout: KVM_PROBE_TIMEOUT,
+        log: logs.join("kvm-probe.log"),
+    }
+    .run();
+    let (accel, answer) = if r.probe {
+        (
+            Accel::Kvm,
+            format!("kvm: booted {} in {:.1} s", k.release, r.secs),
+        )
+    } else {
+        (
+            Accel::Tcg,
+            format!(
+                "tcg: {} did not boot under KVM ({})",
+                k.release,
+                r.error.as_deref().unwrap_or("no probe answer")
+            ),
+        )
+    };
+    eprintln!("    /dev/kvm probe: {answer}");
+    let _ = std::fs::write(&memo, format!("{key} {answer}\n"));
+    accel
+}
+
+/// Boots every job, `PARALLEL` at a time; results in job order.
+fn boot_all(
+    jobs: &[(String, &fetch::Kernel, &'static str)],
+    initrd: &Path,
+    accel: Accel,
+    logs: &Path,
+) -> Vec<(String, boot::Report)> {
+    let next = AtomicUsize::new(0);
+    let out: Mutex<Vec<Option<boot::Report>>> = Mutex::new(jobs.iter().map(|_| None).collect());
+    std::thread::scope(|s| {
+        for _ in 0..PARALLEL.min(jobs.len()) {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                let Some((title, k, mode)) = jobs.get(i) else {
+                    break;
+                };
+                let log: PathBuf = logs.join(format!("{}-{mode}.log", k.series));
+                let r = Boot {
+                    vmlinuz: &k.vmlinuz,
+                    initrd,
+                    mode,
+                    accel,
+                    timeout: BOOT_TIMEOUT,
+                    log: log.clone(),
+                }
+                .run();
+                let failed = r.results.iter().filter(|(_, ok, _)| !ok).count();
+                eprintln!(
+                    "    {title} ({}): {} of {} checks pass, {:.0} s{}",
+                    k.release,
+                    r.results.len() - failed,
+                    r.plan.len(),
+                    r.secs,
+                    r.error
+                        .as_ref()
+                        .map_or(String::new(), |e| format!(", BOOT FAILED: {e}"))
+                );
+                if let Ok(mut o) = out.lock() {
+                    o[i] = Some(r);
+                }
+            });
+        }
+    });
+    let done = out.into_inner().unwrap_or_default();
+    jobs.iter()
+        .zip(done)
+        .map(|((title, _, _), r)| {
+            (
+                title.clone(),
+                r.unwrap_or_else(|| boot::Report {
+                    error: Some("the boot thread did not report".to_string()),
+                    ..boot::Report::default()
+                }),
+            )
+        })
+        .collect()
+}
