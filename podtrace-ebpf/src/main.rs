@@ -119,7 +119,7 @@ fn count(index: u32) -> u64 {
 #[inline(always)]
 fn wakeup_flag(cfg: &Config) -> u64 {
     let every = u64::from(cfg.wakeup_every.max(1));
-    if count(counter::OFFERED) % every == 0 {
+    if count(counter::OFFERED).is_multiple_of(every) {
         ringbuf::FORCE_WAKEUP
     } else {
         ringbuf::NO_WAKEUP

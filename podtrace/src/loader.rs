@@ -381,6 +381,32 @@ mod tests {
         assert_eq!(crate::error::exit_code(&err), 1);
     }
 
+    /// The object this binary embeds carries this daemon's layout; the same object with the
+    /// value changed is refused as stale.
+    #[cfg(podtrace_ebpf)]
+    #[test]
+    fn a_stale_kernel_object_is_refused() {
+        use object::{Object, ObjectSection, ObjectSymbol};
+        assert_eq!(object_layout(OBJECT), Some(LAYOUT));
+        check_layout(OBJECT).expect("the embedded object is current");
+        let file = object::File::parse(OBJECT).expect("ELF");
+        let sym = file
+            .symbols()
+            .find(|s| s.name() == Ok(LAYOUT_SYMBOL))
+            .expect("layout symbol");
+        let section = file
+            .section_by_index(sym.section_index().expect("section"))
+            .expect("section");
+        let (start, _) = section.file_range().expect("file range");
+        let at = usize::try_from(start + sym.address() - section.address()).expect("offset");
+        let mut stale = OBJECT.to_vec();
+        stale[at] ^= 0xff;
+        let err = check_layout(&stale).expect_err("stale layout");
+        assert!(err.to_string().contains("cargo xtask build"), "{err}");
+        assert_eq!(crate::error::exit_code(&err), 1);
+        assert!(check_layout(b"not an ELF").is_err());
+    }
+
     #[test]
     fn message_for_a_process_lacking_both() {
         let m = privilege_message(Some(0));

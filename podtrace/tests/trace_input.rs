@@ -1,5 +1,7 @@
 //! Trace files as input: the bad-input corpus, crash-cut files, lenient mode, huge lines,
 //! replay of a good trace, `tree --from --at`. Runs the real binary; no root needed.
+// Test code: helpers panic with a message saying what failed.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

@@ -1,6 +1,8 @@
 //! Issue 3: real containers (podman + conmon + runc, conmon + runc in the cri-o layout,
 //! containerd + ctr) seen by the live tracer and by `podtrace tree`, checked against what
 //! the runtimes and /proc report.
+// Test code: helpers panic with a message saying what failed.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 use podtrace_tests::lab::{
     self, CrioLikeContainer, CrioOpts, CrioPod, CtrContainer, PodmanContainer,
 };

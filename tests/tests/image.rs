@@ -12,6 +12,8 @@
 //!
 //! The image is built once by `cargo xtask image` and kept; everything else the tests create
 //! (tracer and lab containers) is removed, also on panic.
+// Test code: helpers panic with a message saying what failed.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};

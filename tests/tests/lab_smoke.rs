@@ -3,6 +3,8 @@
 //! Each test starts real containers, checks what the lab reports against an independent source
 //! (/proc, cgroupfs, the runtime's CLI), execs into the container, drops it and checks nothing is
 //! left behind.
+// Test code: helpers panic with a message saying what failed.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::os::unix::fs::MetadataExt;
 use std::panic::AssertUnwindSafe;

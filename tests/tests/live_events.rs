@@ -1,4 +1,6 @@
 //! Issue 2: the live tracer against real processes on the real kernel (root).
+// Test code: helpers panic with a message saying what failed.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 use std::os::unix::fs::MetadataExt;
 use std::process::Command;
 

@@ -1,5 +1,7 @@
 //! Issue 6, operations: Prometheus metrics during a run, argv redaction in output and records,
 //! the chrome-trace export of a recorded run, and the error for missing privileges (root).
+// Test code: helpers panic with a message saying what failed.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::Command;

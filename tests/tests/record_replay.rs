@@ -1,5 +1,7 @@
 //! Issue 4: a live run with real containers, recorded, then replayed through the same engine:
 //! byte-identical output, no root needed to replay, trees at past times.
+// Test code: helpers panic with a message saying what failed.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 

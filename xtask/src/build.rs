@@ -11,11 +11,12 @@ pub fn ebpf_object() -> PathBuf {
     util::workspace_root().join("target/ebpf/bpfel-unknown-none/release/podtrace")
 }
 
-pub fn ebpf() -> Result<PathBuf> {
-    util::step("build podtrace-ebpf (bpfel-unknown-none, release)")?;
+/// `cargo <args>` in podtrace-ebpf with the pinned nightly.
+fn nightly_cargo(args: &[&str]) -> Command {
     let root = util::workspace_root();
     let mut cmd = Command::new("rustup");
-    cmd.args(["run", setup::NIGHTLY, "cargo", "build", "--release"])
+    cmd.args(["run", setup::NIGHTLY, "cargo"])
+        .args(args)
         .current_dir(root.join("podtrace-ebpf"))
         .env("CARGO_TARGET_DIR", root.join("target/ebpf"));
     // Do not leak the outer (stable) cargo's settings into the nightly build.
@@ -29,8 +30,28 @@ pub fn ebpf() -> Result<PathBuf> {
     ] {
         cmd.env_remove(var);
     }
-    util::run(&mut cmd).context("building the eBPF programs")?;
+    cmd
+}
+
+pub fn ebpf() -> Result<PathBuf> {
+    util::step("build podtrace-ebpf (bpfel-unknown-none, release)")?;
+    util::run(&mut nightly_cargo(&["build", "--release"])).context("building the eBPF programs")?;
     Ok(ebpf_object())
+}
+
+/// fmt and clippy on the kernel programs (their own workspace and toolchain).
+pub fn lint_ebpf() -> Result<()> {
+    util::step("podtrace-ebpf: cargo fmt --check, cargo clippy -D warnings")?;
+    util::run(&mut nightly_cargo(&["fmt", "--", "--check"]))
+        .context("podtrace-ebpf is not formatted")?;
+    util::run(&mut nightly_cargo(&[
+        "clippy",
+        "--release",
+        "--",
+        "-D",
+        "warnings",
+    ]))
+    .context("clippy on podtrace-ebpf")
 }
 
 /// Builds both and returns the daemon binary.

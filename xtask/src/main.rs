@@ -172,6 +172,7 @@ fn test(no_lint: bool, filter: Option<String>) -> Result<()> {
             ],
             &[],
         )?;
+        build::lint_ebpf()?;
     }
     util::step("unit tests (no root)")?;
     util::cargo(

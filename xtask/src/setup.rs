@@ -56,31 +56,31 @@ pub fn toolchain() -> Result<()> {
     ensure_bpf_linker()
 }
 
+/// What the kernel programs' nightly needs: rust-src (build-std) and the lints
+/// (`cargo xtask test` runs fmt and clippy on the eBPF crate too).
+const NIGHTLY_COMPONENTS: [&str; 3] = ["rust-src", "clippy", "rustfmt"];
+
 fn ensure_nightly() -> Result<()> {
-    let have = util::output(
+    let installed = util::output(
         "rustup",
         &["component", "list", "--installed", "--toolchain", NIGHTLY],
     )
-    .map(|s| s.lines().any(|l| l.starts_with("rust-src")))
-    .unwrap_or(false);
-    if have {
-        eprintln!("    ok: {NIGHTLY} with rust-src");
+    .unwrap_or_default();
+    let have = |c: &str| installed.lines().any(|l| l.starts_with(c));
+    if NIGHTLY_COMPONENTS.iter().all(|c| have(c)) {
+        eprintln!("    ok: {NIGHTLY} with {}", NIGHTLY_COMPONENTS.join(", "));
         return Ok(());
     }
-    let cmd = format!("rustup toolchain install {NIGHTLY} --profile minimal --component rust-src");
+    let mut args = vec!["toolchain", "install", NIGHTLY, "--profile", "minimal"];
+    for c in NIGHTLY_COMPONENTS {
+        args.extend(["--component", c]);
+    }
+    let cmd = format!("rustup {}", args.join(" "));
     if util::output("rustup", &["--version"]).is_none() {
         return Err(CannotInstall(cmd).into());
     }
     eprintln!("    installing: {cmd}");
-    util::run(Command::new("rustup").args([
-        "toolchain",
-        "install",
-        NIGHTLY,
-        "--profile",
-        "minimal",
-        "--component",
-        "rust-src",
-    ]))
+    util::run(Command::new("rustup").args(&args))
 }
 
 fn bpf_linker_ok() -> bool {

@@ -1,5 +1,7 @@
 //! The storm workload against the real kernel: the pids it records are the processes it ran,
 //! failures are counted, and sleepers are really started and really reaped.
+// Test code: helpers panic with a message saying what failed.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

@@ -2,6 +2,8 @@
 //! hierarchy it was given (the kernel's /proc/self/cgroup of the child says so), and every
 //! cgroup is gone afterwards. The first test needs root (it creates cgroups); `cargo xtask test`
 //! runs it as root.
+// Test code: helpers panic with a message saying what failed.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
