@@ -7,6 +7,7 @@ pub mod attribution;
 pub mod btf_offsets;
 pub mod cli;
 pub mod clock;
+pub mod cri;
 pub mod engine;
 pub mod export;
 pub mod facts;
