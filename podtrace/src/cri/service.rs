@@ -32,6 +32,8 @@ pub const BACKOFF_MIN: Duration = Duration::from_millis(250);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(8);
 /// Error answers (not outages) logged at warn level; the rest at debug.
 const WARN_FAILURES: u64 = 10;
+/// Outages (and recoveries) logged at warn level; the rest at debug.
+const WARN_OUTAGES: u64 = 5;
 
 /// What the worker sends back for every id it was given.
 enum Done {
@@ -264,6 +266,9 @@ impl CriService {
     /// request is dropped and counted (`queue_drops`). Ids the runtime does not know, and
     /// lookups that failed for good, get no answer.
     pub fn request(&mut self, id: &str) {
+        if id.is_empty() {
+            return;
+        }
         let c = &self.shared.counters;
         if let Some(f) = self.cache.get(id) {
             bump(&c.cache_hits);
@@ -436,8 +441,10 @@ async fn initial_listing(
                 let t = Instant::now();
                 let status = client.container_status(&ctr.id).await;
                 let pod = match status {
-                    Ok(_) => pod_of(&client, &shared, &ctr.pod_sandbox_id).await,
-                    Err(_) => Ok(None),
+                    Ok(_) if !ctr.pod_sandbox_id.is_empty() => {
+                        pod_of(&client, &shared, &ctr.pod_sandbox_id).await
+                    }
+                    _ => Ok(None),
                 };
                 (ctr.id, status, pod, t.elapsed())
             });
@@ -575,6 +582,14 @@ impl Worker {
                     .take()
                     .map(|t| t.elapsed())
                     .unwrap_or_default();
+                let outages = c.outages.load(std::sync::atomic::Ordering::Relaxed);
+                if outages > WARN_OUTAGES {
+                    tracing::debug!(
+                        "CRI at {} answers again after {after:.1?}",
+                        self.endpoint.display()
+                    );
+                    return;
+                }
                 tracing::warn!(
                     "CRI at {} answers again ({} {}) after {after:.1?}; {} lookups resume",
                     self.endpoint.display(),
@@ -657,6 +672,17 @@ impl Worker {
         self.probe_at = Instant::now() + BACKOFF_MIN;
         c.up.store(false, std::sync::atomic::Ordering::Relaxed);
         bump(&c.outages);
+        let outages = c.outages.load(std::sync::atomic::Ordering::Relaxed);
+        if outages > WARN_OUTAGES {
+            tracing::debug!(
+                "CRI at {} stopped answering ({msg})",
+                self.endpoint.display()
+            );
+            return;
+        }
+        if outages == WARN_OUTAGES {
+            tracing::warn!("CRI: outage {outages}; further outages are logged at debug level");
+        }
         tracing::warn!(
             "CRI at {} stopped answering ({msg}): names from the CRI wait; retrying with backoff \
              up to {BACKOFF_MAX:?}",
