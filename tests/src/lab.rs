@@ -13,6 +13,7 @@
 pub mod cgroup;
 pub mod cmd;
 pub mod containerd;
+pub mod cri;
 pub mod crio;
 pub mod fake;
 pub mod podman;
@@ -22,6 +23,7 @@ pub mod rootfs;
 pub use cgroup::{cgroup_dir, cgroup_id_of_pid, cgroup_inode, unified_root};
 pub use cmd::unique_name;
 pub use containerd::{ContainerdLab, CtrContainer, CtrOpts};
+pub use cri::{ContainerSpec, CriLab, KubeContainer, KubePod};
 pub use crio::{CrioLikeContainer, CrioOpts, CrioPod, Qos};
 pub use fake::FakeContainer;
 pub use podman::{PodmanContainer, PodmanOpts};

@@ -42,10 +42,13 @@ fn bpf_linker_install_cmd() -> String {
     )
 }
 
-/// Nightly with rust-src, llvm-22-dev and a matching bpf-linker.
+/// Nightly with rust-src, llvm-22-dev and a matching bpf-linker, and protoc.
 pub fn toolchain() -> Result<()> {
-    util::step("toolchain check (nightly + rust-src, llvm-dev, bpf-linker)")?;
+    util::step("toolchain check (nightly + rust-src, llvm-dev, bpf-linker, protoc)")?;
     ensure_nightly()?;
+    // The k8s-cri crate compiles the CRI proto in its build script with protoc (prost-build
+    // ships none), for the host and the musl build alike.
+    ensure_apt(&["protobuf-compiler"], || have("protoc"))?;
     // bpf-linker links against the unversioned libLLVM.so, which only the -dev package ships
     // (llvm-config alone comes with llvm-22 and says nothing about it).
     ensure_apt(&[&format!("llvm-{LLVM_MAJOR}-dev")], || {

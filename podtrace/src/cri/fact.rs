@@ -1,11 +1,8 @@
-//! What the CRI said about a container: a fact, recorded in traces (`cri` records) so that
-//! replay names containers as live did without asking any CRI.
+//! What the CRI said about one id: the `cri` record of traces (see the interface contract).
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
-
 /// What the CRI said about one container id (a `cri` record in traces).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CriFact {
     /// The id podtrace asked about (a container id, or a pod sandbox id: see `sandbox`).
@@ -24,7 +21,7 @@ pub struct CriFact {
     pub pod: Option<CriPod>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CriPod {
     pub sandbox_id: String,
@@ -36,4 +33,43 @@ pub struct CriPod {
     pub labels: Option<BTreeMap<String, String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub annotations: Option<BTreeMap<String, String>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_rejects_unknown_fields() {
+        let f = CriFact {
+            id: "a".repeat(64),
+            sandbox: false,
+            name: Some("app".into()),
+            attempt: Some(1),
+            image: Some("localhost/busybox:1".into()),
+            image_id: Some("sha256:00".into()),
+            pod: Some(CriPod {
+                sandbox_id: "b".repeat(64),
+                name: "web-0".into(),
+                namespace: "default".into(),
+                uid: "0f2a".into(),
+                labels: None,
+                annotations: Some(BTreeMap::from([("k".into(), "v".into())])),
+            }),
+        };
+        let text = serde_json::to_string(&f).expect("serialize");
+        assert!(
+            !text.contains("labels"),
+            "None labels are not printed: {text}"
+        );
+        let back: CriFact = serde_json::from_str(&text).expect("deserialize");
+        assert_eq!(back, f);
+        // `sandbox` defaults to false; unknown fields are an error (a trace from elsewhere).
+        let min =
+            r#"{"id":"x","name":null,"attempt":null,"image":null,"image_id":null,"pod":null}"#;
+        let m: CriFact = serde_json::from_str(min).expect("minimal fact");
+        assert!(!m.sandbox);
+        let extra = r#"{"id":"x","name":null,"attempt":null,"image":null,"image_id":null,"pod":null,"x":1}"#;
+        assert!(serde_json::from_str::<CriFact>(extra).is_err());
+    }
 }
