@@ -94,6 +94,36 @@ pub struct TracerArgs {
     /// hierarchy where v2 is not in use for a task), v2, or v1.
     #[arg(long, value_enum, default_value_t = CgroupMode::Auto, env = "PODTRACE_CGROUP_MODE")]
     pub cgroup_mode: CgroupMode,
+    #[command(flatten)]
+    pub cri: CriArgs,
+}
+
+/// Where names and images come from besides argv and cgroup paths (`run`, `record`, `tree`).
+#[derive(Args, Debug, Clone, Default)]
+pub struct CriArgs {
+    /// The container runtime's CRI socket, for pod, container and image names
+    /// (`unix:///path` or a path). Default: the first that answers of containerd's, cri-o's,
+    /// cri-dockerd's and k3s's sockets.
+    #[arg(long, value_name = "ENDPOINT", env = "CONTAINER_RUNTIME_ENDPOINT")]
+    pub cri_endpoint: Option<String>,
+    /// Do not ask the CRI (names then come from runtime helpers' argv and cgroup paths only).
+    #[arg(long)]
+    pub no_cri: bool,
+    /// Also keep pod labels and annotations from the CRI (redacted like argv; they can be
+    /// large and may hold secrets).
+    #[arg(long)]
+    pub cri_labels: bool,
+}
+
+impl CriArgs {
+    /// The CRI configuration, None with `--no-cri`.
+    pub fn config(&self) -> Option<crate::cri::CriConfig> {
+        (!self.no_cri).then(|| crate::cri::CriConfig {
+            endpoint: self.cri_endpoint.clone(),
+            labels: self.cri_labels,
+            ..crate::cri::CriConfig::default()
+        })
+    }
 }
 
 /// Which pod, namespace or container (`run`, `replay` and `tree` alike).
@@ -161,6 +191,9 @@ pub struct TreeArgs {
     /// Live tree: which cgroup hierarchy places processes (as `run --cgroup-mode`).
     #[arg(long, value_enum, default_value_t = CgroupMode::Auto, env = "PODTRACE_CGROUP_MODE")]
     pub cgroup_mode: CgroupMode,
+    /// Live tree: names and images from the CRI (as `run`).
+    #[command(flatten)]
+    pub cri: CriArgs,
 }
 
 fn parse_seconds(s: &str) -> Result<Duration, String> {

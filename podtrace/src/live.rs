@@ -13,7 +13,8 @@ use tokio::signal::unix::{signal, SignalKind};
 use crate::cgroups::resolve::{CgroupView, Resolver};
 use crate::cgroups::{self, CgroupMode, CgroupSetup, Mounts};
 use crate::clock::BootClock;
-use crate::engine::Question;
+use crate::cri::{self, CriConfig, CriError, CriFact, CriService, CriStats};
+use crate::engine::{Question, Request};
 use crate::error::Failure;
 use crate::filter::EventFilter;
 use crate::kernel_event::{decode, record_kind, Decoded};
@@ -60,6 +61,8 @@ pub struct RunOptions {
     /// Applied to every argv before the engine, the output and the recorder see it.
     pub redactor: Redactor,
     pub cgroup_mode: CgroupMode,
+    /// Ask the CRI for names (None: `--no-cri`).
+    pub cri: Option<CriConfig>,
 }
 
 #[derive(Debug, Default, serde::Serialize)]
@@ -75,6 +78,8 @@ pub struct RunSummary {
     pub threads: u64,
     pub read_errors: u64,
     pub resyncs: u64,
+    /// The CRI used (endpoint and runtime), if any, and its counters at exit.
+    pub cri: Option<CriSummary>,
     /// The exit program attached (`sched_process_exit`: group_dead from the tracepoint;
     /// `sched_process_exit_legacy`: the race-free check).
     pub exit_program: String,
@@ -154,10 +159,65 @@ pub fn snapshot_records(
     Ok((out, redacted))
 }
 
+#[derive(Debug, Default, serde::Serialize)]
+pub struct CriSummary {
+    pub endpoint: String,
+    pub runtime: Option<String>,
+    pub stats: CriStats,
+    /// CRI answers that changed a name the argv had given.
+    pub disagreements: u64,
+}
+
+/// Connects to the CRI: None with a warning when no socket is there (unless it was named).
+pub async fn start_cri(cfg: &CriConfig, redactor: Arc<Redactor>) -> Result<Option<CriService>> {
+    match CriService::start(cfg.clone(), cri::redact_with(redactor)).await {
+        Ok(s) => {
+            tracing::info!(
+                "CRI: {} at {}",
+                s.runtime().unwrap_or("a runtime that did not say which"),
+                s.endpoint().display()
+            );
+            Ok(Some(s))
+        }
+        Err(CriError::NoEndpoint { tried }) => {
+            tracing::info!(
+                "no CRI socket found ({}): pod and container names come from runtime helpers' \
+                 argv and cgroup paths only (--cri-endpoint names a socket)",
+                tried
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            Ok(None)
+        }
+        Err(e) => Err(Failure::BadInput(format!("--cri-endpoint: {e}")).into()),
+    }
+}
+
+/// The next CRI answer, or never without a CRI.
+async fn cri_answer(cri: &mut Option<CriService>) -> CriFact {
+    match cri {
+        Some(s) => s.next_answer().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Hands the engine's requests to the CRI.
+fn serve_requests(pipe: &mut Pipeline<'_>, cri: &mut Option<CriService>) {
+    let Some(s) = cri else { return };
+    for r in pipe.take_requests() {
+        match r {
+            Request::CriLookup(id) => s.request(&id),
+            Request::CriForget(id) => s.forget(&id),
+        }
+    }
+}
+
 /// Everything the live loop keeps besides the pipeline.
 struct Live {
     resolver: Resolver,
-    redactor: Redactor,
+    redactor: Arc<Redactor>,
     metrics: Option<Arc<Metrics>>,
     summary: RunSummary,
     reported_drops: LostKinds,
@@ -320,6 +380,7 @@ pub async fn run(opts: RunOptions) -> Result<RunSummary> {
         None => None,
     };
     let (mounts, setup, v1) = cgroup_setup(opts.cgroup_mode)?;
+    let redactor = Arc::new(opts.redactor);
     // Attach first, then read /proc: a process that starts in between is in both, never in
     // neither.
     let mut loaded = loader::load(&LoadOptions {
@@ -328,16 +389,22 @@ pub async fn run(opts: RunOptions) -> Result<RunSummary> {
         kernel_debug: opts.kernel_debug,
         v1_controller: v1.as_ref().map(|m| m.controller.clone()),
     })?;
+    let mut cri = match &opts.cri {
+        Some(cfg) => start_cri(cfg, Arc::clone(&redactor)).await?,
+        None => None,
+    };
     let _stats_fd = match &opts.summary {
         Some(_) => Some(loader::enable_run_time_stats()?),
         None => None,
     };
     let clock = BootClock::from_system()?;
     let view = CgroupView::new(&mounts, &setup, v1);
-    let (records, redacted) =
-        snapshot_records(clock, opts.node.clone(), &setup, &view, &opts.redactor)?;
+    let (records, redacted) = snapshot_records(clock, opts.node.clone(), &setup, &view, &redactor)?;
 
     let mut pipe = Pipeline::new(opts.filter.clone());
+    if cri.is_some() {
+        pipe = pipe.keep_requests();
+    }
     if let Some(p) = &opts.record {
         pipe = pipe.record_to(TraceWriter::create(p)?);
     }
@@ -352,7 +419,15 @@ pub async fn run(opts: RunOptions) -> Result<RunSummary> {
     }
     let processes = records.len().saturating_sub(1);
     drop(records);
+    // What the CRI listed at start, before the snapshot is attributed: containers that ran
+    // before podtrace are named from their first line on.
+    if let Some(s) = &mut cri {
+        for f in s.initial() {
+            pipe.push(&Record::Cri(f))?;
+        }
+    }
     pipe.push(&Record::SnapshotEnd {})?;
+    serve_requests(&mut pipe, &mut cri);
     pipe.flush_recorder_now()?;
 
     let metrics = metrics_listener.map(|listener| {
@@ -369,7 +444,7 @@ pub async fn run(opts: RunOptions) -> Result<RunSummary> {
     });
     let mut live = Live {
         resolver: Resolver::new(view),
-        redactor: opts.redactor,
+        redactor,
         metrics,
         summary: RunSummary {
             exit_program: loaded.exit_program.to_string(),
@@ -409,7 +484,12 @@ pub async fn run(opts: RunOptions) -> Result<RunSummary> {
                 if !more {
                     guard.clear_ready();
                 }
+                serve_requests(&mut pipe, &mut cri);
                 pipe.flush()?;
+            }
+            fact = cri_answer(&mut cri) => {
+                pipe.push(&Record::Cri(fact))?;
+                serve_requests(&mut pipe, &mut cri);
             }
             guard = async {
                 match logger.as_mut() {
@@ -428,11 +508,15 @@ pub async fn run(opts: RunOptions) -> Result<RunSummary> {
                 live.check_clock(&mut pipe)?;
                 live.report_drops(loader::read_drops(&loaded.counters), &mut pipe)?;
                 live.resync(&mut pipe)?;
+                serve_requests(&mut pipe, &mut cri);
                 if let Some(m) = &live.metrics {
                     if let Some(e) = pipe.engine() {
                         m.observe_engine(e);
                     }
                     m.observe_kernel(&loader::read_counters(&loaded.counters));
+                    if let Some(s) = &cri {
+                        m.observe_cri(&s.stats());
+                    }
                 }
                 pipe.flush()?;
             }
@@ -456,6 +540,14 @@ pub async fn run(opts: RunOptions) -> Result<RunSummary> {
     let k = loader::read_counters(&counters);
     live.report_drops(k.drops, &mut pipe)?;
     let mut summary = live.summary;
+    summary.cri = cri.as_ref().map(|s| CriSummary {
+        endpoint: s.endpoint().display().to_string(),
+        runtime: s.runtime().map(str::to_string),
+        stats: s.stats(),
+        disagreements: pipe
+            .engine()
+            .map_or(0, |e| e.containers().stats.cri_disagreements),
+    });
     summary.kernel_counters = k;
     summary.threads = k.threads;
     summary.read_errors = k.read_errors;

@@ -49,6 +49,7 @@ fn run_options(
         summary: tracer.summary,
         metrics_addr: tracer.metrics_addr,
         cgroup_mode: tracer.cgroup_mode,
+        cri: tracer.cri.config(),
     })
 }
 
@@ -144,7 +145,11 @@ fn tree_cmd(t: TreeArgs) -> Result<()> {
             engine
         }
         // The live picture redacts argv with the default rules, as `run` does.
-        None => podtrace::now::engine_from_proc(&Redactor::new(&[], true)?, t.cgroup_mode)?,
+        None => podtrace::now::engine_from_proc(
+            Redactor::new(&[], true)?,
+            t.cgroup_mode,
+            t.cri.config(),
+        )?,
     };
     let view = tree::build(&engine, &filter);
     if t.json {

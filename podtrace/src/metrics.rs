@@ -17,6 +17,7 @@ use prometheus_client::registry::{Registry, Unit};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::cri::CriStats;
 use crate::engine::Engine;
 use crate::kernel_event::Kind;
 use crate::loader::KernelCounters;
@@ -54,6 +55,95 @@ pub struct Metrics {
     ring_buffer_bytes: Gauge,
     kernel_threads: Counter,
     kernel_read_errors: Counter,
+    cri: CriMetrics,
+}
+
+/// The CRI service's counters, brought up to its totals on each tick.
+struct CriMetrics {
+    up: Gauge,
+    lookups: Counter,
+    answered: Counter,
+    not_found: Counter,
+    failures: Counter,
+    timeouts: Counter,
+    queue_drops: Counter,
+    disagreements: Counter,
+    cache_size: Gauge,
+    latency_us_sum: Counter,
+    latency_count: Counter,
+}
+
+impl CriMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let mut counter = |name: &str, help: &str| {
+            let c = Counter::default();
+            registry.register(name, help, c.clone());
+            c
+        };
+        let lookups = counter(
+            "cri_lookups",
+            "CRI lookups run (ContainerStatus / PodSandboxStatus)",
+        );
+        let answered = counter(
+            "cri_answered",
+            "CRI lookups that named a container or sandbox",
+        );
+        let not_found = counter(
+            "cri_not_found",
+            "CRI lookups of ids the runtime does not know",
+        );
+        let failures = counter(
+            "cri_failures",
+            "CRI lookups that failed (no answer, an error, a timeout)",
+        );
+        let timeouts = counter("cri_timeouts", "CRI lookups that timed out");
+        let queue_drops = counter(
+            "cri_queue_drops",
+            "CRI lookups not asked because the queue was full",
+        );
+        let disagreements = counter(
+            "cri_disagreements",
+            "CRI answers that changed a pod or container name runtime argv had given",
+        );
+        let latency_us_sum = counter(
+            "cri_lookup_microseconds_sum",
+            "Total time of CRI lookups, microseconds (with _count: the mean)",
+        );
+        let latency_count = counter("cri_lookup_count", "CRI lookups timed");
+        let up = Gauge::default();
+        registry.register(
+            "cri_up",
+            "1 while the CRI answers, 0 during an outage (absent without a CRI)",
+            up.clone(),
+        );
+        let cache_size = Gauge::default();
+        registry.register(
+            "cri_cache_size",
+            "Containers and sandboxes whose CRI answer is cached",
+            cache_size.clone(),
+        );
+        Self {
+            up,
+            lookups,
+            answered,
+            not_found,
+            failures,
+            timeouts,
+            queue_drops,
+            disagreements,
+            cache_size,
+            latency_us_sum,
+            latency_count,
+        }
+    }
+}
+
+/// Brings a counter up to a total kept elsewhere.
+fn catch_up(counter: &Counter, total: u64) {
+    let seen = counter.get();
+    if total > seen {
+        counter.inc_by(total - seen);
+    }
 }
 
 impl Metrics {
@@ -125,7 +215,9 @@ impl Metrics {
             "Kernel reads that failed, leaving some event fields 0",
             kernel_read_errors.clone(),
         );
+        let cri = CriMetrics::register(&mut registry);
         Self {
+            cri,
             registry,
             events,
             lost,
@@ -174,19 +266,36 @@ impl Metrics {
         let pods: std::collections::HashSet<&str> =
             live.iter().filter_map(|c| c.pod_uid.as_deref()).collect();
         self.pods.set(i64::try_from(pods.len()).unwrap_or(i64::MAX));
+        catch_up(
+            &self.cri.disagreements,
+            engine.containers().stats.cri_disagreements,
+        );
     }
 
     /// Brings the kernel-side counters up to the kernel's totals.
     pub fn observe_kernel(&self, k: &KernelCounters) {
+        catch_up(&self.kernel_threads, k.threads);
+        catch_up(&self.kernel_read_errors, k.read_errors);
+    }
+
+    /// Brings the CRI counters up to the service's totals.
+    pub fn observe_cri(&self, s: &CriStats) {
+        let c = &self.cri;
+        c.up.set(i64::from(s.up));
         for (counter, total) in [
-            (&self.kernel_threads, k.threads),
-            (&self.kernel_read_errors, k.read_errors),
+            (&c.lookups, s.lookups),
+            (&c.answered, s.answered),
+            (&c.not_found, s.not_found),
+            (&c.failures, s.failures),
+            (&c.timeouts, s.timeouts),
+            (&c.queue_drops, s.queue_drops),
+            (&c.latency_us_sum, s.latency.sum_us),
+            (&c.latency_count, s.latency.count),
         ] {
-            let seen = counter.get();
-            if total > seen {
-                counter.inc_by(total - seen);
-            }
+            catch_up(counter, total);
         }
+        c.cache_size
+            .set(i64::try_from(s.cache_size).unwrap_or(i64::MAX));
     }
 
     pub fn ring_buffer_bytes(&self) -> i64 {

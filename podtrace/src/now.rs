@@ -1,25 +1,55 @@
-//! `podtrace tree` on the live system: the /proc snapshot through the same pipeline as `run`
-//! (no eBPF needed).
-use anyhow::Result;
+//! `podtrace tree` on the live system: the /proc snapshot (and what the CRI lists) through
+//! the same pipeline as `run` (no eBPF needed).
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
 
 use crate::cgroups::resolve::CgroupView;
 use crate::cgroups::CgroupMode;
 use crate::clock::BootClock;
+use crate::cri::CriConfig;
 use crate::engine::Engine;
 use crate::filter::EventFilter;
-use crate::live::{cgroup_setup, snapshot_records};
+use crate::live::{cgroup_setup, snapshot_records, start_cri};
 use crate::pipeline::Pipeline;
 use crate::redact::Redactor;
 use crate::trace::Record;
 
 /// The node now; argv goes through `redactor` as in `run`.
-pub fn engine_from_proc(redactor: &Redactor, mode: CgroupMode) -> Result<Engine> {
+pub fn engine_from_proc(
+    redactor: Redactor,
+    mode: CgroupMode,
+    cri: Option<CriConfig>,
+) -> Result<Engine> {
+    let redactor = Arc::new(redactor);
+    let cri_facts = match cri {
+        Some(cfg) => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            rt.block_on(async {
+                Ok::<_, anyhow::Error>(
+                    start_cri(&cfg, Arc::clone(&redactor))
+                        .await?
+                        .map(|mut s| s.initial())
+                        .unwrap_or_default(),
+                )
+            })?
+        }
+        None => Vec::new(),
+    };
     let (mounts, setup, v1) = cgroup_setup(mode)?;
     let view = CgroupView::new(&mounts, &setup, v1);
-    let (records, _) = snapshot_records(BootClock::from_system()?, None, &setup, &view, redactor)?;
+    let (records, _) = snapshot_records(BootClock::from_system()?, None, &setup, &view, &redactor)?;
     let mut pipe = Pipeline::new(EventFilter::default());
-    for rec in records.iter().chain([&Record::SnapshotEnd {}]) {
-        pipe.push(rec)?;
+    let cri = cri_facts.into_iter().map(Record::Cri);
+    for rec in records
+        .into_iter()
+        .chain(cri)
+        .chain([Record::SnapshotEnd {}])
+    {
+        pipe.push(&rec)?;
     }
     pipe.finish()?
         .ok_or_else(|| anyhow::anyhow!("the snapshot produced no engine"))

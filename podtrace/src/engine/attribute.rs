@@ -74,7 +74,7 @@ impl Engine {
             prev_role: p.role,
             helper: parse_helper(exe_of(p), &p.argv),
         };
-        let old_container = p.container.clone();
+        let old_member = p.member().cloned();
         let cgroup = p
             .cgroup
             .and_then(|k| self.cgroups.get(k))
@@ -90,11 +90,12 @@ impl Engine {
         helper_copy(&facts, &mut d);
         self.init(&facts, &mut d);
 
-        if d.container != old_container {
-            if let Some(old) = &old_container {
+        let new_member = d.container.clone().or_else(|| d.pod_of.clone());
+        if new_member != old_member {
+            if let Some(old) = &old_member {
                 self.containers.detach(old, self.now_ns);
             }
-            if let Some(new) = &d.container {
+            if let Some(new) = &new_member {
                 self.containers.attach(new);
             }
         }
@@ -109,6 +110,14 @@ impl Engine {
     fn helper(&mut self, f: &Facts, d: &mut Decision) {
         let Some(h) = &f.helper else { return };
         d.role = Some(helper_role(h.kind));
+        if h.pod_level {
+            // A pod's monitor (cri-o's conmon-rs): in the pod, not in one of its containers.
+            d.pod_of = h
+                .sandbox_id
+                .as_deref()
+                .map(|id| self.containers.entry(id, self.now_ns).id.clone());
+            return;
+        }
         d.container = if h.kind == HelperKind::Conmon && h.exec {
             // An exec session's conmon joins the container without becoming its monitor.
             h.container_id
@@ -134,6 +143,14 @@ impl Engine {
                 }
                 d.container = self.containers.id(id);
             }
+            (None, None) if info.sandbox_id.is_some() => {
+                // A pod sandbox's own cgroup (kata: the VM, its hypervisor and shim): in the
+                // pod, not in a container.
+                if let Some(sid) = &info.sandbox_id {
+                    self.containers.learn_cgroup(sid, info, path, now);
+                    d.pod_of = self.containers.id(sid);
+                }
+            }
             (None, None) => {
                 if let Some(id) = self.containers.by_shim_path(path) {
                     self.containers
@@ -151,7 +168,8 @@ impl Engine {
     /// Step 3: a process in a container's own pid namespace is in that container; in a
     /// pod's shared one, in that pod.
     fn pid_namespace(&self, f: &Facts, d: &mut Decision) {
-        if d.container.is_some() || f.pidns == self.host_pidns || f.pidns == 0 {
+        if d.container.is_some() || d.pod_of.is_some() || f.pidns == self.host_pidns || f.pidns == 0
+        {
             return;
         }
         match self.containers.by_pidns(f.pidns) {

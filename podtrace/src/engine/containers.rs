@@ -18,6 +18,11 @@ pub const CONTAINERS_MAX: usize = 16_384;
 /// The name the kubelet and cri-o give a pod's sandbox (infra) container.
 pub const SANDBOX_NAME: &str = "POD";
 
+/// The containerd namespace dockerd uses.
+const DOCKER_NAMESPACE: &str = "moby";
+/// The containerd namespace of containerd's CRI plugin (kubelet's containers).
+const CRI_NAMESPACE: &str = "k8s.io";
+
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Container {
     pub id: Arc<str>,
@@ -131,14 +136,20 @@ impl Registry {
     }
 
     /// The record to change; changing it rebuilds what events carry. A new container starts
-    /// finished at `now_ns` (no process yet).
+    /// finished at `now_ns` (no process yet) and is asked of the CRI.
     pub fn entry(&mut self, id: &str, now_ns: u64) -> &mut Container {
+        self.entry_asking(id, now_ns, true)
+    }
+
+    fn entry_asking(&mut self, id: &str, now_ns: u64, ask_cri: bool) -> &mut Container {
         if !self.by_id.contains_key(id) && self.by_id.len() >= CONTAINERS_MAX {
             self.evict_one();
         }
         let requests = &mut self.requests;
         let c = self.by_id.entry(Arc::from(id)).or_insert_with_key(|key| {
-            requests.push(Request::CriLookup(key.clone()));
+            if ask_cri {
+                requests.push(Request::CriLookup(key.clone()));
+            }
             Container {
                 id: key.clone(),
                 finished_ns: Some(now_ns),
@@ -237,9 +248,16 @@ impl Registry {
             }
             HelperKind::Shim => {
                 c.helper_pid = Some(pid);
-                c.runtime = Some(Runtime::Containerd);
+                // dockerd runs its containers through containerd in the `moby` namespace.
+                c.runtime = Some(if h.namespace.as_deref() == Some(DOCKER_NAMESPACE) {
+                    Runtime::Docker
+                } else {
+                    Runtime::Containerd
+                });
                 c.ctr_namespace = h.namespace.clone();
-                if !c.cri {
+                // `ctr run IMAGE NAME` names a container by its id; in the CRI's namespace
+                // the id is generated and the name is the CRI's to say.
+                if !c.cri && h.namespace.as_deref() != Some(CRI_NAMESPACE) {
                     c.name.get_or_insert_with(|| id.to_string());
                 }
             }
@@ -269,7 +287,8 @@ impl Registry {
     /// What the CRI said: names and image; where argv said otherwise, the CRI wins (counted).
     pub fn learn_cri(&mut self, f: &CriFact, now_ns: u64) {
         let mut disagreements = 0;
-        let c = self.entry(&f.id, now_ns);
+        // The answer itself: nothing more to ask.
+        let c = self.entry_asking(&f.id, now_ns, false);
         c.cri = true;
         if f.sandbox {
             cri_wins(&mut c.name, SANDBOX_NAME, &mut disagreements);

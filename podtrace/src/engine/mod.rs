@@ -315,7 +315,7 @@ impl Engine {
             }
         }
         if !p.is_zombie() {
-            if let Some(id) = p.container.clone() {
+            if let Some(id) = p.member().cloned() {
                 self.containers.detach(&id, self.now_ns);
                 self.containers.process_exited(&id, p.pid);
             }
@@ -641,7 +641,7 @@ impl Engine {
         };
         p.exited_ns = Some(ev.ts_ns);
         p.exit_seen = true;
-        let (key, container, role) = (p.cgroup, p.container.clone(), p.role);
+        let (key, container, role) = (p.cgroup, p.member().cloned(), p.role);
         if let Some(k) = key {
             self.cgroups.release(k, self.now_ns);
         }

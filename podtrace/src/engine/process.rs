@@ -61,6 +61,11 @@ impl Proc {
     pub fn is_zombie(&self) -> bool {
         self.exited_ns.is_some()
     }
+
+    /// The registry entry it keeps alive: its container, else the entry of its pod.
+    pub fn member(&self) -> Option<&Arc<str>> {
+        self.container.as_ref().or(self.pod_of.as_ref())
+    }
 }
 
 /// Where an event's (pid, start) stands against the table.
