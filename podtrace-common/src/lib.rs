@@ -68,8 +68,9 @@ pub struct EventHeader {
     pub uid: u32,
     pub gid: u32,
     /// Exit only: the wait status `waitpid` reports (`code << 8`, or the signal | 0x80 on
-    /// core dump): the group exit code after `exit_group` or a fatal signal, else the
-    /// thread-group leader's own exit code.
+    /// core dump): the group exit code after `exit_group` or a fatal signal, else the exit
+    /// code of the last thread to exit or of the leader (`config::EXIT_CODE_OF_LEADER`), as
+    /// the running kernel's waitpid does.
     pub exit_status: u32,
     /// Exec only: filename bytes after the header.
     pub filename_len: u16,
@@ -129,6 +130,10 @@ pub mod config {
     pub const THREADS: u32 = 1;
     /// Read the cgroup of the v1 hierarchy at `Offsets::css_set_v1_subsys`.
     pub const CGROUP_V1: u32 = 2;
+    /// When the process did not end by `exit_group` or a signal, its wait status is the
+    /// thread-group leader's exit code (kernels before 6.1 or so), not the last thread's:
+    /// the daemon asks the running kernel at start.
+    pub const EXIT_CODE_OF_LEADER: u32 = 4;
 }
 
 /// `signal_struct::flags` bit set by `exit_group` and fatal signals (include/linux/sched/signal.h,

@@ -316,7 +316,7 @@ fn report_exit(task: &Task, cfg: &Config, ctx: &BtfTracePointContext) {
     if hdr.pid == cfg.self_tgid {
         return;
     }
-    match task.exit_status() {
+    match task.exit_status(cfg) {
         Ok(s) => hdr.exit_status = s,
         Err(_) => hdr.flags |= flags::PARTIAL,
     }

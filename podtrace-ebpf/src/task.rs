@@ -174,18 +174,22 @@ impl<'a> Task<'a> {
     }
 
     /// The wait status `waitpid` will report: the group exit code after `exit_group` or a
-    /// fatal signal, else the thread-group leader's own exit code (the leader may have
-    /// called `exit` before the last thread).
+    /// fatal signal; else, as the running kernel's wait does it, the exit code of the thread
+    /// that ended the process (this one) or of the thread-group leader (older kernels,
+    /// `config::EXIT_CODE_OF_LEADER`).
     #[inline(always)]
-    pub fn exit_status(&self) -> Result<u32, i32> {
+    pub fn exit_status(&self, cfg: &Config) -> Result<u32, i32> {
         let o = self.off;
         let signal = self.ptr(o.task_signal)?;
         let sig_flags: u32 = load(signal + o.signal_flags as u64)?;
         if sig_flags & SIGNAL_GROUP_EXIT != 0 {
             return load::<i32>(signal + o.signal_group_exit_code as u64).map(|c| c as u32);
         }
-        let leader = Task::new(self.ptr(o.task_group_leader)?, o);
-        leader.field::<i32>(o.task_exit_code).map(|c| c as u32)
+        if cfg.flags & config::EXIT_CODE_OF_LEADER != 0 {
+            let leader = Task::new(self.ptr(o.task_group_leader)?, o);
+            return leader.field::<i32>(o.task_exit_code).map(|c| c as u32);
+        }
+        self.field::<i32>(o.task_exit_code).map(|c| c as u32)
     }
 }
 

@@ -13,6 +13,7 @@ pub mod clock;
 pub mod cri;
 pub mod engine;
 pub mod error;
+pub mod exit_probe;
 pub mod export;
 pub mod filter;
 pub mod kernel_event;

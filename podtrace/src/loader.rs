@@ -8,6 +8,7 @@ use podtrace_common::{config, counter, kind, Config, LAYOUT, LAYOUT_SYMBOL};
 
 use crate::btf_offsets;
 use crate::error::Failure;
+use crate::exit_probe::{self, ExitCodeOf};
 use crate::trace::LostKinds;
 
 /// (program, tracepoint) pairs; the exit tracepoint has two programs, one is loaded.
@@ -195,6 +196,14 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded> {
     let mut flags = if opts.threads { config::THREADS } else { 0 };
     if opts.v1_controller.is_some() {
         flags |= config::CGROUP_V1;
+    }
+    match exit_probe::probe() {
+        Some(ExitCodeOf::Leader) => flags |= config::EXIT_CODE_OF_LEADER,
+        Some(ExitCodeOf::LastThread) => {}
+        None => tracing::warn!(
+            "could not ask the kernel whose exit code a process ends with when its leader \
+             exits first: reporting the last thread's (as Linux 6.1 and later do)"
+        ),
     }
     let cfg = Config {
         offsets: layout.offsets,

@@ -164,6 +164,9 @@ fn tree_cmd(t: TreeArgs) -> Result<()> {
 }
 
 fn main() -> ExitCode {
+    if std::env::args_os().nth(1).as_deref() == Some(podtrace::exit_probe::PROBE_ARG.as_ref()) {
+        podtrace::exit_probe::child();
+    }
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)

@@ -535,6 +535,7 @@ mod tests {
             exe: Some(argv[0].to_string()),
             argv: argv.iter().map(|s| s.to_string()).collect(),
             argv_truncated: false,
+            zombie: false,
             cgroup: Some(cgroup.to_string()),
             cgroup_id,
             cgroup_v1: None,

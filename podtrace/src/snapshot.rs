@@ -44,6 +44,9 @@ pub struct ProcInfo {
     /// Inode of that cgroup2 directory (0 if unknown).
     #[serde(default)]
     pub cgroup_id: u64,
+    /// Exited and not yet reaped by its parent (state `Z` in /proc/PID/stat).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub zombie: bool,
     /// Path in the v1 hierarchy of the trace header.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cgroup_v1: Option<String>,
@@ -61,15 +64,29 @@ pub fn read_process(pid: u32, view: &CgroupView) -> Option<ProcInfo> {
     Scanner::new(view).read(pid)
 }
 
-/// The fields of /proc/PID/stat podtrace uses: (comm, ppid, flags, starttime in ticks).
-fn parse_stat(text: &str) -> Option<(String, u32, u64, u64)> {
+/// The fields of /proc/PID/stat podtrace uses.
+struct Stat {
+    comm: String,
+    state: char,
+    ppid: u32,
+    flags: u64,
+    start_ticks: u64,
+}
+
+fn parse_stat(text: &str) -> Option<Stat> {
     let open = text.find('(')?;
     let close = text.rfind(')')?;
     let comm = text.get(open + 1..close)?.to_string();
     // Fields after the comm, numbered as in proc(5): state is field 3.
     let rest: Vec<&str> = text.get(close + 1..)?.split_ascii_whitespace().collect();
     let field = |n: usize| rest.get(n - 3).and_then(|v| v.parse::<u64>().ok());
-    Some((comm, field(4)? as u32, field(9)?, field(22)?))
+    Some(Stat {
+        comm,
+        state: rest.first()?.chars().next()?,
+        ppid: field(4)? as u32,
+        flags: field(9)?,
+        start_ticks: field(22)?,
+    })
 }
 
 /// (real uid, real gid, pid in its own namespace) from /proc/PID/status.
@@ -147,7 +164,13 @@ impl<'a> Scanner<'a> {
     fn read(&mut self, pid: u32) -> Option<ProcInfo> {
         let dir = Path::new("/proc").join(pid.to_string());
         let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
-        let (comm, ppid, flags, start_ticks) = parse_stat(&stat)?;
+        let Stat {
+            comm,
+            state,
+            ppid,
+            flags,
+            start_ticks,
+        } = parse_stat(&stat)?;
         // Kernel threads (PF_KTHREAD) never exec/fork in user space: not part of any container.
         if flags & 0x0020_0000 != 0 {
             return None;
@@ -174,6 +197,7 @@ impl<'a> Scanner<'a> {
                 .map(|e| e.display().to_string()),
             argv,
             argv_truncated,
+            zombie: state == 'Z',
             cgroup,
             cgroup_id,
             cgroup_v1,
@@ -230,11 +254,12 @@ mod tests {
     #[test]
     fn stat_and_status_parse_like_proc5_says() {
         let stat = "4242 (my (odd) name) S 17 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 100 18446744073709551615";
+        let s = parse_stat(stat).expect("a stat line");
         assert_eq!(
-            parse_stat(stat),
-            Some(("my (odd) name".to_string(), 17, 4194560, 987654))
+            (s.comm.as_str(), s.state, s.ppid, s.flags, s.start_ticks),
+            ("my (odd) name", 'S', 17, 4194560, 987654)
         );
-        assert_eq!(parse_stat("garbage"), None);
+        assert!(parse_stat("garbage").is_none());
         let status =
             "Name:\tsleep\nUid:\t1000\t1000\t1000\t1000\nGid:\t5\t5\t5\t5\nNSpid:\t4242\t1\n";
         assert_eq!(parse_status(status), (1000, 5, Some(1)));

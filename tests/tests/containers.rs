@@ -42,7 +42,14 @@ fn first_exec(run: &Run, pid: u32) -> &Value {
 /// The tree's container node agrees with the runtime, and each process's parent and
 /// container pid agree with /proc (`ps -ef` on the node and in the container).
 fn check_tree_against_proc(id: &str, helper_pid: u32, init_pid: u32) -> Value {
-    let view = tree_json(&["--container", &id[..12]]);
+    check_tree_against_proc_in(&[], id, helper_pid, init_pid)
+}
+
+/// The same, with `tree` given `mode` (e.g. `--cgroup-mode v1`).
+fn check_tree_against_proc_in(mode: &[&str], id: &str, helper_pid: u32, init_pid: u32) -> Value {
+    let mut args = mode.to_vec();
+    args.extend(["--container", &id[..12]]);
+    let view = tree_json(&args);
     let containers = tree_containers(&view);
     assert_eq!(containers.len(), 1, "{view:#}");
     let c = containers[0].clone();
@@ -115,7 +122,18 @@ fn podman_container_matches_podman_inspect() {
 
 #[test]
 fn crio_layout_names_pod_namespace_and_uid() {
-    let t = Tracer::start(&[]);
+    crio_layout(&[]);
+}
+
+/// The same with podtrace forced onto the v1 hierarchies (RHEL 8 / OpenShift 4.12 nodes):
+/// runc puts the container in every hierarchy, and its v1 path names it as well.
+#[test]
+fn crio_layout_names_pod_namespace_and_uid_in_v1_mode() {
+    crio_layout(&["--cgroup-mode", "v1"]);
+}
+
+fn crio_layout(mode: &[&str]) {
+    let t = Tracer::start(mode);
     let pod = CrioPod::new();
     let c = CrioLikeContainer::start_with(
         "adapter",
@@ -126,10 +144,12 @@ fn crio_layout_names_pod_namespace_and_uid() {
         &["/bin/sleep", "600"],
     );
     std::thread::sleep(std::time::Duration::from_millis(200));
-    let node = check_tree_against_proc(&c.id, c.conmon_pid, c.pid);
+    let node = check_tree_against_proc_in(mode, &c.id, c.conmon_pid, c.pid);
     assert_eq!(node["name"], "adapter");
     assert_eq!(node["runtime"], "crio");
-    let view = tree_json(&["--namespace", &pod.namespace, "--pod", &pod.name]);
+    let mut args = mode.to_vec();
+    args.extend(["--namespace", &pod.namespace, "--pod", &pod.name]);
+    let view = tree_json(&args);
     let pods = view["pods"].as_array().expect("pods");
     assert_eq!(pods.len(), 1, "{view:#}");
     assert_eq!(pods[0]["uid"], pod.uid.as_str());
@@ -145,6 +165,8 @@ fn crio_layout_names_pod_namespace_and_uid() {
     assert_eq!(init["pod"]["uid"], c.pod_uid.as_str());
     assert_eq!(init["role"], "container-init");
     assert_eq!(init["cgroup"], c.cgroup_path.as_str());
+    let want = if mode.is_empty() { "v2" } else { "v1:pids" };
+    assert_eq!(init["cgroup_hierarchy"], want, "{init}");
     assert!(
         run.events.iter().any(|e| e["pid"] == c.conmon_pid
             && e["role"] == "conmon"

@@ -75,6 +75,8 @@ impl Engine {
             helper: parse_helper(exe_of(p), &p.argv),
         };
         let old_member = p.member().cloned();
+        // A zombie keeps nothing alive (it left its cgroup and container at exit).
+        let counts = !p.is_zombie();
         let cgroup = p
             .cgroup
             .and_then(|k| self.cgroups.get(k))
@@ -91,7 +93,7 @@ impl Engine {
         self.init(&facts, &mut d);
 
         let new_member = d.container.clone().or_else(|| d.pod_of.clone());
-        if new_member != old_member {
+        if counts && new_member != old_member {
             if let Some(old) = &old_member {
                 self.containers.detach(old, self.now_ns);
             }

@@ -300,8 +300,9 @@ impl Engine {
             container: None,
             pod_of: None,
             role: None,
-            exited_ns: None,
-            exit_seen: false,
+            // A zombie already: its exit happened before podtrace looked (no event comes).
+            exited_ns: p.zombie.then_some(p.start_ns),
+            exit_seen: p.zombie,
         }
     }
 

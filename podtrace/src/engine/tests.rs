@@ -547,6 +547,7 @@ fn info(
         exe: argv.first().map(|a| a.to_string()),
         argv: argv.iter().map(|s| s.to_string()).collect(),
         argv_truncated: false,
+        zombie: false,
         cgroup: Some(cgroup.0.to_string()),
         cgroup_id: cgroup.1,
         cgroup_v1: None,

@@ -77,6 +77,7 @@ pub fn trace(events: usize, containers: usize, seed: u64) -> Vec<Record> {
         exe: Some("/usr/lib/systemd/systemd".into()),
         argv: vec!["/usr/lib/systemd/systemd".into(), "--system".into()],
         argv_truncated: false,
+        zombie: false,
         cgroup: Some("/init.scope".into()),
         cgroup_id: 2,
         cgroup_v1: None,
@@ -136,6 +137,7 @@ pub fn trace(events: usize, containers: usize, seed: u64) -> Vec<Record> {
             .map(|s| s.to_string())
             .collect(),
             argv_truncated: false,
+            zombie: false,
             cgroup: Some("/".into()),
             cgroup_id: 1,
             cgroup_v1: None,
@@ -153,6 +155,7 @@ pub fn trace(events: usize, containers: usize, seed: u64) -> Vec<Record> {
             exe: Some("/usr/bin/app".into()),
             argv: vec!["/usr/bin/app".into(), "--config=/etc/app/config.yaml".into()],
             argv_truncated: false,
+            zombie: false,
             cgroup: Some(format!("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{}.slice/crio-{id}.scope", uid.replace('-', "_"))),
             cgroup_id: cg,
             cgroup_v1: None,

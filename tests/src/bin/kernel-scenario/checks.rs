@@ -47,6 +47,7 @@ pub const PLAN: &[&str] = &[
     "sigkill",
     "pidns",
     "threads",
+    "leader_exit",
     "cgroup",
     "container",
     "cgroup_mode",
@@ -68,6 +69,10 @@ pub fn all(mode: Mode, out: &Output, facts: &Facts) -> Vec<(&'static str, Outcom
         ("sigkill", with(&facts.sigkill, |p| sigkill(ev, *p))),
         ("pidns", with(&facts.pidns, |ns| pidns(ev, *ns))),
         ("threads", with(&facts.threads, |t| threads(ev, t))),
+        (
+            "leader_exit",
+            with(&facts.leader_exit, |(p, c)| leader_exit(ev, *p, *c)),
+        ),
         ("cgroup", with(&facts.cgroup, |c| cgroup(ev, mode, c))),
         (
             "container",
@@ -215,6 +220,18 @@ pub fn pidns(ev: &[Value], ns: u64) -> Outcome {
             "want nspid 1, pidns {ns}: nspid {}, pidns {}, pid {}",
             e["nspid"], e["pidns"], e["pid"]
         ))
+    }
+}
+
+/// One exit, with the code waitpid gave (the leader exited first, another thread last).
+pub fn leader_exit(ev: &[Value], pid: u32, code: i32) -> Outcome {
+    match exactly_one(ev, "exit", pid) {
+        Err(m) => fail(m),
+        Ok(e) if e["exit_code"] == code => pass(format!("pid {pid}: exit_code {code}, as waitpid")),
+        Ok(e) => fail(format!(
+            "pid {pid}: exit_code {}, waitpid said {code}",
+            e["exit_code"]
+        )),
     }
 }
 

@@ -34,6 +34,10 @@ fn main() {
             vm();
             0
         }
+        Some("leader-exit") => {
+            let code = |i: usize| args.get(i).and_then(|n| n.parse().ok()).unwrap_or(0);
+            scenario::leader_exit_child(code(2), code(3))
+        }
         Some("threads") => {
             let n = args.get(2).and_then(|n| n.parse().ok()).unwrap_or(4);
             match scenario::thread_child(n) {

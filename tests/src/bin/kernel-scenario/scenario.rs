@@ -49,6 +49,8 @@ pub struct Facts {
     /// The inode of the new pid namespace (readlink /proc/self/ns/pid inside it).
     pub pidns: Result<u64, String>,
     pub threads: Result<Threads, String>,
+    /// (pid, the exit code waitpid gave) of a process whose leader exited first.
+    pub leader_exit: Result<(u32, i32), String>,
     pub cgroup: Result<InCgroup, String>,
     pub container: Result<InCgroup, String>,
 }
@@ -63,6 +65,7 @@ pub fn run_all(hs: &[Hierarchy]) -> Facts {
         sigkill: s(sigkill()),
         pidns: s(pidns()),
         threads: s(threads()),
+        leader_exit: s(leader_exit()),
         cgroup: s(in_cgroup(hs, CGROUP_PATH, CGROUP_MARKER)),
         container: s(in_cgroup(hs, &container_path(), CONTAINER_MARKER)),
     }
@@ -140,6 +143,38 @@ fn pidns() -> Result<u64> {
         own.display()
     );
     Ok(ino)
+}
+
+/// Re-runs this binary as `kernel-scenario leader-exit 3 7`: the leader thread exits first
+/// with 3, another thread later with 7; waitpid says which the process ended with.
+fn leader_exit() -> Result<(u32, i32)> {
+    let mut child = Command::new("/proc/self/exe")
+        .args(["leader-exit", "3", "7"])
+        .spawn()
+        .context("spawn the leader-exit program")?;
+    let pid = child.id();
+    let status = child.wait()?;
+    let code = status
+        .code()
+        .with_context(|| format!("leader-exit program ended with {status}"))?;
+    ensure!(
+        code == 3 || code == 7,
+        "leader-exit program ended with {status}"
+    );
+    Ok((pid, code))
+}
+
+/// The `leader-exit A B` child: a thread that exits with B after 200 ms, the leader with A
+/// at once (the exit syscall ends one thread, not the process).
+pub fn leader_exit_child(leader: i64, last: i64) -> ! {
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(200));
+        // SAFETY: the exit syscall ends this thread only.
+        unsafe { libc::syscall(libc::SYS_exit, last) };
+    });
+    // SAFETY: the exit syscall ends the leader thread only.
+    unsafe { libc::syscall(libc::SYS_exit, leader) };
+    std::process::exit(99)
 }
 
 /// Re-runs this binary as `kernel-scenario threads N`: it prints its pid and its threads' tids.
