@@ -312,9 +312,10 @@ impl Metrics {
 
 /// Binds the metrics listener (before the kernel programs load, so a bad address fails fast).
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener> {
-    TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("--metrics-addr {addr}: cannot listen"))
+    TcpListener::bind(addr).await.map_err(|e| {
+        crate::error::Failure::BadInput(format!("--metrics-addr {addr}: cannot listen: {e}"))
+            .into()
+    })
 }
 
 /// Accepts connections for as long as the run lasts (the task is dropped with the runtime).
