@@ -14,10 +14,10 @@ use crate::cgroups::Hierarchy;
 
 /// An unresolvable cgroup id is asked about again after this much event time.
 pub const RETRY_NS: u64 = 500_000_000;
-/// A cgroup no live process is in is forgotten this long after the last one left.
-pub const IDLE_GRACE_NS: u64 = 30_000_000_000;
+/// A cgroup no live process is in is forgotten this long after the last one left (a container restarted in place, or a late event, finds it within that).
+pub const IDLE_GRACE_NS: u64 = 10_000_000_000;
 /// An "unknown" answer is forgotten after this long without being asked again.
-pub const UNKNOWN_KEEP_NS: u64 = 30_000_000_000;
+pub const UNKNOWN_KEEP_NS: u64 = 10_000_000_000;
 /// At most this many entries that no process is in (the oldest go first).
 pub const CGROUPS_MAX: usize = 65_536;
 

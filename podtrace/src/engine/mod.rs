@@ -27,7 +27,7 @@ pub use containers::Request;
 use process::{Proc, Slot, Table};
 
 /// Finished containers stay this long (for late events and the tree).
-pub const CONTAINER_GRACE_NS: u64 = 30_000_000_000;
+pub const CONTAINER_GRACE_NS: u64 = 10_000_000_000;
 
 /// What the engine wants to know before it takes an event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
