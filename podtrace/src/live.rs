@@ -374,13 +374,83 @@ impl Live {
     }
 }
 
-pub async fn run(opts: RunOptions) -> Result<RunSummary> {
+/// The pipeline `run` feeds: the recorder, the NDJSON sink, the filter.
+fn build_pipeline(opts: &RunOptions, with_cri: bool) -> Result<Pipeline<'static>> {
+    let mut pipe = Pipeline::new(opts.filter.clone());
+    if with_cri {
+        pipe = pipe.keep_requests();
+    }
+    if let Some(p) = &opts.record {
+        pipe = pipe.record_to(TraceWriter::create(p)?);
+    }
+    if !opts.quiet {
+        pipe = pipe.sink(match &opts.output {
+            Some(p) => NdjsonWriter::create(p)?,
+            None => NdjsonWriter::stdout(),
+        });
+    }
+    Ok(pipe)
+}
+
+/// The start-up records: the snapshot, then what the CRI listed (before the snapshot is
+/// attributed, so containers that ran before podtrace are named from their first line on),
+/// then `snapshot_end`. Returns the number of processes.
+fn push_start(
+    pipe: &mut Pipeline<'_>,
+    records: Vec<Record>,
+    cri: &mut Option<CriService>,
+) -> Result<usize> {
+    let processes = records.len().saturating_sub(1);
+    for rec in &records {
+        pipe.push(rec)?;
+    }
+    drop(records);
+    if let Some(s) = cri {
+        for f in s.initial() {
+            pipe.push(&Record::Cri(f))?;
+        }
+    }
+    pipe.push(&Record::SnapshotEnd {})?;
+    serve_requests(pipe, cri);
+    pipe.flush_recorder_now()?;
+    Ok(processes)
+}
+
+/// The metrics endpoint, serving from now on.
+fn start_metrics(
+    listener: tokio::net::TcpListener,
+    ring_buffer_bytes: u32,
+    redacted: u64,
+    pipe: &Pipeline<'_>,
+) -> Arc<Metrics> {
+    let m = Arc::new(Metrics::new(ring_buffer_bytes));
+    m.redacted(redacted);
+    if let Some(e) = pipe.engine() {
+        m.observe_engine(e);
+    }
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!("metrics on http://{addr}/metrics");
+    }
+    tokio::spawn(metrics::serve(listener, Arc::clone(&m)));
+    m
+}
+
+/// What the loop polls besides the ring buffer.
+struct Waits {
+    sigint: tokio::signal::unix::Signal,
+    sigterm: tokio::signal::unix::Signal,
+    deadline: Option<tokio::time::Instant>,
+    ticker: tokio::time::Interval,
+    logger: Option<AsyncFd<aya_log::EbpfLogger<&'static dyn log::Log>>>,
+}
+
+pub async fn run(mut opts: RunOptions) -> Result<RunSummary> {
     let metrics_listener = match opts.metrics_addr {
         Some(addr) => Some(metrics::bind(addr).await?),
         None => None,
     };
     let (mounts, setup, v1) = cgroup_setup(opts.cgroup_mode)?;
-    let redactor = Arc::new(opts.redactor);
+    let redactor = Arc::new(std::mem::replace(&mut opts.redactor, Redactor::disabled()));
     // Attach first, then read /proc: a process that starts in between is in both, never in
     // neither.
     let mut loaded = loader::load(&LoadOptions {
@@ -400,48 +470,10 @@ pub async fn run(opts: RunOptions) -> Result<RunSummary> {
     let clock = BootClock::from_system()?;
     let view = CgroupView::new(&mounts, &setup, v1);
     let (records, redacted) = snapshot_records(clock, opts.node.clone(), &setup, &view, &redactor)?;
-
-    let mut pipe = Pipeline::new(opts.filter.clone());
-    if cri.is_some() {
-        pipe = pipe.keep_requests();
-    }
-    if let Some(p) = &opts.record {
-        pipe = pipe.record_to(TraceWriter::create(p)?);
-    }
-    if !opts.quiet {
-        pipe = pipe.sink(match &opts.output {
-            Some(p) => NdjsonWriter::create(p)?,
-            None => NdjsonWriter::stdout(),
-        });
-    }
-    for rec in &records {
-        pipe.push(rec)?;
-    }
-    let processes = records.len().saturating_sub(1);
-    drop(records);
-    // What the CRI listed at start, before the snapshot is attributed: containers that ran
-    // before podtrace are named from their first line on.
-    if let Some(s) = &mut cri {
-        for f in s.initial() {
-            pipe.push(&Record::Cri(f))?;
-        }
-    }
-    pipe.push(&Record::SnapshotEnd {})?;
-    serve_requests(&mut pipe, &mut cri);
-    pipe.flush_recorder_now()?;
-
-    let metrics = metrics_listener.map(|listener| {
-        let m = Arc::new(Metrics::new(opts.ring_buffer_bytes));
-        m.redacted(redacted);
-        if let Some(e) = pipe.engine() {
-            m.observe_engine(e);
-        }
-        if let Ok(addr) = listener.local_addr() {
-            tracing::info!("metrics on http://{addr}/metrics");
-        }
-        tokio::spawn(metrics::serve(listener, Arc::clone(&m)));
-        m
-    });
+    let mut pipe = build_pipeline(&opts, cri.is_some())?;
+    let processes = push_start(&mut pipe, records, &mut cri)?;
+    let metrics =
+        metrics_listener.map(|l| start_metrics(l, opts.ring_buffer_bytes, redacted, &pipe));
     let mut live = Live {
         resolver: Resolver::new(view),
         redactor,
@@ -463,114 +495,150 @@ pub async fn run(opts: RunOptions) -> Result<RunSummary> {
         live.summary.cgroups.describe(),
         opts.ring_buffer_bytes
     );
-
-    let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
-    let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
-    let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
-    let mut ticker = tokio::time::interval(TICK);
-    let mut ring = register(loaded.events).context("polling the ring buffer")?;
-    let mut logger = match loaded.logger.take() {
-        Some(l) => Some(register(l).context("polling the kernel debug log")?),
-        None => None,
+    let mut waits = Waits {
+        sigint: signal(SignalKind::interrupt()).context("installing SIGINT handler")?,
+        sigterm: signal(SignalKind::terminate()).context("installing SIGTERM handler")?,
+        deadline: opts.duration.map(|d| tokio::time::Instant::now() + d),
+        ticker: tokio::time::interval(TICK),
+        logger: match loaded.logger.take() {
+            Some(l) => Some(register(l).context("polling the kernel debug log")?),
+            None => None,
+        },
     };
-
-    loop {
-        tokio::select! {
-            guard = ring.readable_mut() => {
-                let mut guard = guard.context("ring buffer poll")?;
-                // Within the budget: the rest waits for the next turn, which comes at once
-                // (readiness is kept) after the other branches had theirs.
-                let more = live.drain(guard.get_inner_mut(), &mut pipe, DRAIN_BUDGET)?;
-                if !more {
-                    guard.clear_ready();
-                }
-                serve_requests(&mut pipe, &mut cri);
-                pipe.flush()?;
-            }
-            fact = cri_answer(&mut cri) => {
-                pipe.push(&Record::Cri(fact))?;
-                serve_requests(&mut pipe, &mut cri);
-            }
-            guard = async {
-                match logger.as_mut() {
-                    Some(l) => l.readable_mut().await,
-                    None => std::future::pending().await,
-                }
-            } => {
-                if let Ok(mut g) = guard {
-                    g.get_inner_mut().flush();
-                    g.clear_ready();
-                }
-            }
-            _ = ticker.tick() => {
-                // The kernel wakes us only when records pile up; quiet periods drain here.
-                live.drain(ring.get_mut(), &mut pipe, DRAIN_BUDGET)?;
-                live.check_clock(&mut pipe)?;
-                live.report_drops(loader::read_drops(&loaded.counters), &mut pipe)?;
-                live.resync(&mut pipe)?;
-                serve_requests(&mut pipe, &mut cri);
-                if let Some(m) = &live.metrics {
-                    if let Some(e) = pipe.engine() {
-                        m.observe_engine(e);
-                    }
-                    m.observe_kernel(&loader::read_counters(&loaded.counters));
-                    if let Some(s) = &cri {
-                        m.observe_cri(&s.stats());
-                    }
-                }
-                pipe.flush()?;
-            }
-            _ = sigint.recv() => break,
-            _ = sigterm.recv() => break,
-            _ = async {
-                match deadline {
-                    Some(d) => tokio::time::sleep_until(d).await,
-                    None => std::future::pending().await,
-                }
-            } => break,
-        }
-    }
+    let mut ring = register(loaded.events).context("polling the ring buffer")?;
+    live.event_loop(&mut ring, &loaded.counters, &mut pipe, &mut cri, &mut waits)
+        .await?;
 
     // Detach, then drain what the kernel already queued, then the final loss count.
-    let counters = loaded.counters;
     live.summary.kernel = loader::program_stats(&loaded.ebpf);
     drop(loaded.ebpf);
     let mut events = ring.into_inner();
     while live.drain(&mut events, &mut pipe, usize::MAX)? {}
-    let k = loader::read_counters(&counters);
-    live.report_drops(k.drops, &mut pipe)?;
-    let mut summary = live.summary;
-    summary.cri = cri.as_ref().map(|s| CriSummary {
-        endpoint: s.endpoint().display().to_string(),
-        runtime: s.runtime().map(str::to_string),
-        stats: s.stats(),
-        disagreements: pipe
-            .engine()
-            .map_or(0, |e| e.containers().stats.cri_disagreements),
-    });
-    summary.kernel_counters = k;
-    summary.threads = k.threads;
-    summary.read_errors = k.read_errors;
-    summary.printed = pipe.counts.printed;
-    pipe.push(&Record::End(EndRecord {
-        events: summary.events,
-        lost: summary.lost,
-    }))?;
-    pipe.finish()?;
-    if let Some(path) = &opts.summary {
-        let text = serde_json::to_string_pretty(&summary).context("encoding the summary")?;
-        std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
+    live.finish(&loaded.counters, pipe, &cri, opts.summary.as_deref())
+}
+
+impl Live {
+    /// Until SIGINT, SIGTERM or `--duration`: drain the ring buffer (within the budget),
+    /// take CRI answers, and every tick the clock, the kernel's drop counters, a resync when
+    /// due, and the metrics.
+    async fn event_loop(
+        &mut self,
+        ring: &mut AsyncFd<aya::maps::RingBuf<aya::maps::MapData>>,
+        counters: &aya::maps::PerCpuArray<aya::maps::MapData, u64>,
+        pipe: &mut Pipeline<'_>,
+        cri: &mut Option<CriService>,
+        w: &mut Waits,
+    ) -> Result<()> {
+        loop {
+            tokio::select! {
+                guard = ring.readable_mut() => {
+                    let mut guard = guard.context("ring buffer poll")?;
+                    // Within the budget: the rest waits for the next turn, which comes at once
+                    // (readiness is kept) after the other branches had theirs.
+                    if !self.drain(guard.get_inner_mut(), pipe, DRAIN_BUDGET)? {
+                        guard.clear_ready();
+                    }
+                    serve_requests(pipe, cri);
+                    pipe.flush()?;
+                }
+                fact = cri_answer(cri) => {
+                    pipe.push(&Record::Cri(fact))?;
+                    serve_requests(pipe, cri);
+                }
+                guard = async {
+                    match w.logger.as_mut() {
+                        Some(l) => l.readable_mut().await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    if let Ok(mut g) = guard {
+                        g.get_inner_mut().flush();
+                        g.clear_ready();
+                    }
+                }
+                _ = w.ticker.tick() => self.tick(ring.get_mut(), counters, pipe, cri)?,
+                _ = w.sigint.recv() => return Ok(()),
+                _ = w.sigterm.recv() => return Ok(()),
+                _ = async {
+                    match w.deadline {
+                        Some(d) => tokio::time::sleep_until(d).await,
+                        None => std::future::pending().await,
+                    }
+                } => return Ok(()),
+            }
+        }
     }
-    tracing::info!(
-        "stopped: {} events, {} printed, {} lost, {} malformed, {} threads created (not reported as processes), {} partial reads",
-        summary.events,
-        summary.printed,
-        summary.lost,
-        summary.decode_errors,
-        summary.threads,
-        summary.read_errors
-    );
-    Ok(summary)
+
+    /// The kernel wakes the reader only when records pile up: quiet periods drain here; and
+    /// the clock, loss, resync and metrics.
+    fn tick(
+        &mut self,
+        ring: &mut aya::maps::RingBuf<aya::maps::MapData>,
+        counters: &aya::maps::PerCpuArray<aya::maps::MapData, u64>,
+        pipe: &mut Pipeline<'_>,
+        cri: &mut Option<CriService>,
+    ) -> Result<()> {
+        self.drain(ring, pipe, DRAIN_BUDGET)?;
+        self.check_clock(pipe)?;
+        self.report_drops(loader::read_drops(counters), pipe)?;
+        self.resync(pipe)?;
+        serve_requests(pipe, cri);
+        if let Some(m) = &self.metrics {
+            if let Some(e) = pipe.engine() {
+                m.observe_engine(e);
+            }
+            m.observe_kernel(&loader::read_counters(counters));
+            if let Some(s) = cri {
+                m.observe_cri(&s.stats());
+            }
+        }
+        pipe.flush()
+    }
+
+    /// The final loss count, the `end` record, the summary.
+    fn finish(
+        mut self,
+        counters: &aya::maps::PerCpuArray<aya::maps::MapData, u64>,
+        mut pipe: Pipeline<'_>,
+        cri: &Option<CriService>,
+        summary_path: Option<&std::path::Path>,
+    ) -> Result<RunSummary> {
+        let k = loader::read_counters(counters);
+        self.report_drops(k.drops, &mut pipe)?;
+        let mut summary = self.summary;
+        summary.cri = cri.as_ref().map(|s| CriSummary {
+            endpoint: s.endpoint().display().to_string(),
+            runtime: s.runtime().map(str::to_string),
+            stats: s.stats(),
+            disagreements: pipe
+                .engine()
+                .map_or(0, |e| e.containers().stats.cri_disagreements),
+        });
+        summary.kernel_counters = k;
+        summary.threads = k.threads;
+        summary.read_errors = k.read_errors;
+        summary.printed = pipe.counts.printed;
+        pipe.push(&Record::End(EndRecord {
+            events: summary.events,
+            lost: summary.lost,
+        }))?;
+        pipe.finish()?;
+        if let Some(path) = summary_path {
+            let text = serde_json::to_string_pretty(&summary).context("encoding the summary")?;
+            std::fs::write(path, text + "\n")
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+        tracing::info!(
+            "stopped: {} events, {} printed, {} lost, {} malformed, {} threads created (not reported as processes), {} partial reads",
+            summary.events,
+            summary.printed,
+            summary.lost,
+            summary.decode_errors,
+            summary.threads,
+            summary.read_errors
+        );
+        Ok(summary)
+    }
 }
 
 /// Registers an fd-owning value with the runtime.

@@ -189,8 +189,7 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded> {
         .into());
     }
     check_layout(OBJECT)?;
-    let btf_rs =
-        btf_offsets::open_system().map_err(|e| Failure::Unsupported(format!("{e:#}")))?;
+    let btf_rs = btf_offsets::open_system().map_err(|e| Failure::Unsupported(format!("{e:#}")))?;
     let layout = btf_offsets::resolve(&btf_rs, opts.v1_controller.as_deref())
         .map_err(|e| Failure::Unsupported(format!("{e:#}")))?;
     drop(btf_rs);

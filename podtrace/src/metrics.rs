@@ -313,8 +313,7 @@ impl Metrics {
 /// Binds the metrics listener (before the kernel programs load, so a bad address fails fast).
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener> {
     TcpListener::bind(addr).await.map_err(|e| {
-        crate::error::Failure::BadInput(format!("--metrics-addr {addr}: cannot listen: {e}"))
-            .into()
+        crate::error::Failure::BadInput(format!("--metrics-addr {addr}: cannot listen: {e}")).into()
     })
 }
 

@@ -378,7 +378,14 @@ fn image_streams_host_execs_and_attributes_podman_containers() {
     // container; without it the container is unknown (null, never a guess).
     let tag3 = format!("podtrace-image-nsenter-{}", cmd::random_hex(4));
     let status = Command::new("nsenter")
-        .args(["--target", &before_pid.to_string(), "--pid", "--", "/bin/echo", &tag3])
+        .args([
+            "--target",
+            &before_pid.to_string(),
+            "--pid",
+            "--",
+            "/bin/echo",
+            &tag3,
+        ])
         .stdout(Stdio::null())
         .status()
         .expect("nsenter");
