@@ -197,3 +197,37 @@ fn tree_at_a_past_time_shows_what_was_alive_then() {
     let bad = podtrace(&["tree", "--from", &p, "--at", "yesterday"]);
     assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
 }
+
+/// Corrupt bytes in the middle of a compressed trace are an error naming the file and line,
+/// exit 2; a compressed trace cut short (a crash) replays what is complete, exit 0.
+#[test]
+fn corruption_inside_a_zstd_trace_is_an_error_a_cut_one_is_a_warning() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let records = podtrace::trace::synth::trace(3000, 3, 9);
+    let text = podtrace::trace::synth::to_ndjson(&records);
+    // Several frames, so the damage is followed by more data.
+    let mut zst = Vec::new();
+    for chunk in text.as_bytes().chunks(64 * 1024) {
+        zst.extend(zstd::encode_all(chunk, 3).expect("compress"));
+    }
+    let mut bad = zst.clone();
+    let at = bad.len() / 2;
+    for b in &mut bad[at..at + 64] {
+        *b ^= 0x5a;
+    }
+    let path = dir.path().join("corrupt.trace.zst");
+    std::fs::write(&path, &bad).expect("write");
+    let out = podtrace(&["replay", &path.display().to_string()]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains(&format!("{}:", path.display())), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+
+    let cut = dir.path().join("cut.trace.zst");
+    std::fs::write(&cut, &zst[..zst.len() - 100]).expect("write");
+    let out = podtrace(&["replay", &cut.display().to_string()]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("WARN"), "cut short is a warning: {err}");
+    assert!(!out.stdout.is_empty());
+}

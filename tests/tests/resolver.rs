@@ -26,6 +26,10 @@ fn a_new_cgroup_is_named_by_its_id_in_each_hierarchy_and_forgotten_when_removed(
         std::fs::remove_dir(&dir).expect("rmdir child");
         std::fs::remove_dir(root.join(&name)).expect("rmdir parent");
         assert_eq!(got, Some(format!("/{name}/child")), "{h:?} id {id}");
-        assert_eq!(r.path(h, id, 0), None, "{h:?}: a removed cgroup is not named");
+        assert_eq!(
+            r.path(h, id, 0),
+            None,
+            "{h:?}: a removed cgroup is not named"
+        );
     }
 }
