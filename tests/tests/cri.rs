@@ -175,6 +175,25 @@ fn cri_pods_are_named_live_in_the_tree_and_in_a_replay_without_containerd() {
             (&Value::from(want.pod), &Value::from(want.namespace))
         );
     }
+    // Pod labels only when asked for (they can be large and hold secrets).
+    for p in view["pods"].as_array().expect("pods") {
+        assert!(
+            p.get("labels").is_none(),
+            "labels without --cri-labels: {p:#}"
+        );
+    }
+    let labelled = tree_json(&["--cri-endpoint", &cri.endpoint(), "--cri-labels"]);
+    let pod = labelled["pods"]
+        .as_array()
+        .expect("pods")
+        .iter()
+        .find(|p| p["uid"] == truth(&a).uid.as_str())
+        .expect("the pod in the labelled tree");
+    assert_eq!(pod["labels"]["app"], "podtrace-lab", "{pod:#}");
+    assert_eq!(
+        pod["labels"]["io.kubernetes.pod.name"],
+        truth(&a).pod.as_str()
+    );
     std::thread::sleep(Duration::from_millis(300));
     let run = t.stop();
 

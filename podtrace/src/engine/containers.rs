@@ -37,6 +37,9 @@ pub struct Container {
     pub image_id: Option<String>,
     /// The CRI answered for this container.
     pub cri: bool,
+    /// The pod's labels and annotations, from the CRI with `--cri-labels` (for `tree`).
+    pub pod_labels: Option<std::collections::BTreeMap<String, String>>,
+    pub pod_annotations: Option<std::collections::BTreeMap<String, String>>,
     /// containerd namespace (shim `-namespace`).
     pub ctr_namespace: Option<String>,
     /// conmon / shim host pid.
@@ -302,6 +305,8 @@ impl Registry {
             c.image_id.clone_from(&f.image_id);
         }
         if let Some(p) = &f.pod {
+            c.pod_labels.clone_from(&p.labels);
+            c.pod_annotations.clone_from(&p.annotations);
             cri_wins(&mut c.pod_name, &p.name, &mut disagreements);
             cri_wins(&mut c.namespace, &p.namespace, &mut disagreements);
             cri_wins(&mut c.pod_uid, &p.uid, &mut disagreements);

@@ -87,6 +87,11 @@ pub struct PodNode {
     pub namespace: Option<String>,
     pub uid: Option<String>,
     pub qos: Option<String>,
+    /// The pod's labels and annotations from the CRI (only with `--cri-labels`, redacted).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub labels: Option<std::collections::BTreeMap<String, String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<std::collections::BTreeMap<String, String>>,
     pub containers: Vec<ContainerNode>,
 }
 
@@ -180,6 +185,8 @@ pub fn build(engine: &Engine, filter: &Filter) -> TreeView {
                         namespace: c.namespace.clone(),
                         uid: c.pod_uid.clone(),
                         qos: c.qos.clone(),
+                        labels: c.pod_labels.clone(),
+                        annotations: c.pod_annotations.clone(),
                         containers: Vec::new(),
                     })
                     .containers
