@@ -291,3 +291,56 @@ fn kernel_debug_log_reaches_stderr() {
         run.stderr
     );
 }
+
+/// A node where no cgroup hierarchy is mounted (here: podtrace in a mount namespace where
+/// /sys/fs/cgroup is unmounted): podtrace traces all the same, with `cgroup` null, and says
+/// once on stderr why.
+#[test]
+fn without_any_cgroup_mount_podtrace_traces_with_cgroup_null() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let out = dir.path().join("events.ndjson");
+    let script = format!(
+        "umount -l /sys/fs/cgroup; grep -c ' - cgroup' /proc/self/mountinfo; \
+         exec {} run --duration 4 --output {}",
+        podtrace_tests::tracer::bin().display(),
+        out.display()
+    );
+    let child = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("unshare");
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    let status = Command::new("sh")
+        .args(["-c", "exit 7"])
+        .status()
+        .expect("sh");
+    assert_eq!(status.code(), Some(7));
+    let done = child.wait_with_output().expect("podtrace");
+    let err = String::from_utf8_lossy(&done.stderr);
+    assert!(done.status.success(), "{err}");
+    assert_eq!(
+        String::from_utf8_lossy(&done.stdout).trim(),
+        "0",
+        "no cgroup mount left in podtrace's namespace"
+    );
+    assert_eq!(
+        err.lines()
+            .filter(|l| l.contains("no usable cgroup hierarchy") || l.contains("no cgroup2 mount"))
+            .count(),
+        2,
+        "the warning, once, and the mode in the attached line: {err}"
+    );
+    let text = std::fs::read_to_string(&out).expect("events");
+    let events = podtrace_tests::tracer::parse_and_validate(&text, "no-cgroup run");
+    let exit = events
+        .iter()
+        .find(|e| e["type"] == "exit" && e["exit_code"] == 7)
+        .expect("the exit 7, traced");
+    assert!(
+        exit["cgroup"].is_null() && exit["cgroup_hierarchy"].is_null(),
+        "{exit}"
+    );
+    assert!(exit["container"].is_null());
+}
