@@ -45,40 +45,54 @@ impl BootClock {
 }
 
 /// Formats timestamps, reusing the date and time of day while the second does not change
-/// (events come thousands per second: only the nanoseconds differ).
+/// (events come thousands per second: only the nanoseconds differ). Same text as
+/// [`format_rfc3339`].
 #[derive(Clone, Debug, Default)]
 pub struct TsFormatter {
     second: Option<i64>,
+    /// "YYYY-MM-DDTHH:MM:SS." of `second`; empty when that second has no such form (out of
+    /// range: `format_rfc3339`'s fallback text is used).
     prefix: String,
 }
 
 impl TsFormatter {
-    pub fn format(&mut self, unix_ns: i64) -> String {
-        let secs = unix_ns.div_euclid(1_000_000_000);
-        let nanos = unix_ns.rem_euclid(1_000_000_000) as u32;
+    /// Points the cache at the second of `unix_ns`; false when it has no cached form.
+    fn load(&mut self, secs: i64) -> bool {
         if self.second != Some(secs) {
-            let full = format_rfc3339(secs * 1_000_000_000);
-            // "YYYY-MM-DDTHH:MM:SS." without the fraction and the Z.
-            self.prefix = full
-                .get(..full.len().saturating_sub(10))
-                .unwrap_or("")
-                .to_string();
             self.second = Some(secs);
-            if !full.ends_with(".000000000Z") {
-                return format_rfc3339(unix_ns);
+            self.prefix.clear();
+            if let Some(ns) = secs.checked_mul(1_000_000_000) {
+                let full = format_rfc3339(ns);
+                if let Some(p) = full.strip_suffix("000000000Z") {
+                    self.prefix.push_str(p);
+                }
             }
         }
-        let mut out = String::with_capacity(self.prefix.len() + 10);
-        out.push_str(&self.prefix);
-        let mut digits = [b'0'; 9];
+        !self.prefix.is_empty()
+    }
+
+    pub fn format(&mut self, unix_ns: i64) -> String {
+        let mut out = Vec::with_capacity(32);
+        self.write(unix_ns, &mut out);
+        String::from_utf8(out).unwrap_or_else(|_| format_rfc3339(unix_ns))
+    }
+
+    /// Appends the text of `unix_ns` to `out`.
+    pub fn write(&mut self, unix_ns: i64, out: &mut Vec<u8>) {
+        let secs = unix_ns.div_euclid(1_000_000_000);
+        let nanos = unix_ns.rem_euclid(1_000_000_000) as u32;
+        if !self.load(secs) {
+            out.extend_from_slice(format_rfc3339(unix_ns).as_bytes());
+            return;
+        }
+        out.extend_from_slice(self.prefix.as_bytes());
+        let mut digits = [b'0', b'0', b'0', b'0', b'0', b'0', b'0', b'0', b'0', b'Z'];
         let mut n = nanos;
-        for d in digits.iter_mut().rev() {
+        for d in digits[..9].iter_mut().rev() {
             *d = b'0' + (n % 10) as u8;
             n /= 10;
         }
-        out.push_str(std::str::from_utf8(&digits).unwrap_or("000000000"));
-        out.push('Z');
-        out
+        out.extend_from_slice(&digits);
     }
 }
 
@@ -137,8 +151,17 @@ mod tests {
             1_795_734_349_999_999_999,
             1_795_734_350_000_000_001,
             1_795_734_349_000_000_007,
+            -1,
+            -999_999_999,
+            -1_000_000_001,
+            i64::MIN,
+            i64::MIN + 1,
+            i64::MAX,
+            i64::MAX - 1,
         ] {
             assert_eq!(f.format(ns), format_rfc3339(ns), "{ns}");
+            // Twice: the second call is served from the cache.
+            assert_eq!(f.format(ns), format_rfc3339(ns), "{ns} again");
         }
     }
 

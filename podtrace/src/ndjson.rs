@@ -1,14 +1,28 @@
 //! Buffered NDJSON output: one event per line, flushed when idle and on exit.
+//!
+//! Lines are written by a hand-written encoder ([`Encoder`]) that prints exactly what
+//! `serde_json::to_writer` prints for an [`Event`] (the tests compare the two on many events,
+//! escapes, nulls and non-ASCII text included), only faster: what repeats from event to event
+//! (the cgroup, container and pod objects; the date and time of day of the timestamp) is
+//! encoded once and copied afterwards.
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 
-use crate::output::Event;
+use crate::clock::TsFormatter;
+use crate::output::{ContainerRef, Event, PodRef, ProcessFields};
+
+/// Output is handed to the writer in pieces of about this size.
+const CHUNK: usize = 1 << 16;
 
 pub struct NdjsonWriter {
-    out: BufWriter<Box<dyn Write + Send>>,
+    out: Box<dyn Write + Send>,
+    /// Encoded lines not yet written to `out`.
+    buf: Vec<u8>,
+    enc: Encoder,
     what: String,
     pub lines: u64,
 }
@@ -23,27 +37,730 @@ impl NdjsonWriter {
         Ok(Self::new(Box::new(f), path.display().to_string()))
     }
 
-    fn new(w: Box<dyn Write + Send>, what: String) -> Self {
+    /// Any writer (benchmarks: `std::io::sink()`); `what` names it in errors.
+    pub fn new(w: Box<dyn Write + Send>, what: String) -> Self {
         Self {
-            out: BufWriter::with_capacity(1 << 16, w),
+            out: w,
+            buf: Vec::with_capacity(CHUNK + 4096),
+            enc: Encoder::default(),
             what,
             lines: 0,
         }
     }
 
     pub fn write(&mut self, ev: &Event) -> Result<()> {
-        serde_json::to_writer(&mut self.out, ev)
-            .with_context(|| format!("writing to {}", self.what))?;
-        self.out
-            .write_all(b"\n")
-            .with_context(|| format!("writing to {}", self.what))?;
+        self.enc.line(ev, &mut self.buf);
         self.lines += 1;
+        if self.buf.len() >= CHUNK {
+            self.write_out()?;
+        }
         Ok(())
     }
 
+    fn write_out(&mut self) -> Result<()> {
+        let r = self.out.write_all(&self.buf);
+        self.buf.clear();
+        r.with_context(|| format!("writing to {}", self.what))
+    }
+
     pub fn flush(&mut self) -> Result<()> {
+        self.write_out()?;
         self.out
             .flush()
             .with_context(|| format!("flushing {}", self.what))
+    }
+}
+
+impl Drop for NdjsonWriter {
+    /// What was encoded reaches the writer even without a last `flush` (as with a BufWriter).
+    fn drop(&mut self) {
+        if !self.buf.is_empty() {
+            let _ = self.out.write_all(&self.buf);
+        }
+    }
+}
+
+/// How many placements (cgroup, hierarchy, container, pod) the encoder keeps encoded.
+const PLACEMENTS: usize = 256;
+
+/// The encoded `"cgroup":…,"cgroup_hierarchy":…,"container":…,"pod":…` of one placement,
+/// with the values it was encoded from (held, so that an `Arc` seen again is the same value).
+struct Placement {
+    cgroup: Option<Arc<str>>,
+    hierarchy: Option<Arc<str>>,
+    container: Option<Arc<ContainerRef>>,
+    pod: Option<Arc<PodRef>>,
+    json: Vec<u8>,
+}
+
+/// Same value: the same `Arc`, or equal contents.
+fn same<T: PartialEq + ?Sized>(a: &Option<Arc<T>>, b: &Option<Arc<T>>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b) || **a == **b,
+        _ => false,
+    }
+}
+
+impl Placement {
+    fn matches(&self, p: &ProcessFields) -> bool {
+        same(&self.cgroup, &p.cgroup)
+            && same(&self.hierarchy, &p.cgroup_hierarchy)
+            && same(&self.container, &p.container)
+            && same(&self.pod, &p.pod)
+    }
+}
+
+/// Encodes events as serde_json would, byte for byte.
+pub struct Encoder {
+    ts: TsFormatter,
+    placements: Vec<Option<Placement>>,
+}
+
+impl Default for Encoder {
+    fn default() -> Self {
+        Self {
+            ts: TsFormatter::default(),
+            placements: (0..PLACEMENTS).map(|_| None).collect(),
+        }
+    }
+}
+
+/// `"` and `\` as `\"` and `\\`, the control characters with a short form as it, the
+/// others as `\u00XX`: what serde_json escapes (0: nothing).
+static ESCAPE: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 0x20 {
+        t[i] = b'u';
+        i += 1;
+    }
+    t[0x08] = b'b';
+    t[0x09] = b't';
+    t[0x0a] = b'n';
+    t[0x0c] = b'f';
+    t[0x0d] = b'r';
+    t[b'"' as usize] = b'"';
+    t[b'\\' as usize] = b'\\';
+    t
+};
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// `s` as a JSON string.
+fn string(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let e = ESCAPE[usize::from(b)];
+        if e == 0 {
+            continue;
+        }
+        out.extend_from_slice(&bytes[start..i]);
+        if e == b'u' {
+            out.extend_from_slice(b"\\u00");
+            out.push(HEX[usize::from(b >> 4)]);
+            out.push(HEX[usize::from(b & 0xf)]);
+        } else {
+            out.push(b'\\');
+            out.push(e);
+        }
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+fn opt_string(out: &mut Vec<u8>, s: Option<&str>) {
+    match s {
+        Some(s) => string(out, s),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+fn int(out: &mut Vec<u8>, n: impl itoa::Integer) {
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+}
+
+fn boolean(out: &mut Vec<u8>, b: bool) {
+    out.extend_from_slice(if b { b"true" } else { b"false" });
+}
+
+/// `,"key":` then the value, for the fields that follow the first.
+macro_rules! key {
+    ($out:expr, $k:literal) => {
+        $out.extend_from_slice(concat!(",\"", $k, "\":").as_bytes())
+    };
+}
+
+fn node(out: &mut Vec<u8>, node: &Option<Arc<str>>) {
+    if let Some(n) = node {
+        key!(out, "node");
+        string(out, n);
+    }
+}
+
+fn container(out: &mut Vec<u8>, c: &ContainerRef) {
+    out.extend_from_slice(b"{\"id\":");
+    string(out, &c.id);
+    key!(out, "name");
+    opt_string(out, c.name.as_deref());
+    key!(out, "runtime");
+    opt_string(out, c.runtime.map(|r| r.as_str()));
+    key!(out, "image");
+    opt_string(out, c.image.as_deref());
+    key!(out, "image_id");
+    opt_string(out, c.image_id.as_deref());
+    out.push(b'}');
+}
+
+fn pod(out: &mut Vec<u8>, p: &PodRef) {
+    out.extend_from_slice(b"{\"name\":");
+    opt_string(out, p.name.as_deref());
+    key!(out, "namespace");
+    opt_string(out, p.namespace.as_deref());
+    key!(out, "uid");
+    opt_string(out, p.uid.as_deref());
+    out.push(b'}');
+}
+
+/// Where to keep a placement: a hash of what tells placements apart (the slot is only a
+/// guess: `Placement::matches` decides).
+fn slot(p: &ProcessFields) -> usize {
+    use std::hash::{Hash, Hasher};
+    let mut h = rustc_hash::FxHasher::default();
+    p.cgroup.as_deref().hash(&mut h);
+    p.container.as_deref().map(|c| &c.id).hash(&mut h);
+    (h.finish() >> 32) as usize % PLACEMENTS
+}
+
+impl Encoder {
+    /// Appends `ev` as one JSON line (with its newline) to `out`.
+    pub fn line(&mut self, ev: &Event, out: &mut Vec<u8>) {
+        self.event(ev, out);
+        out.push(b'\n');
+    }
+
+    /// Appends `ev` as JSON (what `serde_json::to_writer(out, ev)` writes).
+    pub fn event(&mut self, ev: &Event, out: &mut Vec<u8>) {
+        match ev {
+            Event::Exec {
+                process,
+                filename,
+                argv,
+                argv_truncated,
+                filename_truncated,
+                trimmed,
+            } => {
+                self.process(out, b"exec", process);
+                key!(out, "filename");
+                string(out, filename);
+                key!(out, "argv");
+                out.push(b'[');
+                for (i, a) in argv.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    string(out, a);
+                }
+                out.push(b']');
+                key!(out, "argv_truncated");
+                boolean(out, *argv_truncated);
+                key!(out, "filename_truncated");
+                boolean(out, *filename_truncated);
+                key!(out, "trimmed");
+                boolean(out, *trimmed);
+            }
+            Event::Fork { process } => self.process(out, b"fork", process),
+            Event::Thread { process } => self.process(out, b"thread", process),
+            Event::Exit {
+                process,
+                exit_code,
+                signal,
+                core_dumped,
+                duration_ns,
+            } => {
+                self.process(out, b"exit", process);
+                key!(out, "exit_code");
+                match exit_code {
+                    Some(c) => int(out, *c),
+                    None => out.extend_from_slice(b"null"),
+                }
+                key!(out, "signal");
+                match signal {
+                    Some(s) => int(out, *s),
+                    None => out.extend_from_slice(b"null"),
+                }
+                key!(out, "core_dumped");
+                boolean(out, *core_dumped);
+                key!(out, "duration_ns");
+                int(out, *duration_ns);
+            }
+            Event::Lost {
+                ts,
+                count,
+                kinds,
+                node: n,
+            } => {
+                out.extend_from_slice(b"{\"type\":\"lost\",\"ts\":");
+                string(out, ts);
+                key!(out, "count");
+                int(out, *count);
+                key!(out, "kinds");
+                out.extend_from_slice(b"{\"exec\":");
+                int(out, kinds.exec);
+                key!(out, "fork");
+                int(out, kinds.fork);
+                key!(out, "exit");
+                int(out, kinds.exit);
+                key!(out, "reap");
+                int(out, kinds.reap);
+                key!(out, "thread");
+                int(out, kinds.thread);
+                out.push(b'}');
+                node(out, n);
+            }
+            Event::Malformed {
+                ts,
+                bytes,
+                reason,
+                node: n,
+            } => {
+                out.extend_from_slice(b"{\"type\":\"malformed\",\"ts\":");
+                string(out, ts);
+                key!(out, "bytes");
+                int(out, *bytes);
+                key!(out, "reason");
+                string(out, reason);
+                node(out, n);
+            }
+        }
+        out.push(b'}');
+    }
+
+    /// `{"type":…` and the process fields, without the closing brace.
+    fn process(&mut self, out: &mut Vec<u8>, kind: &[u8], p: &ProcessFields) {
+        out.extend_from_slice(b"{\"type\":\"");
+        out.extend_from_slice(kind);
+        out.extend_from_slice(b"\",\"ts\":\"");
+        self.ts.write(p.ts.unix_ns(), out);
+        out.push(b'"');
+        key!(out, "pid");
+        int(out, p.pid);
+        key!(out, "tid");
+        int(out, p.tid);
+        key!(out, "ppid");
+        int(out, p.ppid);
+        key!(out, "nspid");
+        int(out, p.nspid);
+        key!(out, "pidns");
+        int(out, p.pidns);
+        key!(out, "uid");
+        int(out, p.uid);
+        key!(out, "gid");
+        int(out, p.gid);
+        key!(out, "comm");
+        string(out, &p.comm);
+        key!(out, "cgroup_id");
+        int(out, p.cgroup_id);
+        key!(out, "start_ns");
+        int(out, p.start_ns);
+        self.placement(out, p);
+        key!(out, "role");
+        match p.role {
+            Some(r) => {
+                out.push(b'"');
+                out.extend_from_slice(r.as_str().as_bytes());
+                out.push(b'"');
+            }
+            None => out.extend_from_slice(b"null"),
+        }
+        key!(out, "partial");
+        boolean(out, p.partial);
+        node(out, &p.node);
+    }
+
+    /// `,"cgroup":…,"cgroup_hierarchy":…,"container":…,"pod":…`, encoded once per placement.
+    fn placement(&mut self, out: &mut Vec<u8>, p: &ProcessFields) {
+        let i = slot(p);
+        if let Some(Some(c)) = self.placements.get(i) {
+            if c.matches(p) {
+                out.extend_from_slice(&c.json);
+                return;
+            }
+        }
+        let mut json = Vec::with_capacity(512);
+        key!(json, "cgroup");
+        opt_string(&mut json, p.cgroup.as_deref());
+        key!(json, "cgroup_hierarchy");
+        opt_string(&mut json, p.cgroup_hierarchy.as_deref());
+        key!(json, "container");
+        match &p.container {
+            Some(c) => container(&mut json, c),
+            None => json.extend_from_slice(b"null"),
+        }
+        key!(json, "pod");
+        match &p.pod {
+            Some(x) => pod(&mut json, x),
+            None => json.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(&json);
+        if let Some(s) = self.placements.get_mut(i) {
+            *s = Some(Placement {
+                cgroup: p.cgroup.clone(),
+                hierarchy: p.cgroup_hierarchy.clone(),
+                container: p.container.clone(),
+                pod: p.pod.clone(),
+                json,
+            });
+        }
+    }
+}
+
+/// One event as its NDJSON line (with the newline), as `podtrace run` prints it.
+pub fn encode_line(ev: &Event) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1024);
+    Encoder::default().line(ev, &mut out);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::attribution::Runtime;
+    use crate::output::{LostKinds, Role, Timestamp};
+
+    /// Text with what JSON escapes, what it does not, and more than ASCII.
+    fn text() -> impl Strategy<Value = String> {
+        let c = prop_oneof![
+            4 => proptest::char::range('a', 'z'),
+            1 => Just('"'),
+            1 => Just('\\'),
+            1 => Just('/'),
+            1 => proptest::char::range('\u{0}', '\u{1f}'),
+            1 => Just('\u{7f}'),
+            1 => Just('é'),
+            1 => Just('\u{2028}'),
+            1 => Just('\u{fffd}'),
+            1 => Just('😀'),
+            1 => any::<char>(),
+        ];
+        proptest::collection::vec(c, 0..24).prop_map(String::from_iter)
+    }
+
+    fn opt_text() -> impl Strategy<Value = Option<String>> {
+        proptest::option::of(text())
+    }
+
+    fn container() -> impl Strategy<Value = ContainerRef> {
+        (
+            text(),
+            opt_text(),
+            proptest::option::of(prop_oneof![
+                Just(Runtime::Crio),
+                Just(Runtime::Containerd),
+                Just(Runtime::Docker),
+                Just(Runtime::Podman)
+            ]),
+            opt_text(),
+            opt_text(),
+        )
+            .prop_map(|(id, name, runtime, image, image_id)| ContainerRef {
+                id,
+                name,
+                runtime,
+                image,
+                image_id,
+            })
+    }
+
+    fn pod() -> impl Strategy<Value = PodRef> {
+        (opt_text(), opt_text(), opt_text()).prop_map(|(name, namespace, uid)| PodRef {
+            name,
+            namespace,
+            uid,
+        })
+    }
+
+    fn role() -> impl Strategy<Value = Option<Role>> {
+        proptest::option::of(prop_oneof![
+            Just(Role::Conmon),
+            Just(Role::Shim),
+            Just(Role::Runtime),
+            Just(Role::ContainerInit)
+        ])
+    }
+
+    /// Placements drawn from a small pool, so that one encoder sees the same values again
+    /// (the same `Arc`s, and equal values in other `Arc`s).
+    #[derive(Clone, Debug)]
+    struct Pool {
+        cgroups: Vec<Option<Arc<str>>>,
+        hierarchies: Vec<Option<Arc<str>>>,
+        containers: Vec<Option<Arc<ContainerRef>>>,
+        pods: Vec<Option<Arc<PodRef>>>,
+    }
+
+    fn pool() -> impl Strategy<Value = Pool> {
+        (
+            proptest::collection::vec(proptest::option::of(text()), 1..4),
+            proptest::collection::vec(
+                proptest::option::of(prop_oneof![
+                    Just("v2".to_string()),
+                    Just("v1:cpu,cpuacct".to_string()),
+                    text()
+                ]),
+                1..3,
+            ),
+            proptest::collection::vec(proptest::option::of(container()), 1..4),
+            proptest::collection::vec(proptest::option::of(pod()), 1..3),
+        )
+            .prop_map(|(c, h, k, p)| Pool {
+                cgroups: c.into_iter().map(|x| x.map(Arc::from)).collect(),
+                hierarchies: h.into_iter().map(|x| x.map(Arc::from)).collect(),
+                containers: k.into_iter().map(|x| x.map(Arc::new)).collect(),
+                pods: p.into_iter().map(|x| x.map(Arc::new)).collect(),
+            })
+    }
+
+    /// Picks from the pool; `copy` makes a new `Arc` of the same value.
+    fn pick<T: Clone>(v: &[Option<Arc<T>>], i: usize, copy: bool) -> Option<Arc<T>> {
+        let x = v[i % v.len()].clone();
+        if copy {
+            x.map(|a| Arc::new(T::clone(&a)))
+        } else {
+            x
+        }
+    }
+
+    fn pick_str(v: &[Option<Arc<str>>], i: usize, copy: bool) -> Option<Arc<str>> {
+        let x = v[i % v.len()].clone();
+        if copy {
+            x.map(|a| Arc::from(&*a))
+        } else {
+            x
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn process(
+        pool: &Pool,
+        picks: [usize; 4],
+        copy: bool,
+        ts: i64,
+        nums: (u32, u32, u32, u32, u32, u32, u32, u64, u64),
+        comm: String,
+        role: Option<Role>,
+        partial: bool,
+        node: Option<String>,
+    ) -> ProcessFields {
+        ProcessFields {
+            ts: Timestamp(ts),
+            pid: nums.0,
+            tid: nums.1,
+            ppid: nums.2,
+            nspid: nums.3,
+            pidns: nums.4,
+            uid: nums.5,
+            gid: nums.6,
+            comm,
+            cgroup_id: nums.7,
+            start_ns: nums.8,
+            cgroup: pick_str(&pool.cgroups, picks[0], copy),
+            cgroup_hierarchy: pick_str(&pool.hierarchies, picks[1], copy),
+            container: pick(&pool.containers, picks[2], copy),
+            pod: pick(&pool.pods, picks[3], copy),
+            role,
+            partial,
+            node: node.map(Arc::from),
+        }
+    }
+
+    fn timestamp() -> impl Strategy<Value = i64> {
+        prop_oneof![
+            // A busy second: the cached date is reused.
+            3 => (0i64..3_000_000_000).prop_map(|n| 1_795_000_000_000_000_000 + n),
+            1 => any::<i64>(),
+            1 => Just(i64::MIN),
+            1 => Just(i64::MAX),
+            1 => -2_000_000_000i64..2_000_000_000,
+        ]
+    }
+
+    fn event(pool: Pool) -> impl Strategy<Value = Event> {
+        let fields = (
+            any::<[usize; 4]>(),
+            any::<bool>(),
+            timestamp(),
+            any::<(u32, u32, u32, u32, u32, u32, u32, u64, u64)>(),
+            text(),
+            role(),
+            any::<bool>(),
+            opt_text(),
+        )
+            .prop_map(move |(picks, copy, ts, nums, comm, role, partial, node)| {
+                process(&pool, picks, copy, ts, nums, comm, role, partial, node)
+            });
+        (
+            fields,
+            0u8..6,
+            text(),
+            proptest::collection::vec(text(), 0..5),
+            any::<[bool; 3]>(),
+            any::<(Option<u8>, Option<u8>, u64)>(),
+            any::<[u64; 6]>(),
+        )
+            .prop_map(|(process, kind, s, argv, flags, exit, n)| match kind {
+                0 => Event::Exec {
+                    process,
+                    filename: Arc::from(s.as_str()),
+                    argv: argv.into(),
+                    argv_truncated: flags[0],
+                    filename_truncated: flags[1],
+                    trimmed: flags[2],
+                },
+                1 => Event::Fork { process },
+                2 => Event::Thread { process },
+                3 => Event::Exit {
+                    process,
+                    exit_code: exit.0,
+                    signal: exit.1,
+                    core_dumped: flags[0],
+                    duration_ns: exit.2,
+                },
+                4 => Event::Lost {
+                    ts: s,
+                    count: n[0],
+                    kinds: LostKinds {
+                        exec: n[1],
+                        fork: n[2],
+                        exit: n[3],
+                        reap: n[4],
+                        thread: n[5],
+                    },
+                    node: process.node,
+                },
+                _ => Event::Malformed {
+                    ts: s,
+                    bytes: n[0],
+                    reason: argv.concat(),
+                    node: process.node,
+                },
+            })
+    }
+
+    fn events() -> impl Strategy<Value = Vec<Event>> {
+        pool().prop_flat_map(|p| proptest::collection::vec(event(p), 1..40))
+    }
+
+    fn serde_line(ev: &Event) -> String {
+        let mut v = serde_json::to_vec(ev).expect("serde_json encodes every event");
+        v.push(b'\n');
+        String::from_utf8(v).expect("UTF-8")
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 600, ..ProptestConfig::default() })]
+
+        /// One encoder over a stream (its caches in play) prints what serde_json prints.
+        #[test]
+        fn encoder_is_serde_json_byte_for_byte(evs in events()) {
+            let mut enc = Encoder::default();
+            for ev in &evs {
+                let mut out = Vec::new();
+                enc.line(ev, &mut out);
+                let mine = String::from_utf8(out).expect("UTF-8");
+                prop_assert_eq!(mine, serde_line(ev));
+            }
+        }
+    }
+
+    #[test]
+    fn a_changed_container_behind_the_same_id_is_printed_changed() {
+        let base = ProcessFields {
+            ts: Timestamp(1_795_000_000_123_456_789),
+            pid: 1,
+            tid: 1,
+            ppid: 0,
+            nspid: 1,
+            pidns: 2,
+            uid: 0,
+            gid: 0,
+            comm: "sh".into(),
+            cgroup_id: 3,
+            start_ns: 4,
+            cgroup: Some("/kubepods.slice/crio-abc.scope".into()),
+            cgroup_hierarchy: Some("v2".into()),
+            container: Some(Arc::new(ContainerRef {
+                id: "abc".into(),
+                name: None,
+                runtime: Some(Runtime::Crio),
+                image: None,
+                image_id: None,
+            })),
+            pod: None,
+            role: Some(Role::ContainerInit),
+            partial: false,
+            node: None,
+        };
+        let mut named = base.clone();
+        named.container = Some(Arc::new(ContainerRef {
+            name: Some("web".into()),
+            image: Some("quay.io/x:1".into()),
+            ..ContainerRef::clone(base.container.as_deref().expect("container"))
+        }));
+        named.pod = Some(Arc::new(PodRef {
+            name: Some("web-0".into()),
+            namespace: Some("shop".into()),
+            uid: Some("u".into()),
+        }));
+        let mut enc = Encoder::default();
+        for p in [&base, &named, &base, &named, &named] {
+            let ev = Event::Fork { process: p.clone() };
+            let mut out = Vec::new();
+            enc.line(&ev, &mut out);
+            assert_eq!(String::from_utf8(out).expect("UTF-8"), serde_line(&ev));
+        }
+    }
+
+    #[test]
+    fn writer_writes_every_line_flushed_or_dropped() {
+        #[derive(Clone, Default)]
+        struct Shared(Arc<std::sync::Mutex<Vec<u8>>>);
+        impl Write for Shared {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().expect("lock").extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let ev = Event::Lost {
+            ts: "t".into(),
+            count: 1,
+            kinds: LostKinds::default(),
+            node: None,
+        };
+        let line = serde_line(&ev);
+        let n = 2 * CHUNK / line.len() + 3;
+        let seen = Shared::default();
+        let mut w = NdjsonWriter::new(Box::new(seen.clone()), "test".into());
+        for _ in 0..n {
+            w.write(&ev).expect("write");
+        }
+        assert!(
+            seen.0.lock().expect("lock").len() >= CHUNK,
+            "written as it goes"
+        );
+        drop(w);
+        let all = seen.0.lock().expect("lock").clone();
+        assert_eq!(String::from_utf8(all).expect("UTF-8"), line.repeat(n));
+        assert_eq!(encode_line(&ev), line.as_bytes());
     }
 }

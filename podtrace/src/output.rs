@@ -22,6 +22,42 @@ pub enum Role {
     ContainerInit,
 }
 
+impl Role {
+    /// The name, as serialised.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Conmon => "conmon",
+            Role::Shim => "shim",
+            Role::Runtime => "runtime",
+            Role::ContainerInit => "container-init",
+        }
+    }
+}
+
+/// A wall-clock time, unix nanoseconds, printed as RFC 3339 UTC with nanoseconds
+/// (`clock::format_rfc3339`). Kept as a number so that making an event allocates no text: the
+/// NDJSON encoder formats it, reusing the date while the second does not change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp(pub i64);
+
+impl Timestamp {
+    pub fn unix_ns(self) -> i64 {
+        self.0
+    }
+}
+
+impl std::fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&crate::clock::format_rfc3339(self.0))
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&crate::clock::format_rfc3339(self.0))
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
 pub struct ContainerRef {
     pub id: String,
@@ -46,7 +82,8 @@ pub struct PodRef {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
 pub struct ProcessFields {
     /// RFC 3339 UTC with nanoseconds.
-    pub ts: String,
+    #[schemars(with = "String")]
+    pub ts: Timestamp,
     /// Host thread-group id.
     pub pid: u32,
     /// Host thread id of the task that produced the event (fork: the child).

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use crate::cgroups::{CgroupSetup, Hierarchy};
 use crate::clock::{BootClock, TsFormatter};
 use crate::kernel_event::{KernelEvent, Kind, ReapEvent};
-use crate::output::{Event, ProcessFields, Role};
+use crate::output::{Event, ProcessFields, Role, Timestamp};
 use crate::snapshot::ProcInfo;
 use crate::trace::{Header, LostRecord, MalformedRecord, Record};
 use crate::wait_status;
@@ -758,10 +758,19 @@ impl Engine {
 
     fn fields(&mut self, ev: &KernelEvent) -> ProcessFields {
         match self.table.get(ev.pid) {
-            Some(p) if p.same_identity(ev.pid, ev.start_ns) => {
-                let p = p.clone();
-                self.fields_of(ev, &p)
-            }
+            // Fields borrowed from the table entry (no copy of it): `table` and `containers`
+            // are different fields.
+            Some(p) if p.same_identity(ev.pid, ev.start_ns) => process_fields(
+                Sources {
+                    cgroups: &self.cgroups,
+                    containers: &mut self.containers,
+                    labels: &self.labels,
+                    clock: self.clock,
+                    node: &self.node,
+                },
+                ev,
+                p,
+            ),
             // Stale: what the event itself says, nothing from the table.
             _ => {
                 let mut p = Self::new_proc(ev);
@@ -777,13 +786,36 @@ impl Engine {
     }
 
     fn fields_of(&mut self, ev: &KernelEvent, p: &Proc) -> ProcessFields {
-        let (cgroup, cgroup_hierarchy, cgroup_id) = match p
-            .cgroup
-            .and_then(|k| self.cgroups.get(k).map(|c| (k, c.path.clone())))
-        {
-            Some(((h, id), path)) => (
-                Some(path),
-                self.labels[match h {
+        process_fields(
+            Sources {
+                cgroups: &self.cgroups,
+                containers: &mut self.containers,
+                labels: &self.labels,
+                clock: self.clock,
+                node: &self.node,
+            },
+            ev,
+            p,
+        )
+    }
+}
+
+/// What an event's fields are made from besides the event and its process.
+struct Sources<'a> {
+    cgroups: &'a CgroupCache,
+    containers: &'a mut Registry,
+    labels: &'a [Option<Arc<str>>; 2],
+    clock: BootClock,
+    node: &'a Option<Arc<str>>,
+}
+
+/// The fields of an event of process `p` (shared values are shared, not copied).
+fn process_fields(s: Sources<'_>, ev: &KernelEvent, p: &Proc) -> ProcessFields {
+    let (cgroup, cgroup_hierarchy, cgroup_id) =
+        match p.cgroup.and_then(|k| s.cgroups.get(k).map(|c| (k, c))) {
+            Some(((h, id), c)) => (
+                Some(c.path.clone()),
+                s.labels[match h {
                     Hierarchy::V2 => 0,
                     Hierarchy::V1 => 1,
                 }]
@@ -792,31 +824,30 @@ impl Engine {
             ),
             None => (None, None, ev.cgroup_id),
         };
-        let (container, pod) = match (p.container.as_deref(), p.pod_of.as_deref()) {
-            (Some(id), _) => self.containers.refs(id),
-            (None, Some(id)) => (None, self.containers.refs(id).1),
-            (None, None) => (None, None),
-        };
-        ProcessFields {
-            ts: self.ts.format(self.clock.unix_ns(ev.ts_ns)),
-            pid: ev.pid,
-            tid: ev.tid,
-            ppid: ev.ppid,
-            nspid: ev.nspid,
-            pidns: ev.pidns,
-            uid: ev.uid,
-            gid: ev.gid,
-            comm: ev.comm.clone(),
-            cgroup_id,
-            start_ns: ev.start_ns,
-            cgroup,
-            cgroup_hierarchy,
-            container,
-            pod,
-            role: p.role,
-            partial: ev.partial,
-            node: self.node.clone(),
-        }
+    let (container, pod) = match (p.container.as_deref(), p.pod_of.as_deref()) {
+        (Some(id), _) => s.containers.refs(id),
+        (None, Some(id)) => (None, s.containers.refs(id).1),
+        (None, None) => (None, None),
+    };
+    ProcessFields {
+        ts: Timestamp(s.clock.unix_ns(ev.ts_ns)),
+        pid: ev.pid,
+        tid: ev.tid,
+        ppid: ev.ppid,
+        nspid: ev.nspid,
+        pidns: ev.pidns,
+        uid: ev.uid,
+        gid: ev.gid,
+        comm: ev.comm.clone(),
+        cgroup_id,
+        start_ns: ev.start_ns,
+        cgroup,
+        cgroup_hierarchy,
+        container,
+        pod,
+        role: p.role,
+        partial: ev.partial,
+        node: s.node.clone(),
     }
 }
 

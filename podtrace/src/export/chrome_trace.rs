@@ -103,14 +103,14 @@ impl ChromeTrace {
 
     /// Takes one event (any order of types; the stream order of `run` / `replay`).
     pub fn push(&mut self, ev: &Event) {
-        let ts = match ev {
-            Event::Lost { ts, .. } | Event::Malformed { ts, .. } => ts,
+        let ts_ns = match ev {
+            Event::Lost { ts, .. } | Event::Malformed { ts, .. } => parse_rfc3339(ts),
             _ => match ev.process() {
-                Some(p) => &p.ts,
+                Some(p) => Ok(p.ts.unix_ns()),
                 None => return,
             },
         };
-        let Ok(ts_ns) = parse_rfc3339(ts) else {
+        let Ok(ts_ns) = ts_ns else {
             self.skipped += 1;
             return;
         };
@@ -357,12 +357,13 @@ impl ChromeTrace {
 mod tests {
     use super::*;
     use crate::attribution::Runtime;
+    use crate::output::Timestamp;
 
     const T0: i64 = 1_700_000_000_000_000_000;
 
     fn fields(pid: u32, ppid: u32, at_us: i64, container: Option<(&str, &str)>) -> ProcessFields {
         ProcessFields {
-            ts: format_rfc3339(T0 + at_us * 1000),
+            ts: Timestamp(T0 + at_us * 1000),
             pid,
             tid: pid,
             ppid,
@@ -604,7 +605,7 @@ mod tests {
         t.push(&Event::Fork {
             process: again.clone(),
         });
-        again.ts = format_rfc3339(T0 + 30_000);
+        again.ts = Timestamp(T0 + 30_000);
         t.push(&exit(again, Some(1), None, 10));
         let trace = t.finish();
         let mut s = by_tid(&trace, "X", 700);
@@ -622,9 +623,12 @@ mod tests {
     #[test]
     fn empty_stream_and_bad_timestamps() {
         let mut t = ChromeTrace::new();
-        let mut p = fields(1, 0, 0, None);
-        p.ts = "not a time".into();
-        t.push(&Event::Fork { process: p });
+        t.push(&Event::Lost {
+            ts: "not a time".into(),
+            count: 1,
+            kinds: crate::trace::LostKinds::default(),
+            node: None,
+        });
         assert_eq!(t.skipped, 1);
         let trace = t.finish();
         assert_eq!(
