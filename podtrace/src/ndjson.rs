@@ -568,7 +568,7 @@ mod tests {
             pidns: nums.4,
             uid: nums.5,
             gid: nums.6,
-            comm,
+            comm: comm.into(),
             cgroup_id: nums.7,
             start_ns: nums.8,
             cgroup: pick_str(&pool.cgroups, picks[0], copy),

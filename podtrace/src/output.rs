@@ -96,7 +96,7 @@ pub struct ProcessFields {
     pub pidns: u32,
     pub uid: u32,
     pub gid: u32,
-    pub comm: String,
+    pub comm: Arc<str>,
     /// Id (directory inode) of the cgroup in `cgroup_hierarchy`; for events not placed in a
     /// known cgroup, the default (v2) hierarchy's id the kernel reported.
     pub cgroup_id: u64,

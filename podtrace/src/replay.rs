@@ -54,7 +54,9 @@ pub fn replay(
     let mut summary = ReplaySummary::default();
     let mut stop_boot_ns = u64::MAX;
     let mut snapshot_done = false;
-    while let Some((_line, rec)) = reader.next_record()? {
+    // One record for the whole trace: the reader reuses its allocations.
+    let mut rec = Record::SnapshotEnd {};
+    while reader.next_record_into(&mut rec)?.is_some() {
         summary.records += 1;
         if let Record::Header(h) = &rec {
             let clock = BootClock {

@@ -838,7 +838,13 @@ fn process_fields(s: Sources<'_>, ev: &KernelEvent, p: &Proc) -> ProcessFields {
         pidns: ev.pidns,
         uid: ev.uid,
         gid: ev.gid,
-        comm: ev.comm.clone(),
+        // The event's comm (a thread's may differ from its process's), shared with the table
+        // when they agree.
+        comm: if *p.comm == *ev.comm {
+            p.comm.clone()
+        } else {
+            Arc::from(ev.comm.as_str())
+        },
         cgroup_id,
         start_ns: ev.start_ns,
         cgroup,

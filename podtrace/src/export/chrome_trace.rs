@@ -28,7 +28,7 @@ struct Slice {
     pid: u32,
     nspid: u32,
     ppid: u32,
-    comm: String,
+    comm: std::sync::Arc<str>,
     filename: Option<String>,
     argv: Option<Vec<String>>,
     execs: u32,
@@ -269,7 +269,7 @@ impl ChromeTrace {
                 .and_then(|a| a.first())
                 .filter(|a0| !a0.is_empty())
                 .map(|a0| a0.rsplit('/').next().unwrap_or(a0).to_string())
-                .unwrap_or_else(|| s.comm.clone());
+                .unwrap_or_else(|| s.comm.to_string());
             let mut args = json!({
                 "pid": s.pid,
                 "nspid": s.nspid,

@@ -9,6 +9,7 @@
 //!
 //! [`Record`] is also what the pipeline carries: live and replay push the same records
 //! through the same engine.
+mod fast;
 pub mod reader;
 pub mod synth;
 pub mod writer;

@@ -3,7 +3,9 @@ use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 
+use super::fast;
 use super::{Record, READS_VERSIONS};
+use crate::kernel_event::{ExecPayload, KernelEvent};
 
 /// Longest line accepted; longer ones are an error, not an allocation.
 pub const MAX_LINE: usize = 1 << 20;
@@ -39,6 +41,16 @@ pub struct TraceReader {
     /// The input itself failed (not a bad record): nothing after it can be read.
     corrupt: bool,
     buf: Vec<u8>,
+    /// Allocations kept for the next event records (see `next_record_into`).
+    spare_event: Option<KernelEvent>,
+    spare_exec: Option<ExecPayload>,
+}
+
+/// Keeps what a replaced record had allocated for the next event.
+fn stash(spare: &mut Option<KernelEvent>, old: Record) {
+    if let Record::Event(e) = old {
+        *spare = Some(e);
+    }
 }
 
 impl TraceReader {
@@ -76,6 +88,8 @@ impl TraceReader {
             cut_short: None,
             corrupt: false,
             buf: Vec::with_capacity(4096),
+            spare_event: None,
+            spare_exec: None,
         }
     }
 
@@ -214,18 +228,57 @@ impl TraceReader {
         Ok(())
     }
 
-    fn parse(&mut self) -> Result<Record, TraceError> {
+    /// Parses the line in `self.buf` into `rec`. Event and reap lines in the writer's form
+    /// take the fast path (`fast`), reusing `rec`'s strings; everything else, and every
+    /// error, is serde_json's.
+    fn parse_into(&mut self, rec: &mut Record) -> Result<(), TraceError> {
         let text = std::str::from_utf8(&self.buf)
             .map_err(|e| self.error(format!("not UTF-8 (byte {})", e.valid_up_to())))?;
+        if fast::is_event(text) {
+            if let Record::Event(ev) = rec {
+                if fast::event(text, ev, &mut self.spare_exec) {
+                    return Ok(());
+                }
+            } else {
+                let mut ev = self.spare_event.take().unwrap_or_else(fast::blank_event);
+                if fast::event(text, &mut ev, &mut self.spare_exec) {
+                    stash(
+                        &mut self.spare_event,
+                        std::mem::replace(rec, Record::Event(ev)),
+                    );
+                    return Ok(());
+                }
+                self.spare_event = Some(ev);
+            }
+        } else if fast::is_reap(text) {
+            if let Some(r) = fast::reap(text) {
+                stash(
+                    &mut self.spare_event,
+                    std::mem::replace(rec, Record::Reap(r)),
+                );
+                return Ok(());
+            }
+        }
         if text.trim().is_empty() {
             return Err(self.error("empty line"));
         }
-        serde_json::from_str::<Record>(text).map_err(|e| self.error(format!("invalid record: {e}")))
+        let r = serde_json::from_str::<Record>(text)
+            .map_err(|e| self.error(format!("invalid record: {e}")))?;
+        stash(&mut self.spare_event, std::mem::replace(rec, r));
+        Ok(())
     }
 
-    /// The next record, or None at the end. Lenient mode skips (and counts) bad records but
-    /// not a missing header or an unknown version.
+    /// The next record, or None at the end (see `next_record_into`).
     pub fn next_record(&mut self) -> Result<Option<(u64, Record)>, TraceError> {
+        let mut rec = Record::SnapshotEnd {};
+        Ok(self.next_record_into(&mut rec)?.map(|line| (line, rec)))
+    }
+
+    /// Reads the next record into `rec` and returns its line number, or None at the end
+    /// (`rec` is then unspecified). Lenient mode skips (and counts) bad records but not a
+    /// missing header or an unknown version. Reusing one `rec` for a whole trace reuses the
+    /// allocations of its event records.
+    pub fn next_record_into(&mut self, rec: &mut Record) -> Result<Option<u64>, TraceError> {
         loop {
             let complete = match self.read_line() {
                 Ok(None) => {
@@ -249,7 +302,7 @@ impl TraceReader {
                 Err(e) => return Err(e),
             };
             self.line += 1;
-            let parsed = self.parse();
+            let parsed = self.parse_into(rec);
             if !complete {
                 // The last line has no newline: cut short by a crash if it does not parse.
                 if parsed.is_err() {
@@ -262,8 +315,8 @@ impl TraceReader {
                     return Ok(None);
                 }
             }
-            let rec = match parsed.and_then(|r| self.check_order(&r).map(|()| r)) {
-                Ok(r) => r,
+            match parsed.and_then(|()| self.check_order(rec)) {
+                Ok(()) => {}
                 Err(e) if self.lenient && self.phase != Phase::Start => {
                     self.skipped += 1;
                     tracing::warn!("skipped: {e}");
@@ -271,7 +324,79 @@ impl TraceReader {
                 }
                 Err(e) => return Err(e),
             };
-            return Ok(Some((self.line, rec)));
+            return Ok(Some(self.line));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Cursor;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::kernel_event::ReapEvent;
+    use crate::trace::fast::tests::kernel_event;
+    use crate::trace::{synth, CgroupFact, LostRecord};
+
+    /// A record of the event part of a trace.
+    fn event_part() -> impl Strategy<Value = Record> {
+        prop_oneof![
+            6 => kernel_event().prop_map(Record::Event),
+            2 => any::<(u64, u32, u64)>().prop_map(|(ts_ns, pid, start_ns)| Record::Reap(ReapEvent { ts_ns, pid, start_ns })),
+            1 => (any::<u64>(), proptest::option::of("[a-z/]{0,12}")).prop_map(|(id, path)| Record::Cgroup(CgroupFact { hierarchy: crate::cgroups::Hierarchy::V2, id, path })),
+            1 => any::<(u64, u64)>().prop_map(|(ts_ns, count)| Record::Lost(LostRecord { ts_ns, count, kinds: Default::default() })),
+        ]
+    }
+
+    /// The same records written differently: white space, escapes that need not be, keys
+    /// in another order (so that some lines go to serde_json).
+    fn rewrite(line: &str, how: u8) -> String {
+        match how % 8 {
+            0..=4 => line.to_string(),
+            5 => line.replacen(':', ": ", 2),
+            6 => line.replace("\"pid\"", "\"p\\u0069d\""),
+            _ => match serde_json::from_str::<serde_json::Value>(line) {
+                // serde_json's map is sorted: the keys come out in another order.
+                Ok(v) => v.to_string(),
+                Err(_) => line.to_string(),
+            },
+        }
+    }
+
+    fn trace_lines(body: &[Record], hows: &[u8]) -> Vec<String> {
+        let mut recs = synth::trace(3, 1, 5);
+        let end = recs.pop();
+        recs.extend_from_slice(body);
+        recs.extend(end);
+        recs.iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let line = serde_json::to_string(r).expect("encodes");
+                rewrite(&line, hows.get(i).copied().unwrap_or(0))
+            })
+            .collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+        /// Reading into one reused record gives, line for line, what serde_json reads.
+        #[test]
+        fn reused_record_reads_what_serde_json_reads(body in proptest::collection::vec(event_part(), 0..30), hows in proptest::collection::vec(any::<u8>(), 60)) {
+            let lines = trace_lines(&body, &hows);
+            let text = lines.join("\n") + "\n";
+            let mut r = TraceReader::from_reader(Box::new(Cursor::new(text.into_bytes())), "t".into(), false);
+            let mut rec = Record::SnapshotEnd {};
+            for (i, line) in lines.iter().enumerate() {
+                let want: Record = serde_json::from_str(line).expect("valid line");
+                let n = r.next_record_into(&mut rec).expect("valid trace");
+                prop_assert_eq!(n, Some(i as u64 + 1));
+                prop_assert_eq!(&rec, &want, "line {}: {}", i + 1, line);
+            }
+            prop_assert_eq!(r.next_record_into(&mut rec).expect("end"), None);
+            prop_assert!(r.cut_short.is_none());
         }
     }
 }
