@@ -7,7 +7,8 @@
 //! 1000 events. PHASE (default `all`) runs one phase only, for profilers
 //! (`valgrind --tool=callgrind`): `none` (only make the trace), `parse` (read and parse it),
 //! `engine` (replay without output), `full` (replay to NDJSON). The differences between
-//! phases split the cost between the trace reader, the engine and the encoder.
+//! phases split the cost between the trace reader, the engine and the encoder. With
+//! `PODTRACE_REPLAY_TRACE=FILE` the trace is written to FILE once and read from it afterwards.
 use std::time::Instant;
 
 use podtrace::filter::EventFilter;
@@ -35,9 +36,20 @@ fn main() -> anyhow::Result<()> {
     );
     let all = phase == "all";
     let dir = tempfile::tempdir()?;
-    let path = dir.path().join("synthetic.trace");
-    let text = synth::to_ndjson(&synth::trace(events, containers, 42));
-    std::fs::write(&path, &text)?;
+    // PODTRACE_REPLAY_TRACE=FILE: the trace is kept there and read back by later runs (a
+    // profile then shows the replay alone, not the making of the trace).
+    let keep = std::env::var_os("PODTRACE_REPLAY_TRACE").map(std::path::PathBuf::from);
+    let path = keep
+        .clone()
+        .unwrap_or_else(|| dir.path().join("synthetic.trace"));
+    let text = match keep.as_ref().and_then(|k| std::fs::read_to_string(k).ok()) {
+        Some(t) => t,
+        None => {
+            let t = synth::to_ndjson(&synth::trace(events, containers, 42));
+            std::fs::write(&path, &t)?;
+            t
+        }
+    };
     let kernel_events = events_in(&text);
     let mut out = serde_json::Map::new();
     // Where the time goes: reading and parsing alone, then the engine without output.

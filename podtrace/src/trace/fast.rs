@@ -1,42 +1,62 @@
 //! A fast path for the records that are most of a trace: `event` and `reap` lines exactly as
 //! the trace writer prints them (serde_json's field order, no white space, no escapes),
-//! parsed in place into a record whose strings are reused.
+//! parsed in place into a record whose strings are reused. It reads bytes: what it takes is
+//! UTF-8 (its strings are checked, everything else is ASCII it matched).
 //!
 //! It accepts a subset of what serde_json accepts and gives the same value for it (the tests
 //! check both on generated and mutated lines). Anything else (another key order, white
 //! space, an escape, a number out of range, bad input of any kind) is not its business: it
 //! says no and the reader hands the line to serde_json, whose errors are the reader's.
 use crate::kernel_event::{ExecPayload, ExitPayload, KernelEvent, Kind, ReapEvent};
+use crate::ndjson::plain_run;
 
 const LO: u64 = 0x0101_0101_0101_0101;
 const HI: u64 = 0x8080_8080_8080_8080;
 
-/// The high bit of each byte of `w` that is 0 (the lowest one set is exact: borrows only
-/// flag bytes above a true one).
-fn zero_bytes(w: u64) -> u64 {
-    w.wrapping_sub(LO) & !w & HI
+const POW10: [u64; 9] = [
+    1,
+    10,
+    100,
+    1_000,
+    10_000,
+    100_000,
+    1_000_000,
+    10_000_000,
+    100_000_000,
+];
+
+/// How many of the bytes of `w` (the first in memory lowest) are ASCII digits before the first
+/// one that is not (0 to 8).
+fn leading_digits(w: u64) -> usize {
+    let t = w ^ (LO * u64::from(b'0'));
+    // Bytes above 9 get their high bit from the addition, bytes with it set already keep it;
+    // a carry only leaves a byte that is flagged itself, so the lowest flag is exact.
+    let not_digit = (t.wrapping_add(LO * 0x76) | t) & HI;
+    (not_digit.trailing_zeros() / 8) as usize
 }
 
-/// The bytes of `w` that end or escape a JSON string's plain run: `"`, `\` and the control
-/// characters (the lowest flag set is the first such byte).
-fn special(w: u64) -> u64 {
-    zero_bytes(w ^ (LO * u64::from(b'"')))
-        | zero_bytes(w ^ (LO * u64::from(b'\\')))
-        | (w.wrapping_sub(LO * 0x20) & !w & HI)
+/// The value of the first `k` (1 to 8) bytes of `w`, ASCII digits, most significant first.
+fn digits_value(w: u64, k: usize) -> u64 {
+    // The k digits to the top, zeros (leading zeros) below them; then pairs, quads, eights.
+    let v = (w & 0x0f0f_0f0f_0f0f_0f0f) << (8 * (8 - k));
+    let v = (v.wrapping_mul(10 * (1 << 8) + 1) >> 8) & 0x00ff_00ff_00ff_00ff;
+    let v = (v.wrapping_mul(100 * (1 << 16) + 1) >> 16) & 0x0000_ffff_0000_ffff;
+    v.wrapping_mul(10_000 * (1 << 32) + 1) >> 32
 }
 
 /// A position in one line.
 struct Cursor<'a> {
-    text: &'a str,
+    line: &'a [u8],
     at: usize,
 }
 
 impl<'a> Cursor<'a> {
     fn bytes(&self) -> &'a [u8] {
-        self.text.as_bytes()
+        self.line
     }
 
     /// Skips `lit` if it comes next.
+    #[inline(always)]
     fn eat(&mut self, lit: &[u8]) -> bool {
         let rest = self.bytes().get(self.at..).unwrap_or(&[]);
         if rest.starts_with(lit) {
@@ -53,25 +73,35 @@ impl<'a> Cursor<'a> {
 
     /// A JSON integer as serde_json reads one into a u64: digits, no leading zero, no sign,
     /// no fraction or exponent (the caller checks what follows), in range.
+    #[inline(always)]
     fn u64(&mut self) -> Option<u64> {
         let b = self.bytes();
         let start = self.at;
         let mut n: u64 = 0;
-        // 19 digits cannot overflow a u64; a 20th is checked.
         let mut i = start;
-        while let Some(&c) = b.get(i) {
-            let d = c.wrapping_sub(b'0');
-            if d > 9 || i - start == 19 {
+        let mut done = false;
+        // Eight bytes at a time while there are eight, then byte by byte.
+        while let Some(w) = b.get(i..i + 8) {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(w);
+            let w = u64::from_le_bytes(word);
+            let k = leading_digits(w);
+            if k > 0 {
+                n = n.checked_mul(POW10[k])?.checked_add(digits_value(w, k))?;
+            }
+            i += k;
+            if k < 8 {
+                done = true;
                 break;
             }
-            n = n * 10 + u64::from(d);
-            i += 1;
         }
-        if let Some(d) = b.get(i).map(|c| c.wrapping_sub(b'0')).filter(|&d| d <= 9) {
-            n = n.checked_mul(10)?.checked_add(u64::from(d))?;
-            i += 1;
-            if b.get(i).is_some_and(u8::is_ascii_digit) {
-                return None;
+        while !done {
+            match b.get(i).map(|c| c.wrapping_sub(b'0')).filter(|&d| d <= 9) {
+                Some(d) => {
+                    n = n.checked_mul(10)?.checked_add(u64::from(d))?;
+                    i += 1;
+                }
+                None => done = true,
             }
         }
         let len = i - start;
@@ -82,6 +112,7 @@ impl<'a> Cursor<'a> {
         Some(n)
     }
 
+    #[inline(always)]
     fn u32(&mut self) -> Option<u32> {
         u32::try_from(self.u64()?).ok()
     }
@@ -97,36 +128,23 @@ impl<'a> Cursor<'a> {
     }
 
     /// A string without escapes or control characters (those go to serde_json).
+    #[inline(always)]
     fn str(&mut self) -> Option<&'a str> {
         self.lit(b"\"")?;
         let b = self.bytes();
         let start = self.at;
-        let mut i = start;
-        // Eight bytes at a time while there are eight, then byte by byte.
-        while let Some(w) = b.get(i..i + 8) {
-            let mut word = [0u8; 8];
-            word.copy_from_slice(w);
-            let hits = special(u64::from_le_bytes(word));
-            if hits != 0 {
-                i += (hits.trailing_zeros() / 8) as usize;
-                break;
-            }
-            i += 8;
-        }
-        loop {
-            match *b.get(i)? {
-                b'"' => break,
-                b'\\' | 0..=0x1f => return None,
-                _ => i += 1,
-            }
+        let i = start + plain_run(b.get(start..)?);
+        if *b.get(i)? != b'"' {
+            return None;
         }
         self.at = i + 1;
-        // The line is UTF-8 and both ends are at a `"`: char boundaries.
-        self.text.get(start..i)
+        // Strings are the only place for bytes other than ASCII: a line the fast path takes
+        // is UTF-8 throughout.
+        std::str::from_utf8(b.get(start..i)?).ok()
     }
 
     fn at_end(&self) -> bool {
-        self.at == self.text.len()
+        self.at == self.line.len()
     }
 }
 
@@ -169,24 +187,24 @@ fn blank_exec() -> ExecPayload {
 }
 
 /// Whether `line` looks like an `event` line (worth trying [`event`] on).
-pub fn is_event(line: &str) -> bool {
-    line.starts_with("{\"event\":{")
+pub fn is_event(line: &[u8]) -> bool {
+    line.starts_with(b"{\"event\":{")
 }
 
 /// Whether `line` looks like a `reap` line.
-pub fn is_reap(line: &str) -> bool {
-    line.starts_with("{\"reap\":{")
+pub fn is_reap(line: &[u8]) -> bool {
+    line.starts_with(b"{\"reap\":{")
 }
 
 /// Parses an `event` line into `ev` (its strings reused; an exec payload no longer needed goes
 /// to `spare`, one needed comes from it). False: not in the writer's form, `ev` is garbage and
 /// the line is for serde_json.
-pub fn event(line: &str, ev: &mut KernelEvent, spare: &mut Option<ExecPayload>) -> bool {
+pub fn event(line: &[u8], ev: &mut KernelEvent, spare: &mut Option<ExecPayload>) -> bool {
     event_inner(line, ev, spare).is_some()
 }
 
-fn event_inner(line: &str, ev: &mut KernelEvent, spare: &mut Option<ExecPayload>) -> Option<()> {
-    let mut c = Cursor { text: line, at: 0 };
+fn event_inner(line: &[u8], ev: &mut KernelEvent, spare: &mut Option<ExecPayload>) -> Option<()> {
+    let mut c = Cursor { line, at: 0 };
     c.lit(b"{\"event\":{\"kind\":\"")?;
     ev.kind = if c.eat(b"exec\"") {
         Kind::Exec
@@ -285,8 +303,8 @@ fn event_inner(line: &str, ev: &mut KernelEvent, spare: &mut Option<ExecPayload>
 }
 
 /// Parses a `reap` line; None: for serde_json.
-pub fn reap(line: &str) -> Option<ReapEvent> {
-    let mut c = Cursor { text: line, at: 0 };
+pub fn reap(line: &[u8]) -> Option<ReapEvent> {
+    let mut c = Cursor { line, at: 0 };
     c.lit(b"{\"reap\":{\"ts_ns\":")?;
     let ts_ns = c.u64()?;
     c.lit(b",\"pid\":")?;
@@ -397,7 +415,7 @@ pub(crate) mod tests {
 
     /// What the fast path makes of `line`, starting from `reuse` (None: it declined).
     fn fast(
-        line: &str,
+        line: &[u8],
         reuse: &mut KernelEvent,
         spare: &mut Option<ExecPayload>,
     ) -> Option<Record> {
@@ -429,17 +447,18 @@ pub(crate) mod tests {
     proptest! {
         #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
 
-        /// The word scan finds the first byte the byte scan finds.
+        /// The word-at-a-time digits agree with a byte-at-a-time count and value.
         #[test]
-        fn word_scan_finds_the_first_special_byte(word in any::<[u8; 8]>(), put in proptest::collection::vec((0usize..8, prop_oneof![Just(b'"'), Just(b'\\'), 0u8..0x20, Just(0x20u8), Just(0x21u8), Just(0x5bu8), Just(0x5du8), 0x80u8..]), 0..3)) {
-            let mut word = word;
-            for (i, b) in put {
-                word[i] = b;
+        fn word_digits_are_byte_digits(bytes in proptest::collection::vec(prop_oneof![4 => b'0'..=b'9', 1 => any::<u8>(), 1 => Just(b'/'), 1 => Just(b':'), 1 => Just(0xb0u8), 1 => Just(0xffu8)], 8)) {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(&bytes);
+            let w = u64::from_le_bytes(word);
+            let k = bytes.iter().position(|c| !c.is_ascii_digit()).unwrap_or(8);
+            prop_assert_eq!(leading_digits(w), k, "{:?}", bytes);
+            if k > 0 {
+                let want = bytes[..k].iter().fold(0u64, |n, c| n * 10 + u64::from(c - b'0'));
+                prop_assert_eq!(digits_value(w, k), want, "{:?}", bytes);
             }
-            let first = word.iter().position(|&c| c == b'"' || c == b'\\' || c < 0x20);
-            let hits = special(u64::from_le_bytes(word));
-            let found = (hits != 0).then(|| (hits.trailing_zeros() / 8) as usize);
-            prop_assert_eq!(found, first, "{:?}", word);
         }
 
         /// The writer's lines: the fast path takes every one without escapes, with the value
@@ -456,7 +475,7 @@ pub(crate) mod tests {
             for line in &lines {
                 let want: Record = serde_json::from_str(line).expect("the writer's line reads back");
                 let escapes = line.contains('\\');
-                match fast(line, &mut reuse, &mut spare) {
+                match fast(line.as_bytes(), &mut reuse, &mut spare) {
                     Some(got) => prop_assert_eq!(got, want, "{}", line),
                     None => prop_assert!(escapes, "declined a line without escapes: {}", line),
                 }
@@ -472,14 +491,13 @@ pub(crate) mod tests {
                 serde_json::to_string(&Record::Event(e)).expect("encodes")
             };
             let bytes = mutate(&line, &edits);
-            let Ok(text) = std::str::from_utf8(&bytes) else {
-                return Ok(());
-            };
             let mut reuse = blank_event();
             let mut spare = None;
-            if let Some(got) = fast(text, &mut reuse, &mut spare) {
-                let want: Result<Record, _> = serde_json::from_str(text);
-                prop_assert_eq!(Some(got), want.ok(), "{}", text);
+            if let Some(got) = fast(&bytes, &mut reuse, &mut spare) {
+                let text = std::str::from_utf8(&bytes);
+                prop_assert!(text.is_ok(), "took a line that is not UTF-8: {:?}", bytes);
+                let want: Result<Record, _> = serde_json::from_str(text.unwrap_or(""));
+                prop_assert_eq!(Some(got), want.ok(), "{:?}", text);
             }
         }
     }
@@ -489,7 +507,10 @@ pub(crate) mod tests {
         let line = r#"{"event":{"kind":"fork","ts_ns":1,"pid":2,"tid":2,"ppid":1,"nspid":2,"pidns":3,"uid":0,"gid":0,"comm":"sh","cgroup_id":5,"start_ns":1}}"#;
         let mut ev = blank_event();
         let mut spare = None;
-        assert!(event(line, &mut ev, &mut spare), "the writer's form");
+        assert!(
+            event(line.as_bytes(), &mut ev, &mut spare),
+            "the writer's form"
+        );
         assert_eq!(ev.comm, "sh");
         for bad in [
             line.replace("\"pid\":2", "\"pid\": 2"),
@@ -504,7 +525,11 @@ pub(crate) mod tests {
             format!("{line} "),
             line.replace("\"start_ns\":1", "\"start_ns\":1,\"exec\":null"),
         ] {
-            assert!(!event(&bad, &mut ev, &mut spare), "{bad}");
+            assert!(!event(bad.as_bytes(), &mut ev, &mut spare), "{bad}");
         }
+        let mut not_utf8 = line.as_bytes().to_vec();
+        let at = line.find("\"sh\"").expect("comm") + 2;
+        not_utf8[at] = 0xff;
+        assert!(!event(&not_utf8, &mut ev, &mut spare), "not UTF-8");
     }
 }

@@ -46,6 +46,54 @@ pub struct TraceReader {
     spare_exec: Option<ExecPayload>,
 }
 
+/// Where `read_line` left a line.
+enum Line {
+    /// The first `n` bytes of the input's buffer, its newline right after (not consumed).
+    InInput(usize),
+    /// In `buf`; false: the input ended without the line's newline.
+    Copied(bool),
+}
+
+/// Parses one line into `rec`; the error is the reason, without FILE:LINE. Event and reap
+/// lines in the writer's form take the fast path (`fast`), reusing `rec`'s strings and the
+/// spare allocations; everything else, and every error, is serde_json's.
+fn parse_line(
+    line: &[u8],
+    rec: &mut Record,
+    spare_event: &mut Option<KernelEvent>,
+    spare_exec: &mut Option<ExecPayload>,
+) -> Result<(), String> {
+    if fast::is_event(line) {
+        if let Record::Event(ev) = rec {
+            if fast::event(line, ev, spare_exec) {
+                return Ok(());
+            }
+        } else {
+            let mut ev = spare_event.take().unwrap_or_else(fast::blank_event);
+            if fast::event(line, &mut ev, spare_exec) {
+                stash(spare_event, std::mem::replace(rec, Record::Event(ev)));
+                return Ok(());
+            }
+            *spare_event = Some(ev);
+        }
+    } else if fast::is_reap(line) {
+        if let Some(r) = fast::reap(line) {
+            stash(spare_event, std::mem::replace(rec, Record::Reap(r)));
+            return Ok(());
+        }
+    }
+    // What the fast path takes is UTF-8: a line that is not was not taken, and is reported
+    // here as before.
+    let text =
+        std::str::from_utf8(line).map_err(|e| format!("not UTF-8 (byte {})", e.valid_up_to()))?;
+    if text.trim().is_empty() {
+        return Err("empty line".into());
+    }
+    let r = serde_json::from_str::<Record>(text).map_err(|e| format!("invalid record: {e}"))?;
+    stash(spare_event, std::mem::replace(rec, r));
+    Ok(())
+}
+
 /// Keeps what a replaced record had allocated for the next event.
 fn stash(spare: &mut Option<KernelEvent>, old: Record) {
     if let Record::Event(e) = old {
@@ -101,9 +149,10 @@ impl TraceReader {
         }
     }
 
-    /// Reads one raw line into `self.buf`. Ok(false) at end of input; a last line without its
-    /// newline is reported through `complete = false`.
-    fn read_line(&mut self) -> Result<Option<bool>, TraceError> {
+    /// Finds the next raw line: where it is in the input's buffer when it is all there (the
+    /// common case: parsed where it is), else copied into `self.buf`. Ok(None) at the end of
+    /// the input.
+    fn read_line(&mut self) -> Result<Option<Line>, TraceError> {
         self.buf.clear();
         loop {
             let chunk = match self.input.fill_buf() {
@@ -131,7 +180,7 @@ impl TraceReader {
                 return Ok(if self.buf.is_empty() {
                     None
                 } else {
-                    Some(false)
+                    Some(Line::Copied(false))
                 });
             }
             let (take, done) = match memchr::memchr(b'\n', chunk) {
@@ -145,11 +194,14 @@ impl TraceReader {
                 self.skip_rest_of_line();
                 return Err(e);
             }
+            if done && self.buf.is_empty() {
+                return Ok(Some(Line::InInput(take - 1)));
+            }
             self.buf.extend_from_slice(&chunk[..take]);
             self.input.consume(take);
             if done {
                 self.buf.pop();
-                return Ok(Some(true));
+                return Ok(Some(Line::Copied(true)));
             }
         }
     }
@@ -228,46 +280,6 @@ impl TraceReader {
         Ok(())
     }
 
-    /// Parses the line in `self.buf` into `rec`. Event and reap lines in the writer's form
-    /// take the fast path (`fast`), reusing `rec`'s strings; everything else, and every
-    /// error, is serde_json's.
-    fn parse_into(&mut self, rec: &mut Record) -> Result<(), TraceError> {
-        let text = std::str::from_utf8(&self.buf)
-            .map_err(|e| self.error(format!("not UTF-8 (byte {})", e.valid_up_to())))?;
-        if fast::is_event(text) {
-            if let Record::Event(ev) = rec {
-                if fast::event(text, ev, &mut self.spare_exec) {
-                    return Ok(());
-                }
-            } else {
-                let mut ev = self.spare_event.take().unwrap_or_else(fast::blank_event);
-                if fast::event(text, &mut ev, &mut self.spare_exec) {
-                    stash(
-                        &mut self.spare_event,
-                        std::mem::replace(rec, Record::Event(ev)),
-                    );
-                    return Ok(());
-                }
-                self.spare_event = Some(ev);
-            }
-        } else if fast::is_reap(text) {
-            if let Some(r) = fast::reap(text) {
-                stash(
-                    &mut self.spare_event,
-                    std::mem::replace(rec, Record::Reap(r)),
-                );
-                return Ok(());
-            }
-        }
-        if text.trim().is_empty() {
-            return Err(self.error("empty line"));
-        }
-        let r = serde_json::from_str::<Record>(text)
-            .map_err(|e| self.error(format!("invalid record: {e}")))?;
-        stash(&mut self.spare_event, std::mem::replace(rec, r));
-        Ok(())
-    }
-
     /// The next record, or None at the end (see `next_record_into`).
     pub fn next_record(&mut self) -> Result<Option<(u64, Record)>, TraceError> {
         let mut rec = Record::SnapshotEnd {};
@@ -280,7 +292,7 @@ impl TraceReader {
     /// allocations of its event records.
     pub fn next_record_into(&mut self, rec: &mut Record) -> Result<Option<u64>, TraceError> {
         loop {
-            let complete = match self.read_line() {
+            let line = match self.read_line() {
                 Ok(None) => {
                     if self.phase != Phase::Ended && self.cut_short.is_none() {
                         if self.phase == Phase::Start {
@@ -293,7 +305,7 @@ impl TraceReader {
                     }
                     return Ok(None);
                 }
-                Ok(Some(c)) => c,
+                Ok(Some(l)) => l,
                 Err(e) if self.lenient && self.phase != Phase::Start && !self.corrupt => {
                     self.skipped += 1;
                     tracing::warn!("skipped: {e}");
@@ -302,7 +314,31 @@ impl TraceReader {
                 Err(e) => return Err(e),
             };
             self.line += 1;
-            let parsed = self.parse_into(rec);
+            let (parsed, complete) = match line {
+                Line::InInput(n) => {
+                    let parsed = match self.input.fill_buf() {
+                        // The buffer `read_line` looked at (no read happens in between).
+                        Ok(chunk) if chunk.len() > n => Some(parse_line(
+                            &chunk[..n],
+                            rec,
+                            &mut self.spare_event,
+                            &mut self.spare_exec,
+                        )),
+                        _ => None,
+                    };
+                    if parsed.is_some() {
+                        self.input.consume(n + 1);
+                    }
+                    let parsed = parsed
+                        .unwrap_or_else(|| Err("cannot read: the input changed under us".into()));
+                    (parsed, true)
+                }
+                Line::Copied(complete) => (
+                    parse_line(&self.buf, rec, &mut self.spare_event, &mut self.spare_exec),
+                    complete,
+                ),
+            };
+            let parsed = parsed.map_err(|reason| self.error(reason));
             if !complete {
                 // The last line has no newline: cut short by a crash if it does not parse.
                 if parsed.is_err() {
@@ -384,10 +420,13 @@ mod tests {
 
         /// Reading into one reused record gives, line for line, what serde_json reads.
         #[test]
-        fn reused_record_reads_what_serde_json_reads(body in proptest::collection::vec(event_part(), 0..30), hows in proptest::collection::vec(any::<u8>(), 60)) {
+        fn reused_record_reads_what_serde_json_reads(body in proptest::collection::vec(event_part(), 0..30), hows in proptest::collection::vec(any::<u8>(), 60), chunk in prop_oneof![Just(1usize << 16), 1usize..400]) {
             let lines = trace_lines(&body, &hows);
             let text = lines.join("\n") + "\n";
-            let mut r = TraceReader::from_reader(Box::new(Cursor::new(text.into_bytes())), "t".into(), false);
+            // Small buffers: lines across the end of the input's buffer are copied, the others
+            // parsed where they are.
+            let input = std::io::BufReader::with_capacity(chunk, Cursor::new(text.into_bytes()));
+            let mut r = TraceReader::from_reader(Box::new(input), "t".into(), false);
             let mut rec = Record::SnapshotEnd {};
             for (i, line) in lines.iter().enumerate() {
                 let want: Record = serde_json::from_str(line).expect("valid line");
