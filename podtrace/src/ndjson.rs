@@ -782,19 +782,46 @@ mod tests {
         }
     }
 
+    /// A replay of a realistic trace prints through the writer what serde_json prints.
+    #[test]
+    fn replayed_synthetic_trace_is_serde_json_byte_for_byte() {
+        use crate::filter::EventFilter;
+        use crate::pipeline::{FnSink, Pipeline};
+        use crate::replay::{replay, Until};
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("synth.trace");
+        let text = crate::trace::synth::to_ndjson(&crate::trace::synth::trace(30_000, 40, 9));
+        std::fs::write(&path, text).expect("write trace");
+        let mine = Shared::default();
+        let mut theirs = Vec::new();
+        let pipe = Pipeline::new(EventFilter::default())
+            .sink(NdjsonWriter::new(Box::new(mine.clone()), "test".into()))
+            .sink(FnSink(|ev: &Event| {
+                serde_json::to_writer(&mut theirs, ev)?;
+                theirs.push(b'\n');
+                Ok(())
+            }));
+        let (_, summary) = replay(&path, false, Until::End, pipe).expect("replay");
+        assert!(summary.printed >= 30_000, "{summary:?}");
+        let mine = mine.0.lock().expect("lock").clone();
+        assert!(mine == theirs, "the writer's output differs from serde_json's");
+    }
+
+    #[derive(Clone, Default)]
+    struct Shared(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl Write for Shared {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("lock").extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
     #[test]
     fn writer_writes_every_line_flushed_or_dropped() {
-        #[derive(Clone, Default)]
-        struct Shared(Arc<std::sync::Mutex<Vec<u8>>>);
-        impl Write for Shared {
-            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().expect("lock").extend_from_slice(b);
-                Ok(b.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
         let ev = Event::Lost {
             ts: "t".into(),
             count: 1,

@@ -52,6 +52,8 @@ pub struct Counts {
 pub struct Pipeline<'a> {
     engine: Option<Engine>,
     filter: EventFilter,
+    /// The filter keeps everything (no need to ask it).
+    keep_all: bool,
     recorder: Option<TraceWriter>,
     sinks: Vec<Box<dyn Sink + 'a>>,
     buf: Vec<Event>,
@@ -65,6 +67,7 @@ impl<'a> Pipeline<'a> {
     pub fn new(filter: EventFilter) -> Self {
         Self {
             engine: None,
+            keep_all: filter.is_noop(),
             filter,
             recorder: None,
             sinks: Vec::new(),
@@ -120,7 +123,7 @@ impl<'a> Pipeline<'a> {
             self.requests.extend(requests);
         }
         for ev in self.buf.drain(..) {
-            if self.filter.keep(&ev) {
+            if self.keep_all || self.filter.keep(&ev) {
                 self.counts.printed += 1;
                 for s in &mut self.sinks {
                     s.event(&ev)?;
