@@ -804,7 +804,10 @@ mod tests {
         let (_, summary) = replay(&path, false, Until::End, pipe).expect("replay");
         assert!(summary.printed >= 30_000, "{summary:?}");
         let mine = mine.0.lock().expect("lock").clone();
-        assert!(mine == theirs, "the writer's output differs from serde_json's");
+        assert!(
+            mine == theirs,
+            "the writer's output differs from serde_json's"
+        );
     }
 
     #[derive(Clone, Default)]
