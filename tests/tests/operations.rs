@@ -563,6 +563,35 @@ fn missing_privileges_exit_2_naming_the_capability() {
     assert!(!err.contains("panicked"), "{err}");
 }
 
+/// A kernel without BTF (no CONFIG_DEBUG_INFO_BTF): in a private mount namespace an empty file
+/// hides /sys/kernel/btf/vmlinux from podtrace, which exits 2 naming the file, without a panic.
+#[test]
+fn a_kernel_without_btf_exits_2_naming_what_is_missing() {
+    podtrace_tests::lab::require_root();
+    let dir = tempfile::tempdir().expect("tmp");
+    let empty = dir.path().join("no-btf");
+    std::fs::write(&empty, b"").expect("empty file");
+    let vmlinux = "/sys/kernel/btf/vmlinux";
+    let out = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "--"])
+        .arg("sh")
+        .arg("-c")
+        .arg(r#"mount --bind "$1" "$2" && exec "$3" run --duration 1 --output /dev/null"#)
+        .arg("sh")
+        .arg(&empty)
+        .arg(vmlinux)
+        .arg(bin())
+        .output()
+        .expect("unshare");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains(vmlinux), "the error names the BTF file: {err}");
+    assert!(err.contains("BTF"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    // The host's BTF is untouched outside that namespace.
+    assert!(std::fs::metadata(vmlinux).expect("vmlinux").len() > 0);
+}
+
 /// `podtrace tree` (the live picture from /proc) redacts argv with the default rules too.
 #[test]
 fn tree_redacts_argv_like_run() {
