@@ -284,32 +284,11 @@ impl ContainerdLab {
 
     /// The live shim serving container `id` of this lab, found by its command line.
     fn find_shim(&self, id: &str) -> Option<u32> {
-        let address = self.0.address.to_string_lossy();
-        let want = [
-            "-namespace",
+        process::find_containerd_shim(
+            &self.0.address.to_string_lossy(),
             self.0.namespace.as_str(),
-            "-id",
             id,
-            "-address",
-            address.as_ref(),
-        ];
-        std::fs::read_dir("/proc")
-            .ok()?
-            .flatten()
-            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-            .find(|&pid| {
-                let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-                    return false;
-                };
-                let argv: Vec<String> = raw
-                    .split(|b| *b == 0)
-                    .map(|a| String::from_utf8_lossy(a).into_owned())
-                    .collect();
-                argv.first()
-                    .is_some_and(|a| a.ends_with("containerd-shim-runc-v2"))
-                    && argv.windows(want.len()).any(|w| w == want)
-                    && process::is_alive(pid)
-            })
+        )
     }
 }
 

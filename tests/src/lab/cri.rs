@@ -538,32 +538,7 @@ impl CriLab {
 
     /// The live shim of sandbox `id`, by its command line.
     fn find_shim(&self, id: &str) -> Option<u32> {
-        let address = self.0.socket.to_string_lossy();
-        let want = [
-            "-namespace",
-            CTR_NAMESPACE,
-            "-id",
-            id,
-            "-address",
-            address.as_ref(),
-        ];
-        std::fs::read_dir("/proc")
-            .ok()?
-            .flatten()
-            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-            .find(|&pid| {
-                let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-                    return false;
-                };
-                let argv: Vec<String> = raw
-                    .split(|b| *b == 0)
-                    .map(|a| String::from_utf8_lossy(a).into_owned())
-                    .collect();
-                argv.first()
-                    .is_some_and(|a| a.ends_with("containerd-shim-runc-v2"))
-                    && argv.windows(want.len()).any(|w| w == want)
-                    && process::is_alive(pid)
-            })
+        process::find_containerd_shim(&self.0.socket.to_string_lossy(), CTR_NAMESPACE, id)
     }
 
     /// Where containerd 1.6 puts the shim socket of sandbox `id` (always under

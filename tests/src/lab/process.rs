@@ -173,3 +173,26 @@ pub fn wait_exec(proc_ref: &ProcessRef, runtime: &str) {
         || format!("/proc/{}/exe is {:?}", proc_ref.pid, exe()),
     );
 }
+
+/// The live `containerd-shim-runc-v2` serving `id` in containerd namespace `namespace` of the
+/// containerd at `address`, found by its command line.
+pub fn find_containerd_shim(address: &str, namespace: &str, id: &str) -> Option<u32> {
+    let want = ["-namespace", namespace, "-id", id, "-address", address];
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .find(|&pid| {
+            let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+                return false;
+            };
+            let argv: Vec<String> = raw
+                .split(|b| *b == 0)
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            argv.first()
+                .is_some_and(|a| a.ends_with("containerd-shim-runc-v2"))
+                && argv.windows(want.len()).any(|w| w == want)
+                && is_alive(pid)
+        })
+}
