@@ -36,6 +36,8 @@ pub struct Sample {
     pub peak_rss_kb: Option<u64>,
     /// The tracer's BPF programs over the same window: (run_time_ns, run_cnt).
     pub kernel: Option<(u64, u64)>,
+    /// The same per program (name, run_time_ns, run_cnt), programs that ran only.
+    pub kernel_progs: Vec<(String, u64, u64)>,
     /// podtrace's own --summary kernel figures over its whole life.
     pub summary_kernel: Option<(u64, u64)>,
     /// The tracer went quiet after the storm (else it was still busy when measured).
@@ -51,6 +53,8 @@ pub struct Matrix<'a> {
     pub count: usize,
     pub workers: usize,
     pub rounds: usize,
+    /// The tracer configurations to run (each after its own no-tracer run).
+    pub configs: &'a [Config],
 }
 
 impl Matrix<'_> {
@@ -60,9 +64,18 @@ impl Matrix<'_> {
         n
     }
 
+    /// The runs, or none when the side-by-side part is not wanted.
+    pub fn run_if(&self, wanted: bool) -> Result<Vec<Sample>> {
+        if wanted {
+            self.run()
+        } else {
+            Ok(Vec::new())
+        }
+    }
+
     pub fn run(&self) -> Result<Vec<Sample>> {
         let mut samples: Vec<Sample> = Vec::new();
-        let tracers: Vec<Config> = Config::tracers().collect();
+        let tracers: Vec<Config> = self.configs.to_vec();
         let n = tracers.len();
         for round in 0..self.rounds {
             for i in 0..n {
@@ -136,6 +149,7 @@ impl Matrix<'_> {
             cpu_life_ns: None,
             peak_rss_kb: None,
             kernel: None,
+            kernel_progs: Vec::new(),
             summary_kernel: None,
             settled: true,
         };
@@ -172,6 +186,7 @@ impl Matrix<'_> {
         let kernel_after = frozen.as_ref().unwrap_or(&after.progs);
         let (time, cnt) = procfs::progs_delta(&before.progs, kernel_after);
         sample.kernel = (cnt > 0).then_some((time, cnt));
+        sample.kernel_progs = procfs::progs_delta_by_name(&before.progs, kernel_after);
         sample.summary_kernel = seen.summary_kernel;
         Ok(sample)
     }
@@ -198,7 +213,22 @@ fn brief(s: &Sample) -> String {
         parts.push(format!("cpu {:.0} ms for {ev} events", c as f64 / 1e6));
     }
     if let Some((t, c)) = s.kernel {
-        parts.push(format!("kernel {:.0} ns/run", t as f64 / c as f64));
+        let each: Vec<String> = s
+            .kernel_progs
+            .iter()
+            .map(|(n, t, c)| {
+                format!(
+                    "{} {:.0}",
+                    super::report::short_prog(n),
+                    *t as f64 / *c as f64
+                )
+            })
+            .collect();
+        parts.push(format!(
+            "kernel {:.0} ns/run ({})",
+            t as f64 / c as f64,
+            each.join(", ")
+        ));
     }
     if !s.settled {
         parts.push("still busy when measured".into());

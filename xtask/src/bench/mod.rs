@@ -3,6 +3,7 @@
 //! with many processes on the box, and its memory under cgroup churn. Prints Markdown; the full
 //! run also prepends it to BENCHMARKS.md. Targets are printed as met / not met, never asserted.
 //! `--soak` is a separate, long run (soak.rs). Method: docs/benchmarks.md.
+mod bpfinfo;
 mod cgroups;
 mod churn;
 mod guard;
@@ -30,7 +31,7 @@ pub use soak::Options as SoakOptions;
 use tracers::Config;
 
 /// How big a run is.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 struct Plan {
     quick: bool,
     /// Storm processes per run.
@@ -46,6 +47,59 @@ struct Plan {
     /// Cgroups created and removed in the churn run, and how many between memory readings.
     churn: usize,
     churn_step: usize,
+    /// The tracer configurations of the side-by-side runs (`PODTRACE_BENCH_CONFIGS`).
+    configs: Vec<Config>,
+    /// The parts that run (`PODTRACE_BENCH_PARTS`).
+    parts: Vec<Part>,
+}
+
+/// A part of the full benchmark.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Part {
+    Matrix,
+    Startup,
+    Churn,
+    Replay,
+}
+
+impl Part {
+    const ALL: [Part; 4] = [Part::Matrix, Part::Startup, Part::Churn, Part::Replay];
+
+    fn key(self) -> &'static str {
+        match self {
+            Part::Matrix => "matrix",
+            Part::Startup => "startup",
+            Part::Churn => "churn",
+            Part::Replay => "replay",
+        }
+    }
+}
+
+/// A comma-separated subset of `all` named by `key`, from the environment (default: all).
+fn env_subset<T: Copy + PartialEq>(
+    name: &str,
+    all: &[T],
+    key: impl Fn(T) -> &'static str,
+) -> Result<Vec<T>> {
+    let Ok(v) = std::env::var(name) else {
+        return Ok(all.to_vec());
+    };
+    let mut out = Vec::new();
+    for word in v.split(',').map(str::trim).filter(|w| !w.is_empty()) {
+        let found = all
+            .iter()
+            .copied()
+            .find(|&x| key(x) == word)
+            .with_context(|| {
+                let names: Vec<&str> = all.iter().map(|&x| key(x)).collect();
+                format!("{name}: {word:?} is none of {}", names.join(", "))
+            })?;
+        if !out.contains(&found) {
+            out.push(found);
+        }
+    }
+    anyhow::ensure!(!out.is_empty(), "{name}={v:?} names nothing");
+    Ok(out)
 }
 
 impl Plan {
@@ -61,6 +115,8 @@ impl Plan {
                 startups: 1,
                 churn: 1_000,
                 churn_step: 250,
+                configs: Vec::new(),
+                parts: Vec::new(),
             }
         } else {
             Plan {
@@ -72,6 +128,8 @@ impl Plan {
                 startups: 5,
                 churn: 20_000,
                 churn_step: 5_000,
+                configs: Vec::new(),
+                parts: Vec::new(),
             }
         };
         Ok(Plan {
@@ -79,8 +137,25 @@ impl Plan {
             workers: env_usize("PODTRACE_BENCH_WORKERS", plan.workers)?,
             rounds: env_usize("PODTRACE_BENCH_ROUNDS", plan.rounds)?,
             sleepers: env_usize("PODTRACE_BENCH_SLEEPERS", plan.sleepers)?,
+            configs: env_subset(
+                "PODTRACE_BENCH_CONFIGS",
+                &Config::tracers().collect::<Vec<_>>(),
+                Config::key,
+            )?,
+            parts: env_subset("PODTRACE_BENCH_PARTS", &Part::ALL, Part::key)?,
             ..plan
         })
+    }
+}
+
+impl Plan {
+    fn has(&self, part: Part) -> bool {
+        self.parts.contains(&part)
+    }
+
+    /// Only some parts or configurations run: the result is printed, not kept.
+    fn partial(&self) -> bool {
+        self.parts.len() < Part::ALL.len() || self.configs.len() < Config::tracers().count()
     }
 }
 
@@ -206,11 +281,30 @@ pub fn run(opts: &Options) -> Result<()> {
         count: plan.processes,
         workers: plan.workers,
         rounds: plan.rounds,
+        configs: &plan.configs,
     }
-    .run()?;
-    let startups = startup::measure(&storm, &tools, dir.path(), plan.sleepers, plan.startups)?;
-    let churned = churn::measure(&storm, &tools, dir.path(), plan.churn, plan.churn_step)?;
-    let replayed = replay::measure(if quick { 30_000 } else { 1_000_000 })?;
+    .run_if(plan.has(Part::Matrix))?;
+    let startups = if plan.has(Part::Startup) {
+        startup::measure(&storm, &tools, dir.path(), plan.sleepers, plan.startups)?
+    } else {
+        Vec::new()
+    };
+    let churned = if plan.has(Part::Churn) {
+        Some(churn::measure(
+            &storm,
+            &tools,
+            dir.path(),
+            plan.churn,
+            plan.churn_step,
+        )?)
+    } else {
+        None
+    };
+    let replayed = if plan.has(Part::Replay) {
+        Some(replay::measure(if quick { 30_000 } else { 1_000_000 })?)
+    } else {
+        None
+    };
     let took = t0.elapsed();
     let load_after = machine::load();
     drop(tracefs);
@@ -223,16 +317,23 @@ pub fn run(opts: &Options) -> Result<()> {
         &Measured {
             samples: &samples,
             startups: &startups,
-            churn: &churned,
+            churn: churned.as_ref(),
         },
         &date,
         &load_before,
         &load_after,
         took,
     );
-    text.push_str(&replay::render(&replayed));
+    if let Some(r) = &replayed {
+        text.push_str(&replay::render(r));
+    }
     println!("{text}");
-    if !quick {
+    if plan.partial() {
+        eprintln!(
+            "bench: a partial run (PODTRACE_BENCH_CONFIGS / PODTRACE_BENCH_PARTS): printed only, \
+             not written to BENCHMARKS.md"
+        );
+    } else if !quick {
         let path = util::workspace_root().join("BENCHMARKS.md");
         prepend_run(&path, &text)?;
         eprintln!("bench: wrote this run at the top of {}", path.display());
@@ -244,7 +345,7 @@ pub fn run(opts: &Options) -> Result<()> {
 struct Measured<'a> {
     samples: &'a [matrix::Sample],
     startups: &'a [startup::StartRun],
-    churn: &'a churn::Churn,
+    churn: Option<&'a churn::Churn>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -280,38 +381,66 @@ fn render(
         plan.workers,
         plan.rounds
     );
+    if plan.partial() {
+        let parts: Vec<&str> = plan.parts.iter().map(|p| p.key()).collect();
+        let configs: Vec<&str> = plan.configs.iter().map(|&c| c.key()).collect();
+        let _ = writeln!(
+            t,
+            "- partial run: parts {}; configurations {}",
+            parts.join(", "),
+            configs.join(", ")
+        );
+    }
     let _ = writeln!(t, "- configurations:");
-    for c in Config::ALL {
+    for c in Config::ALL
+        .into_iter()
+        .filter(|c| *c == Config::NoTracer || plan.configs.contains(c))
+    {
         let _ = writeln!(t, "  - {}: `{}`", c.label(), c.shown(tools.summary));
     }
-    let _ = writeln!(
-        t,
-        "\n### Side by side (median [min–max] over {} rounds)\n",
-        plan.rounds
-    );
-    t.push_str(&report::side_by_side(&rows));
-    let _ = writeln!(
-        t,
-        "\nWall ratio: storm wall time over that of the no-tracer run just before it (for \"no tracer\": \
-         over the previous no-tracer run, i.e. the noise floor of this box). Workload CPU ratio: the same \
-         for user+sys CPU of the storm and its children (the tracers' BPF programs run in them). Seen/started: \
-         storm pids found in the tracer's exec / exit events, over all rounds. Events: what the tracer's user \
-         space received (podtrace: its own count, before filters; the others: lines written). Tracer CPU: \
-         user+sys of the tracer from just before the storm until it had caught up. Kernel: the tracer's BPF \
-         programs' run_time_ns / run_cnt over the storm (bpftrace's too; forkstat's proc connector has no such \
-         figure: its cost shows in the workload CPU ratio only). Reader stopped: podtrace was SIGSTOPped after \
-         attaching and SIGCONTed after the storm, as a daemon starved of CPU would be. Empty probes: \
-         bpftrace with empty actions on the same tracepoints, the floor of the kernel figure here \
-         (bpftrace's probes are perf-event tracepoints; podtrace's are BTF tracepoints)."
-    );
-    let _ = writeln!(t, "\n### Start-up and memory (podtrace)\n");
-    t.push_str(&report::startup_table(startups));
-    t.push_str(&churn::render(m.churn));
+    if !samples.is_empty() {
+        let _ = writeln!(
+            t,
+            "\n### Side by side (median [min–max] over {} rounds)\n",
+            plan.rounds
+        );
+        t.push_str(&report::side_by_side(&rows));
+        let _ = writeln!(
+            t,
+            "\nWall ratio: storm wall time over that of the no-tracer run just before it (for \"no tracer\": \
+             over the previous no-tracer run, i.e. the noise floor of this box). Workload CPU ratio: the same \
+             for user+sys CPU of the storm and its children (the tracers' BPF programs run in them). Seen/started: \
+             storm pids found in the tracer's exec / exit events, over all rounds. Events: what the tracer's user \
+             space received (podtrace: its own count, before filters; the others: lines written). Tracer CPU: \
+             user+sys of the tracer from just before the storm until it had caught up. Kernel: the tracer's BPF \
+             programs' run_time_ns / run_cnt over the storm (bpftrace's too; forkstat's proc connector has no such \
+             figure: its cost shows in the workload CPU ratio only). Reader stopped: podtrace was SIGSTOPped after \
+             attaching and SIGCONTed after the storm, as a daemon starved of CPU would be. Empty probes: \
+             bpftrace with empty actions on the same tracepoints, the floor of the kernel figure here \
+             (bpftrace's probes are perf-event tracepoints; podtrace's are BTF tracepoints)."
+        );
+        let _ = writeln!(
+            t,
+            "\n### Kernel cost per program (run_time_ns / run_cnt over the storm)\n"
+        );
+        t.push_str(&report::kernel_programs(&rows));
+    }
+    if !startups.is_empty() {
+        let _ = writeln!(t, "\n### Start-up and memory (podtrace)\n");
+        t.push_str(&report::startup_table(startups));
+    }
+    if let Some(c) = m.churn {
+        t.push_str(&churn::render(c));
+    }
     let _ = writeln!(t, "\n### Targets (printed, never asserted)\n");
     t.push_str(&report::targets(&rows, startups, plan.sleepers));
-    t.push_str(&churn::verdict(m.churn));
-    let _ = writeln!(t, "\n### Raw runs\n");
-    t.push_str(&report::raw(samples));
+    if let Some(c) = m.churn {
+        t.push_str(&churn::verdict(c));
+    }
+    if !samples.is_empty() {
+        let _ = writeln!(t, "\n### Raw runs\n");
+        t.push_str(&report::raw(samples));
+    }
     t
 }
 

@@ -106,11 +106,13 @@ fn parse_mapped_rss_kb(smaps: &str, name: &str) -> u64 {
 }
 
 /// Run-time statistics of one BPF program.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ProgStat {
     pub prog_type: u32,
     pub run_time_ns: u64,
     pub run_cnt: u64,
+    /// Its entry function's name (from the kernel, see bpfinfo.rs); empty if unknown.
+    pub name: String,
 }
 
 /// Program types that run on tracepoints: tracepoint, raw_tracepoint, tracing (tp_btf).
@@ -134,7 +136,8 @@ pub fn bpf_progs(pid: i32) -> Result<BTreeMap<u32, ProgStat>> {
         let Ok(text) = std::fs::read_to_string(&info) else {
             continue;
         };
-        if let Some((id, stat)) = parse_prog_fdinfo(&text) {
+        if let Some((id, mut stat)) = parse_prog_fdinfo(&text) {
+            stat.name = super::bpfinfo::prog_name(id).unwrap_or_default();
             out.insert(id, stat);
         }
     }
@@ -168,11 +171,43 @@ pub fn progs_delta(
     let mut time = 0;
     let mut cnt = 0;
     for (id, a) in after {
-        let b = before.get(id).copied().unwrap_or_default();
-        time += a.run_time_ns.saturating_sub(b.run_time_ns);
-        cnt += a.run_cnt.saturating_sub(b.run_cnt);
+        let (t, c) = delta(before.get(id), a);
+        time += t;
+        cnt += c;
     }
     (time, cnt)
+}
+
+fn delta(before: Option<&ProgStat>, after: &ProgStat) -> (u64, u64) {
+    let (bt, bc) = before.map_or((0, 0), |b| (b.run_time_ns, b.run_cnt));
+    (
+        after.run_time_ns.saturating_sub(bt),
+        after.run_cnt.saturating_sub(bc),
+    )
+}
+
+/// Per program name, (after - before) within a window: (name, run time, run count), sorted by
+/// name; programs that did not run are left out.
+pub fn progs_delta_by_name(
+    before: &BTreeMap<u32, ProgStat>,
+    after: &BTreeMap<u32, ProgStat>,
+) -> Vec<(String, u64, u64)> {
+    let mut by: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    for (id, a) in after {
+        let (t, c) = delta(before.get(id), a);
+        let name = if a.name.is_empty() {
+            format!("prog {id}")
+        } else {
+            a.name.clone()
+        };
+        let e = by.entry(name).or_default();
+        e.0 += t;
+        e.1 += c;
+    }
+    by.into_iter()
+        .filter(|(_, (_, c))| *c > 0)
+        .map(|(n, (t, c))| (n, t, c))
+        .collect()
 }
 
 #[cfg(test)]
@@ -247,7 +282,8 @@ mod tests {
             ProgStat {
                 prog_type: 17,
                 run_time_ns: 5000,
-                run_cnt: 20
+                run_cnt: 20,
+                name: String::new(),
             }
         );
         assert!(is_tracepoint_type(s.prog_type));
@@ -255,13 +291,18 @@ mod tests {
 
     #[test]
     fn delta_counts_new_programs_from_zero() {
-        let p = |t, c| ProgStat {
+        let p = |t, c, n: &str| ProgStat {
             prog_type: 5,
             run_time_ns: t,
             run_cnt: c,
+            name: n.to_string(),
         };
-        let before = BTreeMap::from([(1, p(100, 1))]);
-        let after = BTreeMap::from([(1, p(400, 4)), (2, p(50, 2))]);
+        let before = BTreeMap::from([(1, p(100, 1, "a")), (3, p(7, 1, "c"))]);
+        let after = BTreeMap::from([(1, p(400, 4, "a")), (2, p(50, 2, "")), (3, p(7, 1, "c"))]);
         assert_eq!(progs_delta(&before, &after), (350, 5));
+        assert_eq!(
+            progs_delta_by_name(&before, &after),
+            [("a".to_string(), 300, 3), ("prog 2".to_string(), 50, 2)]
+        );
     }
 }

@@ -87,12 +87,53 @@ pub struct Row {
     pub cpu_us_per_proc: Option<Spread>,
     pub rss_mib: Option<Spread>,
     pub kernel_ns_per_event: Option<Spread>,
+    /// Per program (by name, in name order): runs per storm process and ns per run.
+    pub kernel_progs: Vec<ProgRow>,
     pub unsettled: usize,
+}
+
+/// One BPF program of one configuration over its rounds.
+pub struct ProgRow {
+    pub name: String,
+    pub runs_per_proc: Option<Spread>,
+    pub ns_per_run: Option<Spread>,
+}
+
+/// "sched_process_exec" -> "exec" (bpftrace's "tracepoint__sched__sched_process_exec" too).
+pub fn short_prog(name: &str) -> &str {
+    name.rsplit("sched_process_").next().unwrap_or(name)
+}
+
+fn prog_rows(mine: &[&Sample]) -> Vec<ProgRow> {
+    let mut names: Vec<&str> = mine
+        .iter()
+        .flat_map(|s| s.kernel_progs.iter().map(|(n, _, _)| n.as_str()))
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    names
+        .into_iter()
+        .map(|name| {
+            let of = |s: &&Sample| s.kernel_progs.iter().find(|(n, _, _)| n == name).cloned();
+            ProgRow {
+                name: name.to_string(),
+                runs_per_proc: Spread::of(mine.iter().filter_map(|s| {
+                    let (_, _, c) = of(s)?;
+                    (s.started > 0).then(|| c as f64 / s.started as f64)
+                })),
+                ns_per_run: Spread::of(mine.iter().filter_map(|s| {
+                    let (_, t, c) = of(s)?;
+                    (c > 0).then(|| t as f64 / c as f64)
+                })),
+            }
+        })
+        .collect()
 }
 
 pub fn rows(samples: &[Sample]) -> Vec<Row> {
     Config::ALL
         .iter()
+        .filter(|&&c| samples.iter().any(|s| s.config == c))
         .map(|&config| {
             let mine: Vec<&Sample> = samples.iter().filter(|s| s.config == config).collect();
             let sum_opt = |f: &dyn Fn(&Sample) -> Option<usize>| -> Option<usize> {
@@ -130,6 +171,7 @@ pub fn rows(samples: &[Sample]) -> Vec<Row> {
                     let (t, c) = s.kernel?;
                     (c > 0).then(|| t as f64 / c as f64)
                 })),
+                kernel_progs: prog_rows(&mine),
                 unsettled: mine.iter().filter(|s| !s.settled).count(),
             }
         })
@@ -191,6 +233,33 @@ pub fn side_by_side(rows: &[Row]) -> String {
             show(r.rss_mib, 1),
             show(r.kernel_ns_per_event, 0),
         );
+    }
+    t
+}
+
+/// The kernel figure of each BPF program, per configuration that has them.
+pub fn kernel_programs(rows: &[Row]) -> String {
+    let mut t = String::new();
+    header(
+        &mut t,
+        &[
+            "configuration",
+            "program",
+            "runs per storm process",
+            "kernel ns/run",
+        ],
+    );
+    for r in rows {
+        for p in &r.kernel_progs {
+            let _ = writeln!(
+                t,
+                "| {} | {} | {} | {} |",
+                r.config.label(),
+                p.name,
+                show(p.runs_per_proc, 2),
+                show(p.ns_per_run, 0)
+            );
+        }
     }
     t
 }
@@ -263,9 +332,21 @@ pub fn targets(rows: &[Row], startup: &[StartRun], sleepers: usize) -> String {
         ratio.map(|s| s.median <= 1.05),
     );
     let kernel = p.and_then(|r| r.kernel_ns_per_event);
+    let each: Vec<String> = p
+        .map(|r| {
+            r.kernel_progs
+                .iter()
+                .map(|k| format!("{} {}", short_prog(&k.name), show(k.ns_per_run, 0)))
+                .collect()
+        })
+        .unwrap_or_default();
     verdict(
         "kernel cost ≤ 400 ns per event",
-        format!("median {} ns", show(kernel, 0)),
+        if each.is_empty() {
+            format!("median {} ns", show(kernel, 0))
+        } else {
+            format!("median {} ns ({})", show(kernel, 0), each.join("; "))
+        },
         kernel.map(|s| s.median <= 400.0),
     );
     let user = p.and_then(|r| r.cpu_us_per_event);
@@ -394,6 +475,10 @@ mod tests {
             cpu_life_ns: Some(9_000_000),
             peak_rss_kb: Some(20 * 1024),
             kernel: Some((60_000, 300)),
+            kernel_progs: vec![
+                ("sched_process_exec".into(), 40_000, 100),
+                ("sched_process_fork".into(), 20_000, 200),
+            ],
             summary_kernel: None,
             settled: true,
         }
@@ -406,6 +491,7 @@ mod tests {
         let samples = vec![sample(Config::NoTracer, 0, 1000, None), busy];
         assert_rectangular(&side_by_side(&rows(&samples)));
         assert_rectangular(&raw(&samples));
+        assert_rectangular(&kernel_programs(&rows(&samples)));
         let start = StartRun {
             sleepers: 0,
             attach_ms: 200.0,
@@ -473,7 +559,15 @@ mod tests {
         );
         let k = p.kernel_ns_per_event.expect("kernel per event");
         assert!((k.median - 200.0).abs() < 1e-9);
+        let exec = &p.kernel_progs[0];
+        assert_eq!(exec.name, "sched_process_exec");
+        assert_eq!(exec.ns_per_run.map(|s| s.median), Some(400.0));
+        assert_eq!(exec.runs_per_proc.map(|s| s.median), Some(1.0));
         let targets = targets(&rows, &[], 10_000);
+        assert!(
+            targets.contains("per event: median 200 ns (exec 400; fork 100) — **met**"),
+            "{targets}"
+        );
         assert!(
             targets.contains("slowdown ≤ 1.05×: median 1.050 [1.000–1.100]× — **met**"),
             "{targets}"

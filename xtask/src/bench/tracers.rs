@@ -42,6 +42,19 @@ impl Config {
         Self::ALL.into_iter().filter(|&c| c != Config::NoTracer)
     }
 
+    /// Its name in `PODTRACE_BENCH_CONFIGS`.
+    pub fn key(self) -> &'static str {
+        match self {
+            Config::NoTracer => "none",
+            Config::Podtrace => "podtrace",
+            Config::PodtraceContainers => "containers-only",
+            Config::PodtraceStalled => "stalled",
+            Config::Bpftrace => "bpftrace",
+            Config::BpftraceEmpty => "bpftrace-empty",
+            Config::Forkstat => "forkstat",
+        }
+    }
+
     pub fn label(self) -> &'static str {
         match self {
             Config::NoTracer => "no tracer",
