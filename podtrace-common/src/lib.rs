@@ -95,7 +95,8 @@ pub const REAP_LEN: usize = core::mem::size_of::<ReapRecord>();
 /// Largest record the kernel sends: an exec with full filename and argv.
 pub const EXEC_RECORD_MAX: usize = HEADER_LEN + FILENAME_MAX + ARGV_MAX;
 
-/// Indices into the per-CPU `COUNTERS` array.
+/// Indices into the per-CPU `COUNTERS` value (one array of `COUNT` counters per CPU, so that a
+/// program finds all of them with one map lookup).
 pub mod counter {
     /// Records the ring buffer had no room for, per kind: `DROPS + kind::*`.
     pub const DROPS: u32 = 0;
@@ -194,13 +195,16 @@ pub struct Config {
     pub flags: u32,
     /// Wake the reader once every this many records per CPU (it also drains on a timer):
     /// a wakeup per record (an irq_work, a self-IPI in a VM) costs more than the rest of the
-    /// program, and most when the reader has fallen behind.
+    /// program, and most when the reader has fallen behind. A power of two (the programs
+    /// test `offered & (wakeup_every - 1)`).
     pub wakeup_every: u32,
     pub _pad: u32,
 }
 
 /// Bumped by hand when a field keeps its place but changes meaning.
-const WIRE_VERSION: u64 = 2;
+/// 3: `COUNTERS` is one per-CPU array of `counter::COUNT` counters (was one entry per counter);
+/// `Config::wakeup_every` is a power of two.
+const WIRE_VERSION: u64 = 3;
 
 const fn mix(h: u64, v: usize) -> u64 {
     // FNV-1a over the value's 8 bytes.

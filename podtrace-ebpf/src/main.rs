@@ -23,19 +23,20 @@ use aya_ebpf::{
     macros::{btf_tracepoint, map},
     maps::{LruHashMap, PerCpuArray, RingBuf},
     programs::BtfTracePointContext,
-    Global,
 };
 use aya_log_ebpf::debug;
 use podtrace_common::{
-    config, counter, flags, kind, ringbuf, Config, EventHeader, ReapRecord, ARGV_MAX,
+    config, counter, flags, kind, ringbuf, Config, EventHeader, Offsets, ReapRecord, ARGV_MAX,
     EXEC_RECORD_MAX, FILENAME_MAX, HEADER_LEN, LAYOUT,
 };
-use task::Task;
+use task::{conf, Task};
 
-/// Set by the daemon at load time (offsets from BTF, own tgid, flags).
+/// Set by the daemon at load time (offsets from BTF, own tgid, flags). In .rodata, which the
+/// loader freezes: the verifier then knows every field as a constant (so loads at these
+/// offsets are checked against the kernel's BTF), and `cfg!` reads one field at a time.
 #[unsafe(no_mangle)]
-static CONFIG: Global<Config> = Global::new(Config {
-    offsets: podtrace_common::Offsets {
+static CONFIG: Config = Config {
+    offsets: Offsets {
         task_pid: 0,
         task_tgid: 0,
         task_real_parent: 0,
@@ -73,7 +74,7 @@ static CONFIG: Global<Config> = Global::new(Config {
     flags: 0,
     wakeup_every: 1,
     _pad: 0,
-});
+};
 
 /// The wire layout this object was built with; the daemon refuses an object whose layout is
 /// not its own (a stale build).
@@ -85,9 +86,9 @@ static PODTRACE_LAYOUT: u64 = LAYOUT;
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
 
-/// Per-CPU counters, indexed by `podtrace_common::counter::*`.
+/// Per-CPU counters, one array indexed by `podtrace_common::counter::*` (one lookup a run).
 #[map]
-static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+static COUNTERS: PerCpuArray<[u64; counter::COUNT as usize]> = PerCpuArray::with_max_entries(1, 0);
 
 /// Per-CPU scratch space for an exec record (too large for the 512-byte BPF stack).
 #[map]
@@ -101,59 +102,94 @@ static SCRATCH: PerCpuArray<[u8; EXEC_RECORD_MAX]> = PerCpuArray::with_max_entri
 #[map]
 static EXITED: LruHashMap<[u64; 2], u8> = LruHashMap::with_max_entries(8192, 0);
 
+/// This CPU's counters (None only if the map is missing, which the loader rules out).
+struct Counters(Option<*mut [u64; counter::COUNT as usize]>);
+
+impl Counters {
+    #[inline(always)]
+    fn get() -> Self {
+        Self(COUNTERS.get_ptr_mut(0))
+    }
+
+    #[inline(always)]
+    fn add(&self, index: u32) -> u64 {
+        match self.0 {
+            // SAFETY: per-CPU slot, this program cannot be preempted by itself on this CPU;
+            // `index` is one of the constants below COUNT.
+            Some(c) => unsafe {
+                let slot = &mut (*c)[(index & 31) as usize % counter::COUNT as usize];
+                *slot += 1;
+                *slot
+            },
+            None => 0,
+        }
+    }
+
+    /// Counts a record offered to the ring buffer; the submit flag that wakes the reader
+    /// once every `wakeup_every` (a power of two) records on this CPU.
+    #[inline(always)]
+    fn offer(&self) -> u64 {
+        let mask = u64::from(conf!(wakeup_every).max(1)) - 1;
+        if self.add(counter::OFFERED) & mask == 0 {
+            ringbuf::FORCE_WAKEUP
+        } else {
+            ringbuf::NO_WAKEUP
+        }
+    }
+
+    /// A record of `kind` did not fit in the ring buffer.
+    #[inline(always)]
+    fn dropped(&self, kind: u16, ctx: &BtfTracePointContext) {
+        self.add(counter::DROPS + u32::from(kind));
+        debug!(ctx, "ring buffer full: dropped a record of kind {}", kind);
+    }
+}
+
 #[inline(always)]
-fn count(index: u32) -> u64 {
-    match COUNTERS.get_ptr_mut(index) {
-        Some(c) => {
-            // SAFETY: per-CPU slot, this program cannot be preempted by itself on this CPU.
-            unsafe {
-                *c += 1;
-                *c
+fn now() -> u64 {
+    // SAFETY: helper without arguments.
+    unsafe { bpf_ktime_get_boot_ns() }
+}
+
+/// A header-only record (fork, thread, exit), written in place in the ring buffer.
+#[inline(always)]
+///
+/// The reservation is the only branch before `fill_header`'s loads (see there why that
+/// matters); the wakeup is decided after.
+fn send_header(
+    task: Task,
+    kind: u16,
+    exit_status: Option<task::ExitStatus>,
+    ctx: &BtfTracePointContext,
+) {
+    let Some(mut entry) = EVENTS.reserve::<EventHeader>(0) else {
+        let c = Counters::get();
+        c.add(counter::OFFERED);
+        c.dropped(kind, ctx);
+        return;
+    };
+    let h = entry.as_mut_ptr();
+    // SAFETY: `h` is a reserved, writable EventHeader in the ring buffer; fill_header writes
+    // every field but ts_ns, written here.
+    let mut partial = unsafe { task.fill_header(kind, h) };
+    unsafe {
+        (*h).ts_ns = now();
+        if let Some(status) = exit_status {
+            match status.status() {
+                Ok(s) => (*h).exit_status = s,
+                Err(_) => partial = true,
             }
         }
-        None => 0,
-    }
-}
-
-/// Wake the reader once every `wakeup_every` records offered on this CPU.
-#[inline(always)]
-fn wakeup_flag(cfg: &Config) -> u64 {
-    let every = u64::from(cfg.wakeup_every.max(1));
-    if count(counter::OFFERED).is_multiple_of(every) {
-        ringbuf::FORCE_WAKEUP
-    } else {
-        ringbuf::NO_WAKEUP
-    }
-}
-
-/// Hands `bytes` to the ring buffer; counts it sent, or dropped for `kind`.
-#[inline(always)]
-fn send(bytes: &[u8], kind: u16, wake: u64, ctx: &BtfTracePointContext) -> bool {
-    match EVENTS.output::<[u8]>(bytes, wake) {
-        Ok(()) => {
-            count(counter::SENT);
-            true
-        }
-        Err(_) => {
-            count(counter::DROPS + u32::from(kind));
-            debug!(ctx, "ring buffer full: dropped a record of kind {}", kind);
-            false
+        if partial {
+            (*h).flags |= flags::PARTIAL;
         }
     }
-}
-
-#[inline(always)]
-fn send_header(hdr: &EventHeader, cfg: &Config, ctx: &BtfTracePointContext) {
-    if hdr.flags & flags::PARTIAL != 0 {
-        count(counter::READ_ERRORS);
+    let c = Counters::get();
+    entry.submit(c.offer());
+    c.add(counter::SENT);
+    if partial {
+        c.add(counter::READ_ERRORS);
     }
-    send(header_bytes(hdr), hdr.kind, wakeup_flag(cfg), ctx);
-}
-
-#[inline(always)]
-fn header_bytes(hdr: &EventHeader) -> &[u8] {
-    // SAFETY: EventHeader is repr(C) plain data of HEADER_LEN bytes.
-    unsafe { core::slice::from_raw_parts((hdr as *const EventHeader).cast::<u8>(), HEADER_LEN) }
 }
 
 // sched_process_exec(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
@@ -165,20 +201,25 @@ pub fn sched_process_exec(ctx: BtfTracePointContext) -> i32 {
 }
 
 fn try_exec(ctx: &BtfTracePointContext) -> Result<i32, i32> {
-    let cfg = CONFIG.load();
-    let task = Task::new(ctx.arg::<u64>(0), &cfg.offsets);
-    let bprm: u64 = ctx.arg(2);
-    let mut hdr = task.header(kind::EXEC, &cfg);
-    if hdr.pid == cfg.self_tgid {
+    let task = Task(ctx.arg::<u64>(0));
+    if task.tgid()? == conf!(self_tgid) {
         return Ok(0);
     }
+    let bprm: u64 = ctx.arg(2);
+    // Pointers first (see `Task::fill_header`).
+    let mm = task.mm();
+    let filename_ptr: u64 = task::raw(bprm + u64::from(conf!(offsets.binprm_filename)));
     let buf = SCRATCH.get_ptr_mut(0).ok_or(0)?;
     // SAFETY: the map value is EXEC_RECORD_MAX bytes and only this CPU uses it now.
     let buf = unsafe { &mut *buf };
+    // The header at the start of the scratch record, built in place.
+    let h = buf.as_mut_ptr().cast::<EventHeader>();
+    // SAFETY: the scratch value is 8-byte aligned and longer than a header.
+    let mut partial = unsafe { task.fill_header(kind::EXEC, h) };
+    let mut hflags = 0u16;
 
     // The filename right after the header, without its NUL.
     let mut name_len = 0usize;
-    let filename_ptr: u64 = task::load(bprm + cfg.offsets.binprm_filename as u64).unwrap_or(0);
     let name_area = buf
         .get_mut(HEADER_LEN..HEADER_LEN + FILENAME_MAX)
         .ok_or(0)?;
@@ -186,55 +227,69 @@ fn try_exec(ctx: &BtfTracePointContext) -> Result<i32, i32> {
         Some(n) => {
             name_len = n & (FILENAME_MAX - 1);
             if n >= FILENAME_MAX - 1 {
-                hdr.flags |= flags::FILENAME_TRUNCATED;
+                hflags |= flags::FILENAME_TRUNCATED;
             }
         }
-        None => hdr.flags |= flags::PARTIAL,
+        None => partial = true,
     }
-    hdr.filename_len = name_len as u16;
 
     // argv right after the filename.
-    let (arg_start, arg_end) = task.args();
+    let (arg_start, arg_end) = task::args(mm);
     let mut argv_len = 0usize;
     if arg_end > arg_start {
         let mut want = (arg_end - arg_start) as usize;
         if want > ARGV_MAX {
             want = ARGV_MAX;
-            hdr.flags |= flags::ARGV_TRUNCATED;
+            hflags |= flags::ARGV_TRUNCATED;
         }
         let off = HEADER_LEN + name_len;
         if let Some(dst) = buf.get_mut(off..off + want) {
             if task::read_user(arg_start, dst) {
                 argv_len = want;
             } else {
-                hdr.flags |= flags::PARTIAL;
+                partial = true;
             }
         }
     }
-    hdr.argv_len = argv_len as u16;
-    if hdr.flags & flags::PARTIAL != 0 {
-        count(counter::READ_ERRORS);
+    if partial {
+        hflags |= flags::PARTIAL;
+    }
+    // SAFETY: as above.
+    unsafe {
+        (*h).ts_ns = now();
+        (*h).flags |= hflags;
+        (*h).filename_len = name_len as u16;
+        (*h).argv_len = argv_len as u16;
     }
 
-    let wake = wakeup_flag(&cfg);
-    if let Some(h) = buf.get_mut(..HEADER_LEN) {
-        h.copy_from_slice(header_bytes(&hdr));
+    let c = Counters::get();
+    if partial {
+        c.add(counter::READ_ERRORS);
     }
+    let wake = c.offer();
     let total = HEADER_LEN + name_len + argv_len;
     if let Some(record) = buf.get(..total) {
         if EVENTS.output::<[u8]>(record, wake).is_ok() {
-            count(counter::SENT);
+            c.add(counter::SENT);
             return Ok(0);
         }
     }
     // No room for the whole record: the exec itself (who, when, where) matters more than its
     // argv, and a header fits where a full record did not.
-    hdr.flags |= flags::EXEC_TRIMMED;
-    hdr.filename_len = 0;
-    hdr.argv_len = 0;
-    if send(header_bytes(&hdr), kind::EXEC, wake, ctx) {
-        count(counter::EXEC_TRIMMED);
+    // SAFETY: as above.
+    unsafe {
+        (*h).flags |= flags::EXEC_TRIMMED;
+        (*h).filename_len = 0;
+        (*h).argv_len = 0;
     }
+    if let Some(record) = buf.get(..HEADER_LEN) {
+        if EVENTS.output::<[u8]>(record, wake).is_ok() {
+            c.add(counter::SENT);
+            c.add(counter::EXEC_TRIMMED);
+            return Ok(0);
+        }
+    }
+    c.dropped(kind::EXEC, ctx);
     Ok(0)
 }
 
@@ -247,21 +302,22 @@ pub fn sched_process_fork(ctx: BtfTracePointContext) -> i32 {
 }
 
 fn try_fork(ctx: &BtfTracePointContext) -> Result<i32, i32> {
-    let cfg = CONFIG.load();
-    let child = Task::new(ctx.arg::<u64>(1), &cfg.offsets);
-    let mut hdr = child.header(kind::FORK, &cfg);
-    if hdr.pid == cfg.self_tgid {
+    let child = Task(ctx.arg::<u64>(1));
+    let pid = child.tgid()?;
+    if pid == conf!(self_tgid) {
         return Ok(0);
     }
-    if hdr.pid != hdr.tid {
+    let tid: u32 = task::load(child.0 + u64::from(conf!(offsets.task_pid)))?;
+    let mut k = kind::FORK;
+    if pid != tid {
         // A new thread of an existing process: never a process event.
-        count(counter::THREADS);
-        if cfg.flags & config::THREADS == 0 {
+        Counters::get().add(counter::THREADS);
+        if conf!(flags) & config::THREADS == 0 {
             return Ok(0);
         }
-        hdr.kind = kind::THREAD;
+        k = kind::THREAD;
     }
-    send_header(&hdr, &cfg, ctx);
+    send_header(child, k, None, ctx);
     Ok(0)
 }
 
@@ -279,9 +335,7 @@ fn try_exit_group_dead(ctx: &BtfTracePointContext) -> Result<i32, i32> {
     if group_dead & 0xff == 0 {
         return Ok(0);
     }
-    let cfg = CONFIG.load();
-    report_exit(&Task::new(ctx.arg::<u64>(0), &cfg.offsets), &cfg, ctx);
-    Ok(0)
+    report_exit(Task(ctx.arg::<u64>(0)), ctx)
 }
 
 // sched_process_exit(struct task_struct *p) on kernels without `group_dead`: the daemon loads
@@ -294,8 +348,7 @@ pub fn sched_process_exit_legacy(ctx: BtfTracePointContext) -> i32 {
 }
 
 fn try_exit_legacy(ctx: &BtfTracePointContext) -> Result<i32, i32> {
-    let cfg = CONFIG.load();
-    let task = Task::new(ctx.arg::<u64>(0), &cfg.offsets);
+    let task = Task(ctx.arg::<u64>(0));
     // signal->live was decremented before the tracepoint: 0 means every thread is exiting.
     // Two threads can both see 0; only the one that claims (tgid, start) first reports.
     if task.live_threads()? != 0 {
@@ -303,24 +356,19 @@ fn try_exit_legacy(ctx: &BtfTracePointContext) -> Result<i32, i32> {
     }
     let key = [u64::from(task.tgid()?), task.start_ns()?];
     if EXITED.insert(key, 1u8, u64::from(BPF_NOEXIST)).is_err() {
-        count(counter::EXIT_DUPLICATES);
+        Counters::get().add(counter::EXIT_DUPLICATES);
         return Ok(0);
     }
-    report_exit(&task, &cfg, ctx);
-    Ok(0)
+    report_exit(task, ctx)
 }
 
 #[inline(always)]
-fn report_exit(task: &Task, cfg: &Config, ctx: &BtfTracePointContext) {
-    let mut hdr = task.header(kind::EXIT, cfg);
-    if hdr.pid == cfg.self_tgid {
-        return;
+fn report_exit(task: Task, ctx: &BtfTracePointContext) -> Result<i32, i32> {
+    if task.tgid()? == conf!(self_tgid) {
+        return Ok(0);
     }
-    match task.exit_status(cfg) {
-        Ok(s) => hdr.exit_status = s,
-        Err(_) => hdr.flags |= flags::PARTIAL,
-    }
-    send_header(&hdr, cfg, ctx);
+    send_header(task, kind::EXIT, Some(task.exit_status()), ctx);
+    Ok(0)
 }
 
 // sched_process_free(struct task_struct *p): the task struct is released (after the reap);
@@ -333,38 +381,34 @@ pub fn sched_process_free(ctx: BtfTracePointContext) -> i32 {
 }
 
 fn try_free(ctx: &BtfTracePointContext) -> Result<i32, i32> {
-    let cfg = CONFIG.load();
-    let task = Task::new(ctx.arg::<u64>(0), &cfg.offsets);
+    let task = Task(ctx.arg::<u64>(0));
     // Threads, and an old leader replaced by an exec from another thread (its group_leader
     // points at the new one), are not the process.
     if !task.is_group_leader()? {
         return Ok(0);
     }
-    let rec = ReapRecord {
-        kind: kind::REAP,
-        flags: 0,
-        pid: task.tgid()?,
-        ts_ns: now(),
-        start_ns: task.start_ns()?,
-    };
-    if rec.pid == cfg.self_tgid {
+    let pid = task.tgid()?;
+    if pid == conf!(self_tgid) {
         return Ok(0);
     }
-    // SAFETY: ReapRecord is repr(C) plain data.
-    let bytes = unsafe {
-        core::slice::from_raw_parts(
-            (&rec as *const ReapRecord).cast::<u8>(),
-            core::mem::size_of::<ReapRecord>(),
-        )
+    // The leader's own start time (it is the leader).
+    let start_ns = task.start_boottime()?;
+    let c = Counters::get();
+    let wake = c.offer();
+    let Some(mut entry) = EVENTS.reserve::<ReapRecord>(0) else {
+        c.dropped(kind::REAP, ctx);
+        return Ok(0);
     };
-    send(bytes, kind::REAP, wakeup_flag(&cfg), ctx);
+    entry.write(ReapRecord {
+        kind: kind::REAP,
+        flags: 0,
+        pid,
+        ts_ns: now(),
+        start_ns,
+    });
+    entry.submit(wake);
+    c.add(counter::SENT);
     Ok(0)
-}
-
-#[inline(always)]
-fn now() -> u64 {
-    // SAFETY: helper without arguments.
-    unsafe { bpf_ktime_get_boot_ns() }
 }
 
 #[cfg(not(test))]

@@ -1,12 +1,35 @@
-//! Reading `task_struct` fields at the BTF-derived offsets of `Config::offsets`.
+//! Reading `task_struct` fields at the BTF-derived offsets of `CONFIG.offsets`.
+//!
+//! Every field is a plain load through a BTF-typed pointer where the verifier allows one (a
+//! constant offset, which the frozen read-only `CONFIG` makes the offsets): the JIT turns
+//! each into a fault-tolerant load, no helper call. Helpers remain only where a plain load
+//! cannot go: strings and user memory, and the upid of a nested pid namespace (indexed by the
+//! namespace level, a variable offset).
 
 use aya_ebpf::helpers::{
     bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes, bpf_probe_read_user_buf,
 };
-use podtrace_common::{config, flags, Config, EventHeader, Offsets, COMM_LEN, SIGNAL_GROUP_EXIT};
+use podtrace_common::{config, flags, EventHeader, COMM_LEN, SIGNAL_GROUP_EXIT};
 
 /// Deepest pid namespace nesting the kernel allows (MAX_PID_NS_LEVEL).
 const MAX_PID_NS_LEVEL: u32 = 32;
+
+/// One field of the read-only `CONFIG` global, read as such (a volatile load: the compiler
+/// would otherwise fold the build-time zeroes in).
+macro_rules! conf {
+    ($($f:ident).+) => {
+        // SAFETY: reading a field of an initialised static.
+        unsafe { core::ptr::read_volatile(&raw const crate::CONFIG.$($f).+) }
+    };
+}
+pub(crate) use conf;
+
+/// A field offset from `CONFIG.offsets`, as an address increment.
+macro_rules! off {
+    ($f:ident) => {
+        $crate::task::conf!(offsets.$f) as u64
+    };
+}
 
 #[inline(always)]
 pub fn read<T>(addr: u64) -> Result<T, i32> {
@@ -16,15 +39,28 @@ pub fn read<T>(addr: u64) -> Result<T, i32> {
 
 /// A field of a BTF-typed kernel pointer (what BTF tracepoints hand us), as a plain load:
 /// the verifier checks the offset against the kernel's BTF and the JIT guards the access
-/// (a NULL or bad pointer reads 0), so no helper call is needed.
+/// (a bad pointer reads 0), so no helper call is needed.
 #[inline(always)]
-pub fn load<T: Copy + Default>(addr: u64) -> Result<T, i32> {
+pub fn load<T: Copy>(addr: u64) -> Result<T, i32> {
     if addr < 4096 {
         return Err(-14);
     }
     // SAFETY: `addr` is a BTF pointer plus a BTF-derived field offset; the BPF JIT turns this
     // into a fault-tolerant load.
     Ok(unsafe { core::ptr::read(addr as *const T) })
+}
+
+/// A pointer that is there (not NULL).
+#[inline(always)]
+fn nz(p: u64) -> bool {
+    p != 0
+}
+
+/// `load` without the NULL test, for values whose failure the caller detects otherwise.
+#[inline(always)]
+pub fn raw<T: Copy>(addr: u64) -> T {
+    // SAFETY: as `load`: a BTF pointer plus a BTF-derived offset; a bad address reads as 0.
+    unsafe { core::ptr::read(addr as *const T) }
 }
 
 /// Copies a NUL-terminated kernel string into `dst`; returns its length without the NUL.
@@ -45,158 +81,212 @@ pub fn read_user(addr: u64, dst: &mut [u8]) -> bool {
     unsafe { bpf_probe_read_user_buf(addr as *const u8, dst) }.is_ok()
 }
 
-pub struct Task<'a> {
-    addr: u64,
-    off: &'a Offsets,
+/// What `Task::exit_status` loaded, decided on later (after the header's loads).
+pub struct ExitStatus {
+    ok: [u64; 2],
+    sig_flags: u32,
+    group_code: i32,
+    own_code: i32,
+    leader_code: i32,
 }
 
-impl<'a> Task<'a> {
+impl ExitStatus {
     #[inline(always)]
-    pub fn new(addr: u64, off: &'a Offsets) -> Self {
-        Self { addr, off }
+    pub fn status(&self) -> Result<u32, i32> {
+        if !nz(self.ok[0]) || !nz(self.ok[1]) {
+            return Err(-14);
+        }
+        Ok(if self.sig_flags & SIGNAL_GROUP_EXIT != 0 {
+            self.group_code as u32
+        } else if conf!(flags) & config::EXIT_CODE_OF_LEADER != 0 {
+            self.leader_code as u32
+        } else {
+            self.own_code as u32
+        })
+    }
+}
+
+/// (mm->arg_start, mm->arg_end), (0, 0) without an mm.
+#[inline(always)]
+pub fn args(mm: u64) -> (u64, u64) {
+    if mm == 0 {
+        return (0, 0);
+    }
+    (raw(mm + off!(mm_arg_start)), raw(mm + off!(mm_arg_end)))
+}
+
+/// A `task_struct` pointer from a tracepoint argument (or a pointer field of one).
+#[derive(Clone, Copy)]
+pub struct Task(pub u64);
+
+impl Task {
+    #[inline(always)]
+    fn ptr(self, off: u64) -> Result<u64, i32> {
+        load::<u64>(self.0 + off)
     }
 
     #[inline(always)]
-    fn field<T: Copy + Default>(&self, off: u32) -> Result<T, i32> {
-        load(self.addr + off as u64)
+    pub fn tgid(self) -> Result<u32, i32> {
+        load(self.0 + off!(task_tgid))
     }
 
     #[inline(always)]
-    fn ptr(&self, off: u32) -> Result<u64, i32> {
-        self.field::<u64>(off)
-    }
-
-    /// Everything but the kind-specific fields. Failed reads leave 0 and set `PARTIAL`.
-    #[inline(always)]
-    pub fn header(&self, kind: u16, cfg: &Config) -> EventHeader {
-        let o = self.off;
-        let mut partial = false;
-        let mut h = EventHeader {
-            kind,
-            ts_ns: crate::now(),
-            ..EventHeader::default()
-        };
-        let mut get_u32 = |r: Result<u32, i32>| match r {
-            Ok(v) => v,
-            Err(_) => {
-                partial = true;
-                0
-            }
-        };
-        h.pid = get_u32(self.field(o.task_tgid));
-        h.tid = get_u32(self.field(o.task_pid));
-        let parent = self.ptr(o.task_real_parent).unwrap_or(0);
-        h.ppid = get_u32(load(parent + o.task_tgid as u64));
-        let leader = Task::new(self.ptr(o.task_group_leader).unwrap_or(0), o);
-        h.start_ns = leader.field(o.task_start_boottime).unwrap_or(0);
-        let cred = self.ptr(o.task_cred).unwrap_or(0);
-        h.uid = get_u32(load(cred + o.cred_uid as u64));
-        h.gid = get_u32(load(cred + o.cred_gid as u64));
-        match leader.ns_pid() {
-            Ok((nr, inum)) => {
-                h.nspid = nr;
-                h.pidns = inum;
-            }
-            Err(_) => partial = true,
-        }
-        let css_set = self.ptr(o.task_cgroups).unwrap_or(0);
-        match cgroup_id(load(css_set + o.css_set_dfl_cgrp as u64), o) {
-            Ok(id) => h.cgroup_id = id,
-            Err(_) => partial = true,
-        }
-        if cfg.flags & config::CGROUP_V1 != 0 {
-            let css: u64 = load(css_set + o.css_set_v1_subsys as u64).unwrap_or(0);
-            match cgroup_id(load(css + o.css_cgroup as u64), o) {
-                Ok(id) => h.cgroup_v1_id = id,
-                Err(_) => partial = true,
-            }
-        }
-        match read::<[u8; COMM_LEN]>(self.addr + o.task_comm as u64) {
-            Ok(c) => h.comm = c,
-            Err(_) => partial = true,
-        }
-        if partial || h.start_ns == 0 {
-            h.flags |= flags::PARTIAL;
-        }
-        h
+    pub fn group_leader(self) -> Result<Task, i32> {
+        self.ptr(off!(task_group_leader)).map(Task)
     }
 
     #[inline(always)]
-    pub fn tgid(&self) -> Result<u32, i32> {
-        self.field(self.off.task_tgid)
+    pub fn start_boottime(self) -> Result<u64, i32> {
+        load(self.0 + off!(task_start_boottime))
     }
 
     /// The process's start: its thread-group leader's `start_boottime`.
     #[inline(always)]
-    pub fn start_ns(&self) -> Result<u64, i32> {
-        let leader = Task::new(self.ptr(self.off.task_group_leader)?, self.off);
-        leader.field(self.off.task_start_boottime)
+    pub fn start_ns(self) -> Result<u64, i32> {
+        self.group_leader()?.start_boottime()
     }
 
     #[inline(always)]
-    pub fn is_group_leader(&self) -> Result<bool, i32> {
-        Ok(self.ptr(self.off.task_group_leader)? == self.addr)
+    pub fn is_group_leader(self) -> Result<bool, i32> {
+        Ok(self.group_leader()?.0 == self.0)
     }
 
-    /// (pid in the task's own pid namespace, that namespace's inode).
+    /// Fills every field of `h` but `ts_ns` and the kind-specific ones (which it zeroes);
+    /// returns whether some read failed (the field is then 0).
+    ///
+    /// Straight-line plain loads: a NULL or bad pointer reads as 0 (the JIT's exception
+    /// table), and whether any pointer on the way was NULL is tested once, at the end.
+    /// Every pointer is loaded before the first branch: on recent kernels the verifier looks
+    /// up each pointer load's trust annotations by name in all of vmlinux's BTF (a linear
+    /// search, ~0.5 ms), once per verifier path through it; before any branch there is one
+    /// path. (`Task::pointers` gives the callers the others.)
+    ///
+    /// # Safety
+    /// `h` must be valid for writes of an `EventHeader`.
     #[inline(always)]
-    fn ns_pid(&self) -> Result<(u32, u32), i32> {
-        let o = self.off;
-        let pid = self.ptr(o.task_thread_pid)?;
-        let level: u32 = load(pid + o.pid_level as u64)?;
-        if level >= MAX_PID_NS_LEVEL {
-            return Err(0);
+    pub unsafe fn fill_header(self, kind: u16, h: *mut EventHeader) -> bool {
+        let t = self.0;
+        let parent: u64 = raw(t + off!(task_real_parent));
+        let leader: u64 = raw(t + off!(task_group_leader));
+        let cred: u64 = raw(t + off!(task_cred));
+        let thread_pid: u64 = raw(leader + off!(task_thread_pid));
+        let upid0 = thread_pid + off!(pid_numbers);
+        let ns0: u64 = raw(upid0 + off!(upid_ns));
+        let css_set: u64 = raw(t + off!(task_cgroups));
+        let cgrp: u64 = raw(css_set + off!(css_set_dfl_cgrp));
+        let kn: u64 = raw(cgrp + off!(cgroup_kn));
+        // The v1 hierarchy's flag is a constant to the verifier: one path either way.
+        let kn1: u64 = if conf!(flags) & config::CGROUP_V1 != 0 {
+            let css: u64 = raw(css_set + off!(css_set_v1_subsys));
+            let cgrp1: u64 = raw(css + off!(css_cgroup));
+            raw(cgrp1 + off!(cgroup_kn))
+        } else {
+            0
+        };
+        let pid: u32 = raw(t + off!(task_tgid));
+        let tid: u32 = raw(t + off!(task_pid));
+        let ppid: u32 = raw(parent + off!(task_tgid));
+        let start_ns: u64 = raw(leader + off!(task_start_boottime));
+        let uid: u32 = raw(cred + off!(cred_uid));
+        let gid: u32 = raw(cred + off!(cred_gid));
+        let cgroup: u64 = raw(kn + off!(kernfs_node_id));
+        let level: u32 = raw(thread_pid + off!(pid_level));
+        let nr0: u32 = raw(upid0 + off!(upid_nr));
+        let inum0: u32 = raw(ns0 + off!(pidns_inum));
+        // Two plain loads: the verifier lets a char array be read as wider words within it.
+        let comm_at = t + off!(task_comm);
+        let comm: [u64; 2] = [raw(comm_at), raw(comm_at + 8)];
+        let cgroup_v1_id: u64 = if conf!(flags) & config::CGROUP_V1 != 0 {
+            raw(kn1 + off!(kernfs_node_id))
+        } else {
+            0
+        };
+        // Branches from here on.
+        let (nspid, pidns, ns_ok) = if level == 0 {
+            // The initial pid namespace: numbers[0], loaded above.
+            (nr0, inum0, nz(ns0))
+        } else {
+            nested_ns_pid(upid0, level)
+        };
+        // A NULL pointer reads as 0 and so does everything loaded through it: the last
+        // pointer of each chain tells for the whole chain.
+        let mut ok = nz(parent) & nz(cred) & ns_ok & nz(kn);
+        if conf!(flags) & config::CGROUP_V1 != 0 {
+            ok &= nz(kn1);
         }
-        let upid = pid + o.pid_numbers as u64 + (level as u64) * (o.upid_size as u64);
-        let nr: u32 = read(upid + o.upid_nr as u64)?;
-        let ns: u64 = read(upid + o.upid_ns as u64)?;
-        let inum: u32 = read(ns + o.pidns_inum as u64)?;
-        Ok((nr, inum))
-    }
-
-    /// (mm->arg_start, mm->arg_end), (0, 0) for a task without mm.
-    #[inline(always)]
-    pub fn args(&self) -> (u64, u64) {
-        let o = self.off;
-        let mm = self.ptr(o.task_mm).unwrap_or(0);
-        if mm == 0 {
-            return (0, 0);
+        let failed = !ok || start_ns == 0;
+        // SAFETY: the caller's promise; each field written once, no reads.
+        unsafe {
+            (*h).kind = kind;
+            (*h).flags = if failed { flags::PARTIAL } else { 0 };
+            (*h).pid = pid;
+            (*h).start_ns = start_ns;
+            (*h).tid = tid;
+            (*h).ppid = ppid;
+            (*h).cgroup_id = cgroup;
+            (*h).cgroup_v1_id = cgroup_v1_id;
+            (*h).nspid = nspid;
+            (*h).pidns = pidns;
+            (*h).uid = uid;
+            (*h).gid = gid;
+            (*h).exit_status = 0;
+            (*h).filename_len = 0;
+            (*h).argv_len = 0;
+            (*h).comm = core::mem::transmute::<[u64; 2], [u8; COMM_LEN]>(comm);
         }
-        let start = load(mm + o.mm_arg_start as u64).unwrap_or(0);
-        let end = load(mm + o.mm_arg_end as u64).unwrap_or(0);
-        (start, end)
+        failed
+    }
+
+    /// `task->mm` (0 for a kernel thread).
+    #[inline(always)]
+    pub fn mm(self) -> u64 {
+        raw(self.0 + off!(task_mm))
     }
 
     #[inline(always)]
-    pub fn live_threads(&self) -> Result<i32, i32> {
-        let signal = self.ptr(self.off.task_signal)?;
-        load(signal + self.off.signal_live as u64)
+    pub fn live_threads(self) -> Result<i32, i32> {
+        let signal = self.ptr(off!(task_signal))?;
+        load(signal + off!(signal_live))
     }
 
     /// The wait status `waitpid` will report: the group exit code after `exit_group` or a
     /// fatal signal; else, as the running kernel's wait does it, the exit code of the thread
     /// that ended the process (this one) or of the thread-group leader (older kernels,
-    /// `config::EXIT_CODE_OF_LEADER`).
+    /// `config::EXIT_CODE_OF_LEADER`). Every load before the choice (see `fill_header`).
     #[inline(always)]
-    pub fn exit_status(&self, cfg: &Config) -> Result<u32, i32> {
-        let o = self.off;
-        let signal = self.ptr(o.task_signal)?;
-        let sig_flags: u32 = load(signal + o.signal_flags as u64)?;
-        if sig_flags & SIGNAL_GROUP_EXIT != 0 {
-            return load::<i32>(signal + o.signal_group_exit_code as u64).map(|c| c as u32);
+    pub fn exit_status(self) -> ExitStatus {
+        let signal: u64 = raw(self.0 + off!(task_signal));
+        let leader: u64 = raw(self.0 + off!(task_group_leader));
+        ExitStatus {
+            ok: [signal, leader],
+            sig_flags: raw(signal + off!(signal_flags)),
+            group_code: raw(signal + off!(signal_group_exit_code)),
+            own_code: raw(self.0 + off!(task_exit_code)),
+            leader_code: raw(leader + off!(task_exit_code)),
         }
-        if cfg.flags & config::EXIT_CODE_OF_LEADER != 0 {
-            let leader = Task::new(self.ptr(o.task_group_leader)?, o);
-            return leader.field::<i32>(o.task_exit_code).map(|c| c as u32);
-        }
-        self.field::<i32>(o.task_exit_code).map(|c| c as u32)
     }
 }
 
-/// `cgrp->kn->id`: the kernfs id of a cgroup, which is its directory's inode number (what
-/// `bpf_get_current_cgroup_id()` returns for the default hierarchy).
+/// (pid in a nested pid namespace, that namespace's inode, whether both reads worked):
+/// `pid->numbers[level]` is at a variable offset, which plain loads cannot take, so a copy of
+/// the whole upid ({nr, ns}, 16 bytes on every kernel, the loader checks; `upid_nr` /
+/// `upid_ns` say where) in one helper call, and the inode in another.
 #[inline(always)]
-fn cgroup_id(cgrp: Result<u64, i32>, o: &Offsets) -> Result<u64, i32> {
-    let kn: u64 = load(cgrp? + o.cgroup_kn as u64)?;
-    load(kn + o.kernfs_node_id as u64)
+fn nested_ns_pid(upid0: u64, level: u32) -> (u32, u32, bool) {
+    if level >= MAX_PID_NS_LEVEL {
+        return (0, 0, false);
+    }
+    // The mask keeps the offset provably small for verifiers that lose the bounds of a
+    // product (5.10, 6.1): 31 levels of 16 bytes are below 1024.
+    let upid = upid0 + ((u64::from(level) * off!(upid_size)) & 0x3ff);
+    let Ok(both) = read::<[u64; 2]>(upid) else {
+        return (0, 0, false);
+    };
+    let word = |o: u64| both[((o >> 3) & 1) as usize];
+    let nr = (word(off!(upid_nr)) >> ((off!(upid_nr) & 4) * 8)) as u32;
+    let ns = word(off!(upid_ns));
+    match read::<u32>(ns + off!(pidns_inum)) {
+        Ok(inum) => (nr, inum, true),
+        Err(_) => (nr, 0, false),
+    }
 }

@@ -47,6 +47,33 @@ fn concrete(btf: &Btf, mut ty: Type) -> Result<Type> {
     bail!("type chain too deep")
 }
 
+/// The kernel's BTF with the structs looked up so far: a lookup by name walks every type of
+/// the mapped BTF, and `resolve` asks for `task_struct` alone a dozen times.
+struct Kernel<'a> {
+    btf: &'a Btf,
+    structs: std::cell::RefCell<std::collections::HashMap<String, Type>>,
+}
+
+impl<'a> Kernel<'a> {
+    fn new(btf: &'a Btf) -> Self {
+        Self {
+            btf,
+            structs: Default::default(),
+        }
+    }
+
+    fn named_struct(&self, name: &str) -> Result<Type> {
+        if let Some(t) = self.structs.borrow().get(name) {
+            return Ok(t.clone());
+        }
+        let t = named_struct(self.btf, name)?;
+        self.structs
+            .borrow_mut()
+            .insert(name.to_string(), t.clone());
+        Ok(t)
+    }
+}
+
 fn named_struct(btf: &Btf, name: &str) -> Result<Type> {
     btf.resolve_types_by_name(name)
         .with_context(|| format!("struct {name} not in kernel BTF"))?
@@ -77,8 +104,9 @@ fn member(btf: &Btf, ty: &Type, name: &str) -> Result<Option<(u32, Type)>> {
 }
 
 /// Byte offset of a dotted field path (`"ns.inum"`) inside `struct_name`.
-fn offset(btf: &Btf, struct_name: &str, path: &str) -> Result<u32> {
-    let mut ty = named_struct(btf, struct_name)?;
+fn offset(k: &Kernel<'_>, struct_name: &str, path: &str) -> Result<u32> {
+    let btf = k.btf;
+    let mut ty = k.named_struct(struct_name)?;
     let mut bits = 0u32;
     for part in path.split('.') {
         let (off, next) = member(btf, &ty, part)?
@@ -92,8 +120,8 @@ fn offset(btf: &Btf, struct_name: &str, path: &str) -> Result<u32> {
     Ok(bits / 8)
 }
 
-fn size(btf: &Btf, struct_name: &str) -> Result<u32> {
-    match named_struct(btf, struct_name)? {
+fn size(k: &Kernel<'_>, struct_name: &str) -> Result<u32> {
+    match k.named_struct(struct_name)? {
         Type::Struct(s) => Ok(s.size() as u32),
         _ => bail!("{struct_name} is not a struct"),
     }
@@ -106,6 +134,31 @@ pub struct KernelLayout {
     /// `sched_process_exit` passes `group_dead` (kernels since 6.16): the exit program can
     /// tell the process's end from a thread's without a check of its own.
     pub exit_has_group_dead: bool,
+    /// BTF type ids of the tracepoints' `btf_trace_<name>` typedefs (what a BTF tracepoint
+    /// program is loaded against).
+    pub tracepoints: TracepointIds,
+}
+
+/// The `btf_trace_<name>` typedef id of each tracepoint the programs attach to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TracepointIds {
+    pub exec: u32,
+    pub fork: u32,
+    pub exit: u32,
+    pub free: u32,
+}
+
+impl TracepointIds {
+    /// The id of `btf_trace_<tracepoint>`, for one of the four.
+    pub fn get(&self, tracepoint: &str) -> Option<u32> {
+        match tracepoint {
+            "sched_process_exec" => Some(self.exec),
+            "sched_process_fork" => Some(self.fork),
+            "sched_process_exit" => Some(self.exit),
+            "sched_process_free" => Some(self.free),
+            _ => None,
+        }
+    }
 }
 
 /// The subsystem index (`enum cgroup_subsys_id`) of a v1 controller (`memory`, `pids`, ...).
@@ -126,30 +179,70 @@ pub fn subsys_id(btf: &Btf, controller: &str) -> Result<u32> {
     bail!("kernel BTF: enum cgroup_subsys_id has no {want} (controller {controller} not built in)")
 }
 
-/// Parameters of a BTF tracepoint's probe (`btf_trace_<name>`), without the leading context.
-fn tracepoint_params(btf: &Btf, name: &str) -> Result<usize> {
+/// The type id of a BTF tracepoint's probe typedef (`btf_trace_<name>`) and its parameters,
+/// without the leading context.
+fn tracepoint(btf: &Btf, name: &str) -> Result<(u32, usize)> {
     let typedef = format!("btf_trace_{name}");
-    let ty = btf
-        .resolve_types_by_name(&typedef)
-        .with_context(|| format!("{typedef} not in kernel BTF (no BTF tracepoint {name})"))?
+    let missing = || anyhow!("{typedef} not in kernel BTF (no BTF tracepoint {name})");
+    let (id, ty) = btf
+        .resolve_ids_by_name(&typedef)
+        .with_context(missing)?
         .into_iter()
-        .find(|t| matches!(t, Type::Typedef(_)))
-        .ok_or_else(|| anyhow!("{typedef} not in kernel BTF (no BTF tracepoint {name})"))?;
+        .find_map(|id| {
+            btf.resolve_type_by_id(id)
+                .ok()
+                .filter(|t| matches!(t, Type::Typedef(_)))
+                .map(|t| (id, t))
+        })
+        .ok_or_else(missing)?;
     let mut ty = concrete(btf, ty)?;
     if let Type::Ptr(p) = &ty {
         ty = concrete(btf, btf.resolve_chained_type(p)?)?;
     }
     match ty {
-        Type::FuncProto(f) => Ok(f.parameters.len().saturating_sub(1)),
+        Type::FuncProto(f) => Ok((id, f.parameters.len().saturating_sub(1))),
         _ => bail!("kernel BTF: {typedef} is not a function pointer"),
     }
+}
+
+/// What the programs assume of the shapes (not the offsets) of two fields: `task_struct.comm`
+/// is 16 bytes (`TASK_COMM_LEN`, read as two words); `struct upid` is 16 bytes holding a
+/// 4-byte `nr` and an 8-byte `ns` (copied whole for a nested pid namespace).
+fn check_shapes(k: &Kernel<'_>, o: &Offsets) -> Result<()> {
+    let task = k.named_struct("task_struct")?;
+    let comm_len = match member(k.btf, &task, "comm")? {
+        Some((_, Type::Array(a))) => a.len(),
+        _ => 0,
+    };
+    if comm_len != podtrace_common::COMM_LEN {
+        bail!(
+            "kernel BTF: task_struct.comm is {comm_len} bytes, not {}",
+            podtrace_common::COMM_LEN
+        );
+    }
+    let upid_ok = o.upid_size == 16
+        && o.upid_nr.is_multiple_of(4)
+        && o.upid_nr + 4 <= 16
+        && o.upid_ns.is_multiple_of(8)
+        && o.upid_ns + 8 <= 16;
+    if !upid_ok {
+        bail!(
+            "kernel BTF: unexpected struct upid (size {}, nr at {}, ns at {})",
+            o.upid_size,
+            o.upid_nr,
+            o.upid_ns
+        );
+    }
+    Ok(())
 }
 
 /// Offsets for the programs; `v1_controller` is the v1 hierarchy's controller whose cgroup
 /// the programs read besides the default hierarchy's (None: v2 only).
 pub fn resolve(btf: &Btf, v1_controller: Option<&str>) -> Result<KernelLayout> {
-    let t = |f: &str| offset(btf, "task_struct", f);
-    let css_set_subsys = offset(btf, "css_set", "subsys")?;
+    let k = Kernel::new(btf);
+    let k = &k;
+    let t = |f: &str| offset(k, "task_struct", f);
+    let css_set_subsys = offset(k, "css_set", "subsys")?;
     let css_set_v1_subsys = match v1_controller {
         Some(c) => css_set_subsys + 8 * subsys_id(btf, c)?,
         None => 0,
@@ -167,38 +260,39 @@ pub fn resolve(btf: &Btf, v1_controller: Option<&str>) -> Result<KernelLayout> {
         task_exit_code: t("exit_code")?,
         task_signal: t("signal")?,
         task_cgroups: t("cgroups")?,
-        signal_live: offset(btf, "signal_struct", "live")?,
-        signal_flags: offset(btf, "signal_struct", "flags")?,
-        signal_group_exit_code: offset(btf, "signal_struct", "group_exit_code")?,
-        cred_uid: offset(btf, "cred", "uid")?,
-        cred_gid: offset(btf, "cred", "gid")?,
-        pid_level: offset(btf, "pid", "level")?,
-        pid_numbers: offset(btf, "pid", "numbers")?,
-        upid_size: size(btf, "upid")?,
-        upid_nr: offset(btf, "upid", "nr")?,
-        upid_ns: offset(btf, "upid", "ns")?,
-        pidns_inum: offset(btf, "pid_namespace", "ns.inum")?,
-        mm_arg_start: offset(btf, "mm_struct", "arg_start")?,
-        mm_arg_end: offset(btf, "mm_struct", "arg_end")?,
-        css_set_dfl_cgrp: offset(btf, "css_set", "dfl_cgrp")?,
+        signal_live: offset(k, "signal_struct", "live")?,
+        signal_flags: offset(k, "signal_struct", "flags")?,
+        signal_group_exit_code: offset(k, "signal_struct", "group_exit_code")?,
+        cred_uid: offset(k, "cred", "uid")?,
+        cred_gid: offset(k, "cred", "gid")?,
+        pid_level: offset(k, "pid", "level")?,
+        pid_numbers: offset(k, "pid", "numbers")?,
+        upid_size: size(k, "upid")?,
+        upid_nr: offset(k, "upid", "nr")?,
+        upid_ns: offset(k, "upid", "ns")?,
+        pidns_inum: offset(k, "pid_namespace", "ns.inum")?,
+        mm_arg_start: offset(k, "mm_struct", "arg_start")?,
+        mm_arg_end: offset(k, "mm_struct", "arg_end")?,
+        css_set_dfl_cgrp: offset(k, "css_set", "dfl_cgrp")?,
         css_set_v1_subsys,
-        css_cgroup: offset(btf, "cgroup_subsys_state", "cgroup")?,
-        cgroup_kn: offset(btf, "cgroup", "kn")?,
-        kernfs_node_id: offset(btf, "kernfs_node", "id")?,
-        binprm_filename: offset(btf, "linux_binprm", "filename")?,
+        css_cgroup: offset(k, "cgroup_subsys_state", "cgroup")?,
+        cgroup_kn: offset(k, "cgroup", "kn")?,
+        kernfs_node_id: offset(k, "kernfs_node", "id")?,
+        binprm_filename: offset(k, "linux_binprm", "filename")?,
         _pad: 0,
     };
-    for tp in [
-        "sched_process_exec",
-        "sched_process_fork",
-        "sched_process_free",
-    ] {
-        tracepoint_params(btf, tp)?;
-    }
-    let exit_has_group_dead = tracepoint_params(btf, "sched_process_exit")? >= 2;
+    check_shapes(k, &offsets)?;
+    let (exit, exit_params) = tracepoint(btf, "sched_process_exit")?;
+    let tracepoints = TracepointIds {
+        exec: tracepoint(btf, "sched_process_exec")?.0,
+        fork: tracepoint(btf, "sched_process_fork")?.0,
+        exit,
+        free: tracepoint(btf, "sched_process_free")?.0,
+    };
     Ok(KernelLayout {
         offsets,
-        exit_has_group_dead,
+        exit_has_group_dead: exit_params >= 2,
+        tracepoints,
     })
 }
 

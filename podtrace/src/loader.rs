@@ -43,7 +43,7 @@ pub struct Loaded {
     /// Dropping this detaches the programs.
     pub ebpf: Ebpf,
     pub events: RingBuf<MapData>,
-    pub counters: PerCpuArray<MapData, u64>,
+    pub counters: CounterMap,
     pub logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
 }
 
@@ -154,6 +154,22 @@ fn explain(e: &(dyn std::error::Error + 'static)) -> anyhow::Error {
     }
 }
 
+/// A program the kernel did not load: refused by the verifier (its log says why, and what
+/// the kernel returned then, often EACCES, is no privilege matter), or else as `explain`.
+fn load_error(e: aya::programs::ProgramError) -> anyhow::Error {
+    if let aya::programs::ProgramError::LoadError {
+        io_error,
+        verifier_log,
+    } = &e
+    {
+        let log = verifier_log.to_string();
+        if !log.trim().is_empty() {
+            return anyhow::anyhow!("the verifier refused it ({io_error}):\n{log}");
+        }
+    }
+    explain(&e)
+}
+
 /// The `PODTRACE_LAYOUT` value an ELF object carries, if it has the symbol.
 pub fn object_layout(elf: &[u8]) -> Option<u64> {
     use object::{Object, ObjectSection, ObjectSymbol};
@@ -188,11 +204,33 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded> {
         )
         .into());
     }
-    check_layout(OBJECT)?;
-    let btf_rs = btf_offsets::open_system().map_err(|e| Failure::Unsupported(format!("{e:#}")))?;
-    let layout = btf_offsets::resolve(&btf_rs, opts.v1_controller.as_deref())
-        .map_err(|e| Failure::Unsupported(format!("{e:#}")))?;
-    drop(btf_rs);
+    load_object(OBJECT, opts)
+}
+
+/// Loads and attaches the programs of `object` (the embedded one, or another build of it:
+/// experiments and tests).
+pub fn load_object(object: &[u8], opts: &LoadOptions) -> Result<Loaded> {
+    check_layout(object)?;
+    // aya's loader parses all of the kernel's BTF when it is made (for CO-RE relocations,
+    // which these programs do not have: the offsets come from `btf_offsets`). Made first, and
+    // its parse dropped at once, so that this start-up peak comes before anything else is in
+    // memory (the ring buffer mapping, the /proc snapshot) rather than on top of it.
+    // The offsets come from the mapped BTF (btf-rs) meanwhile, on another thread: the two
+    // take about as long. (aya's parse stays on this one: its heap is this thread's, which
+    // `release_startup_heap` hands back best.)
+    let (mut loader, layout) = std::thread::scope(|s| {
+        let offsets = s.spawn(|| {
+            btf_offsets::open_system()
+                .and_then(|btf| btf_offsets::resolve(&btf, opts.v1_controller.as_deref()))
+                .map_err(|e| anyhow::Error::from(Failure::Unsupported(format!("{e:#}"))))
+        });
+        let mut loader = EbpfLoader::new();
+        loader.btf(None);
+        (loader, offsets.join())
+    });
+    release_startup_heap();
+    let layout = layout
+        .map_err(|_| anyhow::anyhow!("reading the kernel's BTF for the field offsets failed"))??;
     let mut flags = if opts.threads { config::THREADS } else { 0 };
     if opts.v1_controller.is_some() {
         flags |= config::CGROUP_V1;
@@ -209,10 +247,7 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded> {
         offsets: layout.offsets,
         self_tgid: std::process::id(),
         flags,
-        // Wake the reader every N records per CPU, N sized so that a quarter of the ring
-        // (records average ~130 bytes) is never exceeded, at most 256; the live loop also
-        // drains on its timer, so quiet periods are not held back.
-        wakeup_every: (opts.ring_buffer_bytes / 4 / 130).clamp(1, 256),
+        wakeup_every: wakeup_every(opts.ring_buffer_bytes),
         _pad: 0,
     };
     let log_level: u8 = if opts.kernel_debug { 0xff } else { 0 };
@@ -221,7 +256,6 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded> {
     } else {
         EXIT_LEGACY
     };
-    let mut loader = EbpfLoader::new();
     loader
         .override_global("CONFIG", &cfg, true)
         .override_global("AYA_LOG_LEVEL", &log_level, false)
@@ -231,7 +265,7 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded> {
         loader.map_max_entries("EXITED", 1);
     }
     let mut ebpf = loader
-        .load(OBJECT)
+        .load(object)
         .map_err(|e| explain(&e))
         .context("loading the eBPF programs")?;
     let logger = if opts.kernel_debug {
@@ -239,13 +273,11 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded> {
     } else {
         None
     };
-    let btf = Btf::from_sys_fs().map_err(|e| {
-        Failure::Unsupported(format!(
-            "reading the kernel's BTF ({}): {e} (podtrace needs a kernel built with \
-             CONFIG_DEBUG_INFO_BTF)",
-            btf_offsets::VMLINUX
-        ))
-    })?;
+    // A BTF tracepoint program is loaded against its tracepoint's `btf_trace_<name>` typedef
+    // id, which aya finds by name in the Btf it is given: a stand-in with those typedefs at
+    // their kernel ids (from btf_offsets) instead of a second parse of all of vmlinux.
+    let btf = attach_btf(&layout.tracepoints)
+        .map_err(|e| anyhow::anyhow!("building the tracepoints' BTF for aya: {e}"))?;
     for (name, tracepoint) in [EXEC, FORK, exit, FREE] {
         let prog: &mut BtfTracePoint = ebpf
             .program_mut(name)
@@ -253,15 +285,7 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded> {
             .try_into()
             .with_context(|| format!("program {name} is not a BTF tracepoint"))?;
         prog.load(tracepoint, &btf)
-            .map_err(|e| {
-                let why = explain(&e);
-                // The verifier's log is in the Debug form only; worth having when it refused.
-                if why.downcast_ref::<Failure>().is_some() {
-                    why
-                } else {
-                    anyhow::anyhow!("{why}\n{e:?}")
-                }
-            })
+            .map_err(load_error)
             .with_context(|| format!("verifying {name}"))?;
         prog.attach()
             .map_err(|e| explain(&e))
@@ -269,9 +293,10 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded> {
     }
     let events = RingBuf::try_from(ebpf.take_map("EVENTS").context("map EVENTS missing")?)
         .context("map EVENTS is not a ring buffer")?;
-    let counters =
+    let counters = CounterMap(
         PerCpuArray::try_from(ebpf.take_map("COUNTERS").context("map COUNTERS missing")?)
-            .context("map COUNTERS is not a per-CPU array")?;
+            .context("map COUNTERS is not a per-CPU array of the counters")?,
+    );
     drop(btf);
     release_startup_heap();
     Ok(Loaded {
@@ -281,6 +306,61 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded> {
         counters,
         logger,
     })
+}
+
+/// What aya needs of the kernel's BTF to load the BTF tracepoint programs: for each
+/// tracepoint, a typedef named `btf_trace_<name>` at the type id it has in the kernel. Every
+/// other id up to the largest is a placeholder (a pointer to void) that aya never looks at
+/// by name; nothing of this BTF goes to the kernel.
+pub fn attach_btf(ids: &btf_offsets::TracepointIds) -> Result<Btf, aya::BtfError> {
+    Btf::parse(&attach_btf_raw(ids), aya::Endianness::default())
+}
+
+fn attach_btf_raw(ids: &btf_offsets::TracepointIds) -> Vec<u8> {
+    const KIND_PTR: u32 = 2;
+    const KIND_TYPEDEF: u32 = 8;
+    let named = [
+        (ids.exec, "sched_process_exec"),
+        (ids.fork, "sched_process_fork"),
+        (ids.exit, "sched_process_exit"),
+        (ids.free, "sched_process_free"),
+    ];
+    let mut strings = vec![0u8];
+    let mut name_at = std::collections::HashMap::new();
+    for (id, tp) in named {
+        name_at.insert(id, strings.len() as u32);
+        strings.extend_from_slice(b"btf_trace_");
+        strings.extend_from_slice(tp.as_bytes());
+        strings.push(0);
+    }
+    let last = named.iter().map(|(id, _)| *id).max().unwrap_or(0);
+    let mut types = Vec::with_capacity(12 * last as usize);
+    for id in 1..=last {
+        let (name, kind) = match name_at.get(&id) {
+            Some(&off) => (off, KIND_TYPEDEF),
+            None => (0, KIND_PTR),
+        };
+        // struct btf_type { name_off, info (kind << 24), type }: the target type is void.
+        for word in [name, kind << 24, 0] {
+            types.extend_from_slice(&word.to_ne_bytes());
+        }
+    }
+    let mut raw = Vec::with_capacity(24 + types.len() + strings.len());
+    // struct btf_header: magic, version, flags, hdr_len, type_off, type_len, str_off, str_len.
+    raw.extend_from_slice(&0xeb9fu16.to_ne_bytes());
+    raw.extend_from_slice(&[1, 0]);
+    for word in [
+        24,
+        0,
+        types.len() as u32,
+        types.len() as u32,
+        strings.len() as u32,
+    ] {
+        raw.extend_from_slice(&word.to_ne_bytes());
+    }
+    raw.extend_from_slice(&types);
+    raw.extend_from_slice(&strings);
+    raw
 }
 
 /// Hands the heap that parsing the kernel's BTF (aya, for loading) used back to the system:
@@ -293,9 +373,28 @@ fn release_startup_heap() {
     }
 }
 
+/// Wake the reader every N records per CPU: N the largest power of two (at most 256) such
+/// that N records (about 130 bytes each) stay within a quarter of the ring; the live loop
+/// also drains on its timer, so quiet periods are not held back.
+fn wakeup_every(ring_buffer_bytes: u32) -> u32 {
+    let n = (ring_buffer_bytes / 4 / 130).clamp(1, 256);
+    1 << n.ilog2()
+}
+
+/// The kernel programs' per-CPU counters (`podtrace_common::counter`).
+pub struct CounterMap(PerCpuArray<MapData, [u64; counter::COUNT as usize]>);
+
 /// Sum over CPUs of one kernel counter.
-pub fn counter_sum(counters: &PerCpuArray<MapData, u64>, index: u32) -> u64 {
-    counters.get(&index, 0).map(|v| v.iter().sum()).unwrap_or(0)
+pub fn counter_sum(counters: &CounterMap, index: u32) -> u64 {
+    counters
+        .0
+        .get(&0, 0)
+        .map(|cpus| {
+            cpus.iter()
+                .map(|c| c.get(index as usize).copied().unwrap_or(0))
+                .sum()
+        })
+        .unwrap_or(0)
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -312,7 +411,7 @@ pub struct KernelCounters {
 }
 
 /// Ring-buffer drops by kind (the kernel's own counters).
-pub fn read_drops(counters: &PerCpuArray<MapData, u64>) -> LostKinds {
+pub fn read_drops(counters: &CounterMap) -> LostKinds {
     let d = |k: u16| counter_sum(counters, counter::DROPS + u32::from(k));
     LostKinds {
         exec: d(kind::EXEC),
@@ -323,7 +422,7 @@ pub fn read_drops(counters: &PerCpuArray<MapData, u64>) -> LostKinds {
     }
 }
 
-pub fn read_counters(counters: &PerCpuArray<MapData, u64>) -> KernelCounters {
+pub fn read_counters(counters: &CounterMap) -> KernelCounters {
     KernelCounters {
         drops: read_drops(counters),
         threads: counter_sum(counters, counter::THREADS),
@@ -337,6 +436,90 @@ pub fn read_counters(counters: &PerCpuArray<MapData, u64>) -> KernelCounters {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wakeups_are_a_power_of_two_within_a_quarter_of_the_ring() {
+        assert_eq!(wakeup_every(1 << 22), 256);
+        assert_eq!(wakeup_every(1 << 16), 64, "65536 / 4 / 130 = 126 -> 64");
+        assert_eq!(wakeup_every(4096), 4, "4096 / 4 / 130 = 7 -> 4");
+        assert_eq!(wakeup_every(0), 1);
+        for ring in [4096u32, 1 << 14, 1 << 20, 1 << 22, 1 << 30] {
+            let n = wakeup_every(ring);
+            assert!(
+                n.is_power_of_two() && n * 130 <= (ring / 4).max(130),
+                "{ring}: {n}"
+            );
+        }
+    }
+
+    /// (kind, name) of every type of raw BTF, by id (index 0: void), read independently of
+    /// btf-rs and aya.
+    fn btf_names(raw: &[u8]) -> Vec<(u32, String)> {
+        let u32_at = |at: usize| u32::from_ne_bytes(raw[at..at + 4].try_into().expect("4 bytes"));
+        assert_eq!(&raw[..2], 0xeb9fu16.to_ne_bytes(), "BTF magic");
+        let hdr = u32_at(4) as usize;
+        let (types, type_len) = (hdr + u32_at(8) as usize, u32_at(12) as usize);
+        let strings = hdr + u32_at(16) as usize;
+        let mut out = vec![(0, String::new())];
+        let mut at = types;
+        while at < types + type_len {
+            let (name, info) = (u32_at(at) as usize, u32_at(at + 4));
+            let (kind, vlen) = ((info >> 24) & 0x1f, (info & 0xffff) as usize);
+            let s = &raw[strings + name..];
+            let end = s.iter().position(|&c| c == 0).expect("NUL");
+            out.push((kind, String::from_utf8_lossy(&s[..end]).into_owned()));
+            at += 12
+                + match kind {
+                    1 | 14 | 17 => 4,
+                    3 => 12,
+                    4 | 5 | 15 | 19 => 12 * vlen,
+                    6 | 13 => 8 * vlen,
+                    _ => 0,
+                };
+        }
+        out
+    }
+
+    /// The tracepoint typedef ids btf_offsets found are those of the kernel's BTF (read here
+    /// by a walker of its own), and the stand-in given to aya has them at the same ids.
+    #[test]
+    fn the_stand_in_btf_has_the_tracepoints_at_their_kernel_ids() {
+        let layout = btf_offsets::from_system(None).expect("offsets from the kernel's BTF");
+        let kernel = btf_names(&std::fs::read(btf_offsets::VMLINUX).expect("kernel BTF"));
+        let raw = attach_btf_raw(&layout.tracepoints);
+        let stand_in = btf_names(&raw);
+        attach_btf(&layout.tracepoints).expect("aya parses the stand-in");
+        for tp in [
+            "sched_process_exec",
+            "sched_process_fork",
+            "sched_process_exit",
+            "sched_process_free",
+        ] {
+            let want = (8, format!("btf_trace_{tp}"));
+            let id = layout.tracepoints.get(tp).expect("a tracepoint") as usize;
+            assert_eq!(kernel.get(id), Some(&want), "{tp} in the kernel's BTF");
+            assert_eq!(stand_in.get(id), Some(&want), "{tp} in the stand-in");
+            assert_eq!(
+                kernel.iter().filter(|t| **t == want).count(),
+                1,
+                "{tp}: one typedef of that name"
+            );
+        }
+        let max = [
+            layout.tracepoints.exec,
+            layout.tracepoints.fork,
+            layout.tracepoints.exit,
+            layout.tracepoints.free,
+        ]
+        .into_iter()
+        .max()
+        .expect("four ids") as usize;
+        assert_eq!(stand_in.len(), max + 1, "nothing after the last typedef");
+        assert!(
+            stand_in.iter().filter(|(k, _)| *k == 8).count() == 4,
+            "only the four typedefs are named"
+        );
+    }
 
     #[test]
     fn reads_cap_eff() {
