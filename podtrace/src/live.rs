@@ -524,7 +524,7 @@ impl Live {
     async fn event_loop(
         &mut self,
         ring: &mut AsyncFd<aya::maps::RingBuf<aya::maps::MapData>>,
-        counters: &aya::maps::PerCpuArray<aya::maps::MapData, u64>,
+        counters: &loader::CounterMap,
         pipe: &mut Pipeline<'_>,
         cri: &mut Option<CriService>,
         w: &mut Waits,
@@ -574,7 +574,7 @@ impl Live {
     fn tick(
         &mut self,
         ring: &mut aya::maps::RingBuf<aya::maps::MapData>,
-        counters: &aya::maps::PerCpuArray<aya::maps::MapData, u64>,
+        counters: &loader::CounterMap,
         pipe: &mut Pipeline<'_>,
         cri: &mut Option<CriService>,
     ) -> Result<()> {
@@ -598,7 +598,7 @@ impl Live {
     /// The final loss count, the `end` record, the summary.
     fn finish(
         mut self,
-        counters: &aya::maps::PerCpuArray<aya::maps::MapData, u64>,
+        counters: &loader::CounterMap,
         mut pipe: Pipeline<'_>,
         cri: &Option<CriService>,
         summary_path: Option<&std::path::Path>,
