@@ -131,20 +131,19 @@ pub fn cgroup_setup(mode: CgroupMode) -> Result<(Mounts, CgroupSetup, Option<cgr
     Ok((mounts, setup, v1))
 }
 
-/// The records of a start-up: header, one `proc` per process (redacted), `snapshot_end`
-/// left to the caller (CRI answers may come first). Returns them and the argv elements
-/// redacted.
-pub fn snapshot_records(
+/// The start of a trace into `pipe`: the header, then one `proc` per process (redacted),
+/// each pushed as /proc is read (nothing of the snapshot is held here: with 10,000 processes
+/// a second copy was ~4 MiB of peak memory). `snapshot_end` is left to the caller (CRI
+/// answers may come first). Returns the processes pushed and the argv elements redacted.
+pub fn push_snapshot(
+    pipe: &mut Pipeline<'_>,
     clock: BootClock,
     node: Option<String>,
     setup: &CgroupSetup,
     view: &CgroupView,
     redactor: &Redactor,
-) -> Result<(Vec<Record>, u64)> {
-    let mut procs = snapshot::scan(view, std::process::id()).context("reading /proc")?;
-    let redacted = procs.iter_mut().map(|p| redactor.process(p)).sum();
-    let mut out = Vec::with_capacity(procs.len() + 1);
-    out.push(Record::Header(Header {
+) -> Result<(usize, u64)> {
+    pipe.push(&Record::Header(Header {
         format: trace::FORMAT_VERSION,
         podtrace_version: env!("CARGO_PKG_VERSION").to_string(),
         kernel_release: read_trimmed("/proc/sys/kernel/osrelease"),
@@ -154,9 +153,14 @@ pub fn snapshot_records(
         node,
         started_unix_ns: clock.unix_ns(boot_now_ns()),
         cgroups: setup.clone(),
-    }));
-    out.extend(procs.into_iter().map(Record::Proc));
-    Ok((out, redacted))
+    }))?;
+    let mut redacted = 0;
+    let processes = snapshot::scan_each(view, std::process::id(), |mut p| {
+        redacted += redactor.process(&mut p);
+        pipe.push(&Record::Proc(p))
+    })
+    .context("reading /proc")?;
+    Ok((processes, redacted))
 }
 
 #[derive(Debug, Default, serde::Serialize)]
@@ -392,19 +396,10 @@ fn build_pipeline(opts: &RunOptions, with_cri: bool) -> Result<Pipeline<'static>
     Ok(pipe)
 }
 
-/// The start-up records: the snapshot, then what the CRI listed (before the snapshot is
-/// attributed, so containers that ran before podtrace are named from their first line on),
-/// then `snapshot_end`. Returns the number of processes.
-fn push_start(
-    pipe: &mut Pipeline<'_>,
-    records: Vec<Record>,
-    cri: &mut Option<CriService>,
-) -> Result<usize> {
-    let processes = records.len().saturating_sub(1);
-    for rec in &records {
-        pipe.push(rec)?;
-    }
-    drop(records);
+/// The rest of the start-up records after the snapshot: what the CRI listed (before the
+/// snapshot is attributed, so containers that ran before podtrace are named from their first
+/// line on), then `snapshot_end`.
+fn finish_start(pipe: &mut Pipeline<'_>, cri: &mut Option<CriService>) -> Result<()> {
     if let Some(s) = cri {
         for f in s.initial() {
             pipe.push(&Record::Cri(f))?;
@@ -413,7 +408,7 @@ fn push_start(
     pipe.push(&Record::SnapshotEnd {})?;
     serve_requests(pipe, cri);
     pipe.flush_recorder_now()?;
-    Ok(processes)
+    Ok(())
 }
 
 /// The metrics endpoint, serving from now on.
@@ -469,9 +464,18 @@ pub async fn run(mut opts: RunOptions) -> Result<RunSummary> {
     };
     let clock = BootClock::from_system()?;
     let view = CgroupView::new(&mounts, &setup, v1);
-    let (records, redacted) = snapshot_records(clock, opts.node.clone(), &setup, &view, &redactor)?;
     let mut pipe = build_pipeline(&opts, cri.is_some())?;
-    let processes = push_start(&mut pipe, records, &mut cri)?;
+    let (processes, redacted) = push_snapshot(
+        &mut pipe,
+        clock,
+        opts.node.clone(),
+        &setup,
+        &view,
+        &redactor,
+    )?;
+    finish_start(&mut pipe, &mut cri)?;
+    // The snapshot's reading buffers and the engine's pending list are freed by now.
+    loader::release_startup_heap();
     let metrics =
         metrics_listener.map(|l| start_metrics(l, opts.ring_buffer_bytes, redacted, &pipe));
     let mut live = Live {

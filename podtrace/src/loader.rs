@@ -365,7 +365,7 @@ fn attach_btf_raw(ids: &btf_offsets::TracepointIds) -> Vec<u8> {
 
 /// Hands the heap that parsing the kernel's BTF (aya, for loading) used back to the system:
 /// glibc keeps freed memory otherwise, ~25 MiB of resident set for the daemon's whole life.
-fn release_startup_heap() {
+pub fn release_startup_heap() {
     #[cfg(target_env = "gnu")]
     // SAFETY: malloc_trim has no preconditions.
     unsafe {

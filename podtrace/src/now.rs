@@ -10,7 +10,7 @@ use crate::clock::BootClock;
 use crate::cri::CriConfig;
 use crate::engine::Engine;
 use crate::filter::EventFilter;
-use crate::live::{cgroup_setup, snapshot_records, start_cri};
+use crate::live::{cgroup_setup, push_snapshot, start_cri};
 use crate::pipeline::Pipeline;
 use crate::redact::Redactor;
 use crate::trace::Record;
@@ -41,12 +41,18 @@ pub fn engine_from_proc(
     };
     let (mounts, setup, v1) = cgroup_setup(mode)?;
     let view = CgroupView::new(&mounts, &setup, v1);
-    let (records, _) = snapshot_records(BootClock::from_system()?, None, &setup, &view, &redactor)?;
     let mut pipe = Pipeline::new(EventFilter::default());
-    let cri = cri_facts.into_iter().map(Record::Cri);
-    for rec in records
+    push_snapshot(
+        &mut pipe,
+        BootClock::from_system()?,
+        None,
+        &setup,
+        &view,
+        &redactor,
+    )?;
+    for rec in cri_facts
         .into_iter()
-        .chain(cri)
+        .map(Record::Cri)
         .chain([Record::SnapshotEnd {}])
     {
         pipe.push(&rec)?;
