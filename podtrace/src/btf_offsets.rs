@@ -4,6 +4,8 @@
 //! hard-coding offsets (which differ per kernel build) or relying on CO-RE relocations (which the
 //! Rust BPF toolchain does not emit), the daemon resolves each field here at load time and passes
 //! the numbers in the programs' read-only `CONFIG` global.
+use std::path::Path;
+
 use anyhow::{anyhow, bail, Context, Result};
 use btf_rs::{Backend, Btf, Type};
 use podtrace_common::Offsets;
@@ -16,13 +18,21 @@ pub fn open_system() -> Result<Btf> {
     // Mapped, not parsed whole: we look up a dozen structs, and parsing all of vmlinux's BTF
     // cost most of the start-up time and ~15 MiB of heap. Kernels that cannot mmap the file
     // get it read into memory once (parsing from the file seeks once per type).
+    let needs = "podtrace needs the running kernel's BTF (CONFIG_DEBUG_INFO_BTF=y)";
+    if !Path::new(VMLINUX).exists() {
+        bail!("this kernel has no BTF: {VMLINUX} does not exist; {needs}");
+    }
     let btf = match Btf::from_file_with_backend(VMLINUX, Backend::Mmap) {
         Ok(b) => b,
         Err(_) => {
-            let bytes = std::fs::read(VMLINUX).with_context(|| {
-                format!("reading kernel BTF from {VMLINUX} (is CONFIG_DEBUG_INFO_BTF on?)")
-            })?;
-            Btf::from_bytes(&bytes).with_context(|| format!("parsing kernel BTF {VMLINUX}"))?
+            let bytes = std::fs::read(VMLINUX)
+                .with_context(|| format!("reading kernel BTF from {VMLINUX}; {needs}"))?;
+            Btf::from_bytes(&bytes).with_context(|| {
+                format!(
+                    "{VMLINUX} is not valid BTF ({} bytes); {needs}",
+                    bytes.len()
+                )
+            })?
         }
     };
     Ok(btf)
