@@ -77,15 +77,13 @@ impl Engine {
         let old_member = p.member().cloned();
         // A zombie keeps nothing alive (it left its cgroup and container at exit).
         let counts = !p.is_zombie();
-        let cgroup = p
-            .cgroup
-            .and_then(|k| self.cgroups.get(k))
-            .map(|c| (c.path.clone(), c.info.clone()));
+        // The shared entry, not a copy of its path and info (this runs for most events).
+        let cgroup = p.cgroup.and_then(|k| self.cgroups.get(k)).cloned();
 
         let mut d = Decision::default();
         self.helper(&facts, &mut d);
-        if let Some((path, info)) = &cgroup {
-            self.cgroup(&facts, path, info, &mut d);
+        if let Some(c) = &cgroup {
+            self.cgroup(&facts, &c.path, &c.info, &mut d);
         }
         self.pid_namespace(&facts, &mut d);
         inherited_step(inherited, &mut d);

@@ -55,7 +55,8 @@ pub struct Container {
     pub processes: u32,
     /// Set when its last live process left.
     pub finished_ns: Option<u64>,
-    /// What events carry, built once per change (names and pod change rarely).
+    /// What events carry, built once per change (names and pod change rarely): dropped by
+    /// whatever changes a field it is made of.
     refs: Option<(Arc<ContainerRef>, Option<Arc<PodRef>>)>,
 }
 
@@ -138,18 +139,27 @@ impl Registry {
         self.by_id.get(id).map(|c| c.id.clone())
     }
 
-    /// The record to change; changing it rebuilds what events carry. A new container starts
-    /// finished at `now_ns` (no process yet) and is asked of the CRI.
+    /// The record to change. A new container starts finished at `now_ns` (no process yet)
+    /// and is asked of the CRI. What events carry of it is cached: a change to a field they
+    /// carry goes through the `learn_*` methods, which drop the cache (`refs` checks that in
+    /// debug builds).
     pub fn entry(&mut self, id: &str, now_ns: u64) -> &mut Container {
         self.entry_asking(id, now_ns, true)
     }
 
     fn entry_asking(&mut self, id: &str, now_ns: u64, ask_cri: bool) -> &mut Container {
-        if !self.by_id.contains_key(id) && self.by_id.len() >= CONTAINERS_MAX {
-            self.evict_one();
-        }
+        // Called for most events: a known id is looked up by the key it has (no new `Arc`).
+        let key = match self.by_id.get_key_value(id) {
+            Some((k, _)) => k.clone(),
+            None => {
+                if self.by_id.len() >= CONTAINERS_MAX {
+                    self.evict_one();
+                }
+                Arc::from(id)
+            }
+        };
         let requests = &mut self.requests;
-        let c = self.by_id.entry(Arc::from(id)).or_insert_with_key(|key| {
+        self.by_id.entry(key).or_insert_with_key(|key| {
             if ask_cri {
                 requests.push(Request::CriLookup(key.clone()));
             }
@@ -158,16 +168,22 @@ impl Registry {
                 finished_ns: Some(now_ns),
                 ..Container::default()
             }
-        });
-        c.refs = None;
-        c
+        })
     }
 
-    /// Container and pod as events carry them.
+    /// Container and pod as events carry them, built once per change of what they are made
+    /// of (most events of a container carry the same two `Arc`s).
     pub fn refs(&mut self, id: &str) -> (Option<Arc<ContainerRef>>, Option<Arc<PodRef>>) {
         let Some(c) = self.by_id.get_mut(id) else {
             return (None, None);
         };
+        #[cfg(debug_assertions)]
+        if let Some((cref, pod)) = &c.refs {
+            debug_assert!(
+                **cref == c.reference() && pod.as_deref() == c.pod().as_ref(),
+                "container {id}: a field events carry changed without dropping the cache"
+            );
+        }
         if c.refs.is_none() {
             c.refs = Some((Arc::new(c.reference()), c.pod().map(Arc::new)));
         }
@@ -227,6 +243,8 @@ impl Registry {
     pub fn learn_helper(&mut self, h: &Helper, pid: u32, now_ns: u64) -> Option<Arc<str>> {
         let id = h.container_id.as_deref()?;
         let c = self.entry(id, now_ns);
+        // Names and runtime may change (rare: once per helper exec).
+        c.refs = None;
         if let Some(k) = &h.k8s {
             // The CRI, when it answered, has the last word.
             if !c.cri {
@@ -272,15 +290,19 @@ impl Registry {
     /// What a container cgroup path says (runtime, pod uid, QoS).
     pub fn learn_cgroup(&mut self, id: &str, info: &CgroupInfo, path: &str, now_ns: u64) {
         let c = self.entry(id, now_ns);
-        if info.runtime.is_some() {
+        // Called for each event of a process in a container, and it mostly says again what
+        // is known: only a change is written (and drops what events carry).
+        if info.runtime.is_some() && c.runtime != info.runtime {
             // The path is the runtime's own word; argv-based guesses give way to it.
             c.runtime = info.runtime;
+            c.refs = None;
         }
-        if info.pod_uid.is_some() {
-            c.pod_uid = info.pod_uid.clone();
+        if info.pod_uid.is_some() && c.pod_uid != info.pod_uid {
+            c.pod_uid.clone_from(&info.pod_uid);
+            c.refs = None;
         }
-        if info.qos.is_some() {
-            c.qos = info.qos.clone();
+        if info.qos.is_some() && c.qos != info.qos {
+            c.qos.clone_from(&info.qos);
         }
         if !info.conmon {
             c.cgroup.get_or_insert_with(|| path.to_string());
@@ -292,6 +314,7 @@ impl Registry {
         let mut disagreements = 0;
         // The answer itself: nothing more to ask.
         let c = self.entry_asking(&f.id, now_ns, false);
+        c.refs = None;
         c.cri = true;
         if f.sandbox {
             cri_wins(&mut c.name, SANDBOX_NAME, &mut disagreements);
@@ -347,7 +370,6 @@ impl Registry {
     /// Notes that a helper or init exited.
     pub fn process_exited(&mut self, id: &str, pid: u32) {
         if let Some(c) = self.by_id.get_mut(id) {
-            c.refs = None;
             if c.helper_pid == Some(pid) {
                 c.helper_pid = None;
             }
