@@ -9,6 +9,7 @@
 pub mod attribute;
 pub mod cgroups;
 pub mod containers;
+mod intern;
 pub mod process;
 pub mod tree;
 
@@ -24,6 +25,7 @@ use crate::wait_status;
 use cgroups::{CgroupCache, CgroupKey, Lookup};
 use containers::Registry;
 pub use containers::Request;
+use intern::Interner;
 use process::{Proc, Slot, Table};
 
 /// Finished containers stay this long (for late events and the tree).
@@ -74,6 +76,7 @@ pub struct Engine {
     table: Table,
     containers: Registry,
     cgroups: CgroupCache,
+    texts: Interner,
     pending: Pending,
     /// The kernel side reports reaps (trace format 2 on): an exited process is a zombie until
     /// its reap. Format 1 traces have none: there the exit removes it.
@@ -102,6 +105,7 @@ impl Engine {
             table: Table::default(),
             containers: Registry::default(),
             cgroups: CgroupCache::default(),
+            texts: Interner::default(),
             pending: Pending::Snapshot(Vec::new()),
             reaps: h.format >= 2,
             now_ns: 0,
@@ -263,7 +267,7 @@ impl Engine {
     // ------------------------------------------------------------------------------------
     // the table
 
-    fn new_proc(ev: &KernelEvent) -> Proc {
+    fn new_proc(&mut self, ev: &KernelEvent) -> Proc {
         Proc {
             pid: ev.pid,
             start_ns: ev.start_ns,
@@ -272,9 +276,9 @@ impl Engine {
             pidns: ev.pidns,
             uid: ev.uid,
             gid: ev.gid,
-            comm: Arc::from(ev.comm.as_str()),
+            comm: self.texts.comm(&ev.comm),
             filename: None,
-            argv: Arc::from([]),
+            argv: self.texts.argv(&[]),
             cgroup: None,
             container: None,
             pod_of: None,
@@ -473,7 +477,8 @@ impl Engine {
             .get(ppid)
             .filter(|p| !attribute::is_helper(p.role))
             .and_then(|p| p.container.clone());
-        self.add(Self::new_proc(ev), key, inherited);
+        let p = self.new_proc(ev);
+        self.add(p, key, inherited);
     }
 
     /// What an event of the current process says about it now.
@@ -485,7 +490,7 @@ impl Engine {
             p.uid = ev.uid;
             p.gid = ev.gid;
             if *p.comm != *ev.comm {
-                p.comm = Arc::from(ev.comm.as_str());
+                p.comm = self.texts.comm(&ev.comm);
             }
             if process::tick(p.start_ns) == process::tick(ev.start_ns) {
                 p.start_ns = ev.start_ns;
@@ -500,13 +505,19 @@ impl Engine {
     fn on_exec(&mut self, ev: &KernelEvent, out: &mut Vec<Event>) {
         let (filename, argv, argv_truncated, filename_truncated, trimmed) = match &ev.exec {
             Some(x) => (
-                Arc::<str>::from(x.filename.as_str()),
-                Arc::<[String]>::from(x.argv.as_slice()),
+                self.texts.filename(&x.filename),
+                self.texts.argv(&x.argv),
                 x.argv_truncated,
                 x.filename_truncated,
                 x.trimmed,
             ),
-            None => (Arc::from(""), Arc::from([]), false, false, false),
+            None => (
+                self.texts.filename(""),
+                self.texts.argv(&[]),
+                false,
+                false,
+                false,
+            ),
         };
         match self.table.slot(ev.pid, ev.start_ns) {
             Slot::Stale | Slot::Gone => {
@@ -519,7 +530,8 @@ impl Engine {
                 } else {
                     self.free_pid(ev.pid);
                     let key = self.placement(ev.cgroup_id, ev.cgroup_v1_id);
-                    self.table.insert(Self::new_proc(ev));
+                    let p = self.new_proc(ev);
+                    self.table.insert(p);
                     self.place(ev.pid, key);
                     self.parent_container(ev.pid)
                 };
@@ -549,7 +561,7 @@ impl Engine {
             Slot::Current => self.update_from_event(ev),
             Slot::New => {
                 self.free_pid(ev.pid);
-                let mut child = Self::new_proc(ev);
+                let mut child = self.new_proc(ev);
                 let mut inherited = None;
                 if let Some(parent) = self.table.get(ev.ppid) {
                     child.filename.clone_from(&parent.filename);
@@ -602,7 +614,7 @@ impl Engine {
                     self.stats.stale_events += 1;
                     let process = self.fields(ev);
                     out.push(Self::exit_event(ev, process));
-                    let mut p = Self::new_proc(ev);
+                    let mut p = self.new_proc(ev);
                     p.exited_ns = Some(ev.ts_ns);
                     p.exit_seen = true;
                     self.table.keep_gone(p, self.now_ns);
@@ -773,7 +785,7 @@ impl Engine {
             ),
             // Stale: what the event itself says, nothing from the table.
             _ => {
-                let mut p = Self::new_proc(ev);
+                let mut p = self.new_proc(ev);
                 p.cgroup = self.placement(ev.cgroup_id, ev.cgroup_v1_id);
                 p.container = p
                     .cgroup
