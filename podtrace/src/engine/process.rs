@@ -81,13 +81,26 @@ pub enum Slot {
     New,
 }
 
+/// A process that left, in the order they left.
+struct Left {
+    at_ns: u64,
+    key: (u32, u64),
+    /// None once a later departure of the same identity took its place.
+    proc: Option<Proc>,
+}
+
 #[derive(Default)]
 pub struct Table {
     live: HashMap<u32, Proc>,
     children: HashMap<u32, HashSet<u32>>,
-    /// Processes that left, by (pid, start tick), with when they left.
-    gone: HashMap<(u32, u64), (u64, Proc)>,
-    gone_order: VecDeque<(u64, u32, u64)>,
+    /// Processes that left, by (pid, start tick): when they left and their place in `left`.
+    /// Every process goes through here, so the processes themselves are kept in the order
+    /// they left (written at the back, dropped from the front: memory in order), and the
+    /// index stays small.
+    gone: HashMap<(u32, u64), (u64, u64)>,
+    left: VecDeque<Left>,
+    /// The place of `left`'s front.
+    left_front: u64,
 }
 
 impl Table {
@@ -110,7 +123,13 @@ impl Table {
 
     /// A process that left, by identity.
     pub fn gone_mut(&mut self, pid: u32, start_ns: u64) -> Option<&mut Proc> {
-        self.gone.get_mut(&(pid, tick(start_ns))).map(|(_, p)| p)
+        let &(_, place) = self.gone.get(&(pid, tick(start_ns)))?;
+        self.left_at(place)?.proc.as_mut()
+    }
+
+    fn left_at(&mut self, place: u64) -> Option<&mut Left> {
+        let i = usize::try_from(place.checked_sub(self.left_front)?).ok()?;
+        self.left.get_mut(i)
     }
 
     /// Inserts a live process; the pid must be free (see `take`).
@@ -141,8 +160,18 @@ impl Table {
     /// Keeps a process that left for the grace period.
     pub fn keep_gone(&mut self, p: Proc, at_ns: u64) {
         let key = (p.pid, tick(p.start_ns));
-        self.gone.insert(key, (at_ns, p));
-        self.gone_order.push_back((at_ns, key.0, key.1));
+        let place = self.left_front + self.left.len() as u64;
+        if let Some((_, older)) = self.gone.insert(key, (at_ns, place)) {
+            // The same identity left again: the newer one is what is found.
+            if let Some(l) = self.left_at(older) {
+                l.proc = None;
+            }
+        }
+        self.left.push_back(Left {
+            at_ns,
+            key,
+            proc: Some(p),
+        });
     }
 
     pub fn set_ppid(&mut self, pid: u32, ppid: u32) {
@@ -170,16 +199,24 @@ impl Table {
 
     /// Drops processes that left longer than the grace period ago or beyond the bound.
     pub fn evict(&mut self, now_ns: u64) {
-        while let Some(&(at, pid, tick)) = self.gone_order.front() {
-            let old = now_ns.saturating_sub(at) > GONE_GRACE_NS;
-            if !old && self.gone_order.len() <= GONE_MAX {
+        while let Some(front) = self.left.front() {
+            let old = now_ns.saturating_sub(front.at_ns) > GONE_GRACE_NS;
+            if !old && self.left.len() <= GONE_MAX {
                 break;
             }
-            self.gone_order.pop_front();
+            let (at, key) = (front.at_ns, front.key);
+            self.left.pop_front();
+            self.left_front += 1;
             // The same identity can leave twice (found gone by a resync, then its late exit
             // and reap): only the entry queued for this time goes.
-            if self.gone.get(&(pid, tick)).is_some_and(|(t, _)| *t == at) {
-                self.gone.remove(&(pid, tick));
+            if let Some(&(t, place)) = self.gone.get(&key) {
+                if t == at {
+                    self.gone.remove(&key);
+                    // A later departure at the same time (still queued) goes with it.
+                    if let Some(l) = self.left_at(place) {
+                        l.proc = None;
+                    }
+                }
             }
         }
     }
@@ -189,7 +226,7 @@ impl Table {
     }
 
     pub fn gone(&self) -> impl Iterator<Item = &Proc> {
-        self.gone.values().map(|(_, p)| p)
+        self.left.iter().filter_map(|l| l.proc.as_ref())
     }
 
     pub fn live_len(&self) -> usize {
@@ -262,6 +299,28 @@ mod tests {
         t.take(11);
         assert!(t.children_of(10).is_empty());
         assert_eq!(t.children_len(), 2);
+    }
+
+    #[test]
+    fn an_identity_that_leaves_twice_is_found_as_its_latest_until_that_goes() {
+        let mut t = Table::default();
+        let (mut first, mut second) = (proc(10, 1, 0), proc(10, 1, 0));
+        first.uid = 1;
+        second.uid = 2;
+        t.keep_gone(first, 1);
+        t.keep_gone(second, 5);
+        assert_eq!(t.gone_mut(10, 0).map(|p| p.uid), Some(2));
+        assert_eq!((t.gone_len(), t.gone().count()), (1, 1));
+        t.evict(2 + GONE_GRACE_NS);
+        assert_eq!(t.gone_mut(10, 0).map(|p| p.uid), Some(2), "the first left");
+        t.evict(6 + GONE_GRACE_NS);
+        assert_eq!((t.gone_len(), t.gone().count()), (0, 0));
+        // Twice at the same time: both go with the first.
+        t.keep_gone(proc(11, 1, 0), 7);
+        t.keep_gone(proc(11, 1, 0), 7);
+        t.evict(8 + GONE_GRACE_NS);
+        assert_eq!((t.gone_len(), t.gone().count()), (0, 0));
+        assert_eq!(t.slot(11, 0), Slot::New);
     }
 
     #[test]
