@@ -122,11 +122,18 @@ impl<'a> Pipeline<'a> {
         if self.keep_requests {
             self.requests.extend(requests);
         }
-        for ev in self.buf.drain(..) {
-            if self.keep_all || self.filter.keep(&ev) {
+        // By reference, then cleared: an event is not moved out to be looked at.
+        let r = self.hand_out();
+        self.buf.clear();
+        r
+    }
+
+    fn hand_out(&mut self) -> Result<()> {
+        for ev in &self.buf {
+            if self.keep_all || self.filter.keep(ev) {
                 self.counts.printed += 1;
                 for s in &mut self.sinks {
-                    s.event(&ev)?;
+                    s.event(ev)?;
                 }
             }
         }

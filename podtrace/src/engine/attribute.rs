@@ -133,7 +133,7 @@ impl Engine {
         let now = self.now_ns;
         match (&d.container, &info.container_id) {
             (None, Some(id)) => {
-                self.containers.learn_cgroup(id, info, path, now);
+                let shared = self.containers.learn_cgroup(id, info, path, now);
                 if info.conmon && d.role.is_none() && f.prev_role != Some(Role::Runtime) {
                     d.role = Some(Role::Conmon);
                     self.containers
@@ -141,14 +141,13 @@ impl Engine {
                         .helper_pid
                         .get_or_insert(f.pid);
                 }
-                d.container = self.containers.id(id);
+                d.container = Some(shared);
             }
             (None, None) if info.sandbox_id.is_some() => {
                 // A pod sandbox's own cgroup (kata: the VM, its hypervisor and shim): in the
                 // pod, not in a container.
                 if let Some(sid) = &info.sandbox_id {
-                    self.containers.learn_cgroup(sid, info, path, now);
-                    d.pod_of = self.containers.id(sid);
+                    d.pod_of = Some(self.containers.learn_cgroup(sid, info, path, now));
                 }
             }
             (None, None) => {

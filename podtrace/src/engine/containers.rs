@@ -287,8 +287,15 @@ impl Registry {
         Some(c.id.clone())
     }
 
-    /// What a container cgroup path says (runtime, pod uid, QoS).
-    pub fn learn_cgroup(&mut self, id: &str, info: &CgroupInfo, path: &str, now_ns: u64) {
+    /// What a container cgroup path says (runtime, pod uid, QoS); returns the container's
+    /// shared id.
+    pub fn learn_cgroup(
+        &mut self,
+        id: &str,
+        info: &CgroupInfo,
+        path: &str,
+        now_ns: u64,
+    ) -> Arc<str> {
         let c = self.entry(id, now_ns);
         // Called for each event of a process in a container, and it mostly says again what
         // is known: only a change is written (and drops what events carry).
@@ -307,6 +314,7 @@ impl Registry {
         if !info.conmon {
             c.cgroup.get_or_insert_with(|| path.to_string());
         }
+        c.id.clone()
     }
 
     /// What the CRI said: names and image; where argv said otherwise, the CRI wins (counted).
@@ -377,6 +385,26 @@ impl Registry {
                 c.init_pid = None;
             }
         }
+    }
+
+    /// A live process of the container exited (`process_exited` and `detach` in one
+    /// lookup); true if it was the container's helper.
+    pub fn member_exited(&mut self, id: &str, pid: u32, now_ns: u64) -> bool {
+        let Some(c) = self.by_id.get_mut(id) else {
+            return false;
+        };
+        let was_helper = c.helper_pid == Some(pid);
+        if was_helper {
+            c.helper_pid = None;
+        }
+        if c.init_pid == Some(pid) {
+            c.init_pid = None;
+        }
+        c.processes = c.processes.saturating_sub(1);
+        if c.processes == 0 {
+            c.finished_ns = Some(now_ns);
+        }
+        was_helper
     }
 
     /// Drops containers finished for longer than `grace_ns` (looked at once a second).

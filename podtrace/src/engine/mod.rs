@@ -654,17 +654,18 @@ impl Engine {
         };
         p.exited_ns = Some(ev.ts_ns);
         p.exit_seen = true;
-        let (key, container, role) = (p.cgroup, p.member().cloned(), p.role);
+        let (pid, key, container, role) = (p.pid, p.cgroup, p.member().cloned(), p.role);
         if let Some(k) = key {
             self.cgroups.release(k, self.now_ns);
         }
-        let dead = p.clone();
-        self.reparent_children(&dead);
+        // Most processes leave no children: no copy of the entry for them.
+        if self.table.has_children(pid) {
+            if let Some(dead) = self.table.get(pid).cloned() {
+                self.reparent_children(&dead);
+            }
+        }
         if let Some(id) = &container {
-            let was_helper = self.containers.get(id).and_then(|c| c.helper_pid) == Some(dead.pid);
-            self.containers.process_exited(id, dead.pid);
-            self.containers.detach(id, self.now_ns);
-            if was_helper {
+            if self.containers.member_exited(id, pid, self.now_ns) {
                 self.promote_helper(id, role);
             }
         }

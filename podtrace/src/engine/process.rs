@@ -186,6 +186,11 @@ impl Table {
         self.children.entry(ppid).or_default().insert(pid);
     }
 
+    pub fn has_children(&self, pid: u32) -> bool {
+        // The index keeps no empty sets.
+        self.children.contains_key(&pid)
+    }
+
     /// Live children (running or zombie) of `pid`.
     pub fn children_of(&self, pid: u32) -> Vec<u32> {
         let mut v: Vec<u32> = self
