@@ -2,7 +2,7 @@
 //! trust:
 //!
 //! 1. [`helper`]: a runtime helper's own argv (conmon, a containerd shim, runc/crun);
-//! 2. [`cgroup`]: the cgroup it is placed in (the runtime's own path);
+//! 2. [`cgroup_step`]: the cgroup it is placed in (the runtime's own path);
 //! 3. [`pid_namespace`]: the pid namespace a container's init made (or a pod's shared one);
 //! 4. [`inherited`]: its container before exec, or its parent's at fork;
 //! 5. [`helper_copy`]: a forked copy of a helper stays that helper until it execs;
@@ -15,7 +15,7 @@ use std::sync::Arc;
 use super::process::Proc;
 use super::Engine;
 use crate::attribution::{parse_helper, CgroupInfo, Helper, HelperKind};
-use crate::engine::containers::PidnsOwner;
+use crate::engine::containers::{PidnsOwner, Registry};
 use crate::output::Role;
 
 /// What the steps decide.
@@ -74,36 +74,44 @@ impl Engine {
             prev_role: p.role,
             helper: parse_helper(exe_of(p), &p.argv),
         };
-        let old_member = p.member().cloned();
-        // A zombie keeps nothing alive (it left its cgroup and container at exit).
-        let counts = !p.is_zombie();
-        // The shared entry, not a copy of its path and info (this runs for most events).
-        let cgroup = p.cgroup.and_then(|k| self.cgroups.get(k)).cloned();
+        let key = p.cgroup;
 
+        // This runs for most events: what is shared is borrowed, not cloned (an Arc's count
+        // going up and down is a locked instruction each time).
         let mut d = Decision::default();
         self.helper(&facts, &mut d);
-        if let Some(c) = &cgroup {
-            self.cgroup(&facts, &c.path, &c.info, &mut d);
+        if let Some(c) = key.and_then(|k| self.cgroups.get(k)) {
+            cgroup_step(
+                &mut self.containers,
+                self.now_ns,
+                &facts,
+                &c.path,
+                &c.info,
+                &mut d,
+            );
         }
         self.pid_namespace(&facts, &mut d);
         inherited_step(inherited, &mut d);
         helper_copy(&facts, &mut d);
         self.init(&facts, &mut d);
 
-        let new_member = d.container.clone().or_else(|| d.pod_of.clone());
-        if counts && new_member != old_member {
-            if let Some(old) = &old_member {
+        // The steps change the registry, not the entry: what it was a member of is still there.
+        let Some(p) = self.table.get_mut(pid) else {
+            return;
+        };
+        let new_member = d.container.as_ref().or(d.pod_of.as_ref());
+        // A zombie keeps nothing alive (it left its cgroup and container at exit).
+        if !p.is_zombie() && new_member != p.member() {
+            if let Some(old) = p.member() {
                 self.containers.detach(old, self.now_ns);
             }
-            if let Some(new) = &new_member {
+            if let Some(new) = new_member {
                 self.containers.attach(new);
             }
         }
-        if let Some(p) = self.table.get_mut(pid) {
-            p.container = d.container;
-            p.pod_of = d.pod_of;
-            p.role = d.role;
-        }
+        p.container = d.container;
+        p.pod_of = d.pod_of;
+        p.role = d.role;
     }
 
     /// Step 1: a runtime helper says which container it works for.
@@ -126,42 +134,6 @@ impl Engine {
         } else {
             self.containers.learn_helper(h, f.pid, self.now_ns)
         };
-    }
-
-    /// Step 2: the cgroup path names the container (and pod), or the monitor's cgroup.
-    fn cgroup(&mut self, f: &Facts, path: &str, info: &CgroupInfo, d: &mut Decision) {
-        let now = self.now_ns;
-        match (&d.container, &info.container_id) {
-            (None, Some(id)) => {
-                let shared = self.containers.learn_cgroup(id, info, path, now);
-                if info.conmon && d.role.is_none() && f.prev_role != Some(Role::Runtime) {
-                    d.role = Some(Role::Conmon);
-                    self.containers
-                        .entry(id, now)
-                        .helper_pid
-                        .get_or_insert(f.pid);
-                }
-                d.container = Some(shared);
-            }
-            (None, None) if info.sandbox_id.is_some() => {
-                // A pod sandbox's own cgroup (kata: the VM, its hypervisor and shim): in the
-                // pod, not in a container.
-                if let Some(sid) = &info.sandbox_id {
-                    d.pod_of = Some(self.containers.learn_cgroup(sid, info, path, now));
-                }
-            }
-            (None, None) => {
-                if let Some(id) = self.containers.by_shim_path(path) {
-                    self.containers
-                        .learn_cgroup(&id, &CgroupInfo::default(), path, now);
-                    d.container = Some(id);
-                }
-            }
-            (Some(have), Some(id)) if **have == **id => {
-                self.containers.learn_cgroup(id, info, path, now);
-            }
-            _ => {}
-        }
     }
 
     /// Step 3: a process in a container's own pid namespace is in that container; in a
@@ -226,6 +198,45 @@ impl Engine {
         } else if d.role == Some(Role::ContainerInit) {
             d.role = None;
         }
+    }
+}
+
+/// Step 2: the cgroup path names the container (and pod), or the monitor's cgroup. (A
+/// function of the registry alone, so that the cgroup entry is borrowed while it runs.)
+fn cgroup_step(
+    containers: &mut Registry,
+    now: u64,
+    f: &Facts,
+    path: &str,
+    info: &CgroupInfo,
+    d: &mut Decision,
+) {
+    match (&d.container, &info.container_id) {
+        (None, Some(id)) => {
+            let shared = containers.learn_cgroup(id, info, path, now);
+            if info.conmon && d.role.is_none() && f.prev_role != Some(Role::Runtime) {
+                d.role = Some(Role::Conmon);
+                containers.entry(id, now).helper_pid.get_or_insert(f.pid);
+            }
+            d.container = Some(shared);
+        }
+        (None, None) if info.sandbox_id.is_some() => {
+            // A pod sandbox's own cgroup (kata: the VM, its hypervisor and shim): in the
+            // pod, not in a container.
+            if let Some(sid) = &info.sandbox_id {
+                d.pod_of = Some(containers.learn_cgroup(sid, info, path, now));
+            }
+        }
+        (None, None) => {
+            if let Some(id) = containers.by_shim_path(path) {
+                containers.learn_cgroup(&id, &CgroupInfo::default(), path, now);
+                d.container = Some(id);
+            }
+        }
+        (Some(have), Some(id)) if **have == **id => {
+            containers.learn_cgroup(id, info, path, now);
+        }
+        _ => {}
     }
 }
 
