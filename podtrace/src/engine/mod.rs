@@ -86,6 +86,20 @@ pub struct Engine {
     pub stats: Stats,
 }
 
+/// What `process_fields` reads of the engine, borrowed field by field (so that a process
+/// borrowed from `table` can be read at the same time).
+macro_rules! sources {
+    ($engine:expr) => {
+        Sources {
+            cgroups: &$engine.cgroups,
+            containers: &mut $engine.containers,
+            labels: &$engine.labels,
+            clock: $engine.clock,
+            node: &$engine.node,
+        }
+    };
+}
+
 impl Engine {
     /// The engine for a trace with this header (live: the header `run` writes).
     pub fn new(h: &Header) -> Self {
@@ -773,17 +787,9 @@ impl Engine {
         match self.table.get(ev.pid) {
             // Fields borrowed from the table entry (no copy of it): `table` and `containers`
             // are different fields.
-            Some(p) if p.same_identity(ev.pid, ev.start_ns) => process_fields(
-                Sources {
-                    cgroups: &self.cgroups,
-                    containers: &mut self.containers,
-                    labels: &self.labels,
-                    clock: self.clock,
-                    node: &self.node,
-                },
-                ev,
-                p,
-            ),
+            Some(p) if p.same_identity(ev.pid, ev.start_ns) => {
+                process_fields(sources!(self), ev, p)
+            }
             // Stale: what the event itself says, nothing from the table.
             _ => {
                 let mut p = self.new_proc(ev);
@@ -799,17 +805,7 @@ impl Engine {
     }
 
     fn fields_of(&mut self, ev: &KernelEvent, p: &Proc) -> ProcessFields {
-        process_fields(
-            Sources {
-                cgroups: &self.cgroups,
-                containers: &mut self.containers,
-                labels: &self.labels,
-                clock: self.clock,
-                node: &self.node,
-            },
-            ev,
-            p,
-        )
+        process_fields(sources!(self), ev, p)
     }
 }
 
