@@ -271,9 +271,14 @@ fn containerd_going_away_does_not_stop_tracing_and_names_come_back() {
     // Back: a new pod is named.
     let pod = cri.run_pod("back");
     let c = pod.run("work", SLEEP);
-    let (code, _, _) = c.exec_sync(&["/bin/sh", "-c", "exit 0"]);
-    assert_eq!(code, 0);
-    std::thread::sleep(Duration::from_millis(500));
+    // podtrace asks again with a backoff of up to 8 s (cri::service::BACKOFF_MAX) after the
+    // outage: the container keeps making events for longer than that, and the later ones
+    // must carry the names.
+    for _ in 0..20 {
+        let (code, _, _) = c.exec_sync(&["/bin/sh", "-c", "exit 0"]);
+        assert_eq!(code, 0);
+        std::thread::sleep(Duration::from_millis(500));
+    }
     let run = t.stop();
     assert!(
         run.events
