@@ -113,7 +113,14 @@ pub mod counter {
     /// Exits of a thread that saw the group dead after another thread already reported it
     /// (kernels without `group_dead` in the tracepoint: the race-free check caught them).
     pub const EXIT_DUPLICATES: u32 = THREADS + 5;
-    pub const COUNT: u32 = THREADS + 6;
+    /// Exits reported although the race-free claim failed for another reason than "already
+    /// claimed" (the claim map could not take the entry): a duplicate is then possible, a
+    /// lost exit is not.
+    pub const EXIT_CLAIM_ERRORS: u32 = THREADS + 6;
+    /// Forks, exits and reaps of kernel threads (`PF_KTHREAD`), skipped in the kernel as the
+    /// /proc snapshot skips them.
+    pub const KTHREADS: u32 = THREADS + 7;
+    pub const COUNT: u32 = THREADS + 8;
 }
 
 // The per-kind drop counters end where the others begin.
@@ -135,7 +142,14 @@ pub mod config {
     /// thread-group leader's exit code (kernels before 6.1 or so), not the last thread's:
     /// the daemon asks the running kernel at start.
     pub const EXIT_CODE_OF_LEADER: u32 = 4;
+    /// `kernfs_node.id` is the pre-5.5 `union kernfs_node_id` ({u32 ino; u32 generation} or
+    /// u64 id): the cgroup directory's inode is its low 32 bits.
+    pub const KERNFS_ID_INO32: u32 = 8;
 }
+
+/// `task_struct::flags` bit of kernel threads (include/linux/sched.h, the same value since
+/// 2.6): their forks, exits and reaps are not reported.
+pub const PF_KTHREAD: u32 = 0x0020_0000;
 
 /// `signal_struct::flags` bit set by `exit_group` and fatal signals (include/linux/sched/signal.h,
 /// the same value in every kernel since 2.6): the group exit code is then the process's.
@@ -181,7 +195,8 @@ pub struct Offsets {
     pub cgroup_kn: u32,
     pub kernfs_node_id: u32,
     pub binprm_filename: u32,
-    pub _pad: u32,
+    /// `task_struct.flags` (`PF_KTHREAD`).
+    pub task_flags: u32,
 }
 
 /// Read-only global the daemon sets before loading the programs.
@@ -204,7 +219,8 @@ pub struct Config {
 /// Bumped by hand when a field keeps its place but changes meaning.
 /// 3: `COUNTERS` is one per-CPU array of `counter::COUNT` counters (was one entry per counter);
 /// `Config::wakeup_every` is a power of two.
-const WIRE_VERSION: u64 = 3;
+/// 4: `Offsets::task_flags` (kernel threads skipped), `config::KERNFS_ID_INO32`, two counters.
+const WIRE_VERSION: u64 = 4;
 
 const fn mix(h: u64, v: usize) -> u64 {
     // FNV-1a over the value's 8 bytes.

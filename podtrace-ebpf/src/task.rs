@@ -1,15 +1,20 @@
 //! Reading `task_struct` fields at the BTF-derived offsets of `CONFIG.offsets`.
 //!
-//! Every field is a plain load through a BTF-typed pointer where the verifier allows one (a
-//! constant offset, which the frozen read-only `CONFIG` makes the offsets): the JIT turns
-//! each into a fault-tolerant load, no helper call. Helpers remain only where a plain load
-//! cannot go: strings and user memory, and the upid of a nested pid namespace (indexed by the
-//! namespace level, a variable offset).
+//! Fields are read the way `A: Access` says: in tp_btf programs a plain load through a
+//! BTF-typed pointer where the verifier allows one (a constant offset, which the frozen
+//! read-only `CONFIG` makes the offsets): the JIT turns each into a fault-tolerant load, no
+//! helper call; in raw tracepoint programs a `bpf_probe_read_kernel` each. Helpers remain in
+//! both where a plain load cannot go: strings and user memory, and the upid of a nested pid
+//! namespace (indexed by the namespace level, a variable offset).
+
+use core::marker::PhantomData;
 
 use aya_ebpf::helpers::{
     bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes, bpf_probe_read_user_buf,
 };
-use podtrace_common::{config, flags, EventHeader, COMM_LEN, SIGNAL_GROUP_EXIT};
+use podtrace_common::{config, flags, EventHeader, COMM_LEN, PF_KTHREAD, SIGNAL_GROUP_EXIT};
+
+use crate::access::Access;
 
 /// Deepest pid namespace nesting the kernel allows (MAX_PID_NS_LEVEL).
 const MAX_PID_NS_LEVEL: u32 = 32;
@@ -31,23 +36,23 @@ macro_rules! off {
     };
 }
 
+/// What a failed read returns (EFAULT); the programs' return values are not looked at.
+pub const EFAULT: u32 = 14;
+
 #[inline(always)]
-pub fn read<T>(addr: u64) -> Result<T, i32> {
+pub fn read<T>(addr: u64) -> Result<T, u32> {
     // SAFETY: bpf_probe_read_kernel copes with any address and reports faults.
-    unsafe { bpf_probe_read_kernel(addr as *const T) }
+    unsafe { bpf_probe_read_kernel(addr as *const T) }.map_err(|_| EFAULT)
 }
 
-/// A field of a BTF-typed kernel pointer (what BTF tracepoints hand us), as a plain load:
-/// the verifier checks the offset against the kernel's BTF and the JIT guards the access
-/// (a bad pointer reads 0), so no helper call is needed.
+/// A field of a kernel pointer, read as `A` says; an address in the first page (a NULL
+/// pointer plus an offset) is an error.
 #[inline(always)]
-pub fn load<T: Copy>(addr: u64) -> Result<T, i32> {
+pub fn load<A: Access, T: Copy + Default>(addr: u64) -> Result<T, u32> {
     if addr < 4096 {
-        return Err(-14);
+        return Err(EFAULT);
     }
-    // SAFETY: `addr` is a BTF pointer plus a BTF-derived field offset; the BPF JIT turns this
-    // into a fault-tolerant load.
-    Ok(unsafe { core::ptr::read(addr as *const T) })
+    Ok(A::read(addr))
 }
 
 /// A pointer that is there (not NULL).
@@ -56,11 +61,11 @@ fn nz(p: u64) -> bool {
     p != 0
 }
 
-/// `load` without the NULL test, for values whose failure the caller detects otherwise.
+/// `load` without the NULL test, for values whose failure the caller detects otherwise (a
+/// failed read is 0).
 #[inline(always)]
-pub fn raw<T: Copy>(addr: u64) -> T {
-    // SAFETY: as `load`: a BTF pointer plus a BTF-derived offset; a bad address reads as 0.
-    unsafe { core::ptr::read(addr as *const T) }
+pub fn raw<A: Access, T: Copy + Default>(addr: u64) -> T {
+    A::read(addr)
 }
 
 /// Copies a NUL-terminated kernel string into `dst`; returns its length without the NUL.
@@ -92,9 +97,9 @@ pub struct ExitStatus {
 
 impl ExitStatus {
     #[inline(always)]
-    pub fn status(&self) -> Result<u32, i32> {
+    pub fn status(&self) -> Result<u32, u32> {
         if !nz(self.ok[0]) || !nz(self.ok[1]) {
-            return Err(-14);
+            return Err(EFAULT);
         }
         Ok(if self.sig_flags & SIGNAL_GROUP_EXIT != 0 {
             self.group_code as u32
@@ -108,46 +113,81 @@ impl ExitStatus {
 
 /// (mm->arg_start, mm->arg_end), (0, 0) without an mm.
 #[inline(always)]
-pub fn args(mm: u64) -> (u64, u64) {
+pub fn args<A: Access>(mm: u64) -> (u64, u64) {
     if mm == 0 {
         return (0, 0);
     }
-    (raw(mm + off!(mm_arg_start)), raw(mm + off!(mm_arg_end)))
+    (
+        raw::<A, _>(mm + off!(mm_arg_start)),
+        raw::<A, _>(mm + off!(mm_arg_end)),
+    )
 }
 
-/// A `task_struct` pointer from a tracepoint argument (or a pointer field of one).
-#[derive(Clone, Copy)]
-pub struct Task(pub u64);
+/// A `task_struct` pointer from a tracepoint argument (or a pointer field of one), read the
+/// way `A` says.
+pub struct Task<A>(pub u64, PhantomData<A>);
 
-impl Task {
+impl<A> Clone for Task<A> {
     #[inline(always)]
-    fn ptr(self, off: u64) -> Result<u64, i32> {
-        load::<u64>(self.0 + off)
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<A> Copy for Task<A> {}
+
+impl<A: Access> Task<A> {
+    #[inline(always)]
+    pub fn new(ptr: u64) -> Self {
+        Self(ptr, PhantomData)
     }
 
     #[inline(always)]
-    pub fn tgid(self) -> Result<u32, i32> {
-        load(self.0 + off!(task_tgid))
+    fn ptr(self, off: u64) -> Result<u64, u32> {
+        load::<A, u64>(self.0 + off)
     }
 
     #[inline(always)]
-    pub fn group_leader(self) -> Result<Task, i32> {
-        self.ptr(off!(task_group_leader)).map(Task)
+    pub fn tgid(self) -> Result<u32, u32> {
+        load::<A, _>(self.0 + off!(task_tgid))
+    }
+
+    /// The thread id.
+    #[inline(always)]
+    pub fn tid(self) -> Result<u32, u32> {
+        load::<A, _>(self.0 + off!(task_pid))
+    }
+
+    /// A kernel thread (`PF_KTHREAD`): not a process podtrace reports.
+    #[inline(always)]
+    pub fn is_kthread(self) -> Result<bool, u32> {
+        Ok(load::<A, u32>(self.0 + off!(task_flags))? & PF_KTHREAD != 0)
     }
 
     #[inline(always)]
-    pub fn start_boottime(self) -> Result<u64, i32> {
-        load(self.0 + off!(task_start_boottime))
+    pub fn group_leader(self) -> Result<Self, u32> {
+        self.ptr(off!(task_group_leader)).map(Self::new)
+    }
+
+    #[inline(always)]
+    pub fn start_boottime(self) -> Result<u64, u32> {
+        load::<A, _>(self.0 + off!(task_start_boottime))
+    }
+
+    /// `bprm->filename` of an exec's `struct linux_binprm *`.
+    #[inline(always)]
+    pub fn binprm_filename(bprm: u64) -> u64 {
+        raw::<A, _>(bprm + off!(binprm_filename))
     }
 
     /// The process's start: its thread-group leader's `start_boottime`.
     #[inline(always)]
-    pub fn start_ns(self) -> Result<u64, i32> {
+    pub fn start_ns(self) -> Result<u64, u32> {
         self.group_leader()?.start_boottime()
     }
 
     #[inline(always)]
-    pub fn is_group_leader(self) -> Result<bool, i32> {
+    pub fn is_group_leader(self) -> Result<bool, u32> {
         Ok(self.group_leader()?.0 == self.0)
     }
 
@@ -166,41 +206,46 @@ impl Task {
     #[inline(always)]
     pub unsafe fn fill_header(self, kind: u16, h: *mut EventHeader) -> bool {
         let t = self.0;
-        let parent: u64 = raw(t + off!(task_real_parent));
-        let leader: u64 = raw(t + off!(task_group_leader));
-        let cred: u64 = raw(t + off!(task_cred));
-        let thread_pid: u64 = raw(leader + off!(task_thread_pid));
+        let parent: u64 = raw::<A, _>(t + off!(task_real_parent));
+        let leader: u64 = raw::<A, _>(t + off!(task_group_leader));
+        let cred: u64 = raw::<A, _>(t + off!(task_cred));
+        let thread_pid: u64 = raw::<A, _>(leader + off!(task_thread_pid));
         let upid0 = thread_pid + off!(pid_numbers);
-        let ns0: u64 = raw(upid0 + off!(upid_ns));
-        let css_set: u64 = raw(t + off!(task_cgroups));
-        let cgrp: u64 = raw(css_set + off!(css_set_dfl_cgrp));
-        let kn: u64 = raw(cgrp + off!(cgroup_kn));
+        let ns0: u64 = raw::<A, _>(upid0 + off!(upid_ns));
+        let css_set: u64 = raw::<A, _>(t + off!(task_cgroups));
+        let cgrp: u64 = raw::<A, _>(css_set + off!(css_set_dfl_cgrp));
+        let kn: u64 = raw::<A, _>(cgrp + off!(cgroup_kn));
         // The v1 hierarchy's flag is a constant to the verifier: one path either way.
         let kn1: u64 = if conf!(flags) & config::CGROUP_V1 != 0 {
-            let css: u64 = raw(css_set + off!(css_set_v1_subsys));
-            let cgrp1: u64 = raw(css + off!(css_cgroup));
-            raw(cgrp1 + off!(cgroup_kn))
+            let css: u64 = raw::<A, _>(css_set + off!(css_set_v1_subsys));
+            let cgrp1: u64 = raw::<A, _>(css + off!(css_cgroup));
+            raw::<A, _>(cgrp1 + off!(cgroup_kn))
         } else {
             0
         };
-        let pid: u32 = raw(t + off!(task_tgid));
-        let tid: u32 = raw(t + off!(task_pid));
-        let ppid: u32 = raw(parent + off!(task_tgid));
-        let start_ns: u64 = raw(leader + off!(task_start_boottime));
-        let uid: u32 = raw(cred + off!(cred_uid));
-        let gid: u32 = raw(cred + off!(cred_gid));
-        let cgroup: u64 = raw(kn + off!(kernfs_node_id));
-        let level: u32 = raw(thread_pid + off!(pid_level));
-        let nr0: u32 = raw(upid0 + off!(upid_nr));
-        let inum0: u32 = raw(ns0 + off!(pidns_inum));
+        let pid: u32 = raw::<A, _>(t + off!(task_tgid));
+        let tid: u32 = raw::<A, _>(t + off!(task_pid));
+        let ppid: u32 = raw::<A, _>(parent + off!(task_tgid));
+        let start_ns: u64 = raw::<A, _>(leader + off!(task_start_boottime));
+        let uid: u32 = raw::<A, _>(cred + off!(cred_uid));
+        let gid: u32 = raw::<A, _>(cred + off!(cred_gid));
+        let mut cgroup: u64 = raw::<A, _>(kn + off!(kernfs_node_id));
+        let level: u32 = raw::<A, _>(thread_pid + off!(pid_level));
+        let nr0: u32 = raw::<A, _>(upid0 + off!(upid_nr));
+        let inum0: u32 = raw::<A, _>(ns0 + off!(pidns_inum));
         // Two plain loads: the verifier lets a char array be read as wider words within it.
         let comm_at = t + off!(task_comm);
-        let comm: [u64; 2] = [raw(comm_at), raw(comm_at + 8)];
-        let cgroup_v1_id: u64 = if conf!(flags) & config::CGROUP_V1 != 0 {
-            raw(kn1 + off!(kernfs_node_id))
+        let comm: [u64; 2] = [raw::<A, _>(comm_at), raw::<A, _>(comm_at + 8)];
+        let mut cgroup_v1_id: u64 = if conf!(flags) & config::CGROUP_V1 != 0 {
+            raw::<A, _>(kn1 + off!(kernfs_node_id))
         } else {
             0
         };
+        if conf!(flags) & config::KERNFS_ID_INO32 != 0 {
+            // The pre-5.5 union: {u32 ino; u32 generation}; the inode is the cgroup's id.
+            cgroup &= 0xffff_ffff;
+            cgroup_v1_id &= 0xffff_ffff;
+        }
         // Branches from here on.
         let (nspid, pidns, ns_ok) = if level == 0 {
             // The initial pid namespace: numbers[0], loaded above.
@@ -240,13 +285,13 @@ impl Task {
     /// `task->mm` (0 for a kernel thread).
     #[inline(always)]
     pub fn mm(self) -> u64 {
-        raw(self.0 + off!(task_mm))
+        raw::<A, _>(self.0 + off!(task_mm))
     }
 
     #[inline(always)]
-    pub fn live_threads(self) -> Result<i32, i32> {
+    pub fn live_threads(self) -> Result<i32, u32> {
         let signal = self.ptr(off!(task_signal))?;
-        load(signal + off!(signal_live))
+        load::<A, _>(signal + off!(signal_live))
     }
 
     /// The wait status `waitpid` will report: the group exit code after `exit_group` or a
@@ -255,14 +300,14 @@ impl Task {
     /// `config::EXIT_CODE_OF_LEADER`). Every load before the choice (see `fill_header`).
     #[inline(always)]
     pub fn exit_status(self) -> ExitStatus {
-        let signal: u64 = raw(self.0 + off!(task_signal));
-        let leader: u64 = raw(self.0 + off!(task_group_leader));
+        let signal: u64 = raw::<A, _>(self.0 + off!(task_signal));
+        let leader: u64 = raw::<A, _>(self.0 + off!(task_group_leader));
         ExitStatus {
             ok: [signal, leader],
-            sig_flags: raw(signal + off!(signal_flags)),
-            group_code: raw(signal + off!(signal_group_exit_code)),
-            own_code: raw(self.0 + off!(task_exit_code)),
-            leader_code: raw(leader + off!(task_exit_code)),
+            sig_flags: raw::<A, _>(signal + off!(signal_flags)),
+            group_code: raw::<A, _>(signal + off!(signal_group_exit_code)),
+            own_code: raw::<A, _>(self.0 + off!(task_exit_code)),
+            leader_code: raw::<A, _>(leader + off!(task_exit_code)),
         }
     }
 }

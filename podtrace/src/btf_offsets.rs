@@ -113,12 +113,16 @@ fn member(btf: &Btf, ty: &Type, name: &str) -> Result<Option<(u32, Type)>> {
     Ok(None)
 }
 
-/// Byte offset of a dotted field path (`"ns.inum"`) inside `struct_name`.
-fn offset(k: &Kernel<'_>, struct_name: &str, path: &str) -> Result<u32> {
+/// Byte offset and type of a dotted field path (`"ns.inum"`) inside `struct_name`; a step
+/// into an array field takes its first element (`"pids.pid"`: `pids[0].pid`).
+fn field(k: &Kernel<'_>, struct_name: &str, path: &str) -> Result<(u32, Type)> {
     let btf = k.btf;
     let mut ty = k.named_struct(struct_name)?;
     let mut bits = 0u32;
     for part in path.split('.') {
+        if let Type::Array(a) = &ty {
+            ty = concrete(btf, btf.resolve_chained_type(a)?)?;
+        }
         let (off, next) = member(btf, &ty, part)?
             .ok_or_else(|| anyhow!("kernel BTF: struct {struct_name} has no field {path}"))?;
         bits += off;
@@ -127,7 +131,32 @@ fn offset(k: &Kernel<'_>, struct_name: &str, path: &str) -> Result<u32> {
     if !bits.is_multiple_of(8) {
         bail!("kernel BTF: {struct_name}.{path} is a bitfield");
     }
-    Ok(bits / 8)
+    Ok((bits / 8, ty))
+}
+
+/// Byte offset of a dotted field path inside `struct_name`.
+fn offset(k: &Kernel<'_>, struct_name: &str, path: &str) -> Result<u32> {
+    field(k, struct_name, path).map(|(off, _)| off)
+}
+
+/// The field under the first of its names that this kernel has (fields the kernel renamed
+/// or moved: the current name first), and the name found.
+fn field_any(
+    k: &Kernel<'_>,
+    struct_name: &str,
+    paths: &[&'static str],
+) -> Result<(u32, Type, &'static str)> {
+    for &path in paths {
+        match field(k, struct_name, path) {
+            Ok((off, ty)) => return Ok((off, ty, path)),
+            Err(e) if k.named_struct(struct_name).is_err() => return Err(e),
+            Err(_) => {}
+        }
+    }
+    bail!(
+        "kernel BTF: struct {struct_name} has none of the fields {}",
+        paths.join(", ")
+    )
 }
 
 fn size(k: &Kernel<'_>, struct_name: &str) -> Result<u32> {
@@ -138,16 +167,32 @@ fn size(k: &Kernel<'_>, struct_name: &str) -> Result<u32> {
 }
 
 /// What the kernel programs need to know about this kernel, from its BTF.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KernelLayout {
     pub offsets: Offsets,
     /// `sched_process_exit` passes `group_dead` (kernels since 6.16): the exit program can
     /// tell the process's end from a thread's without a check of its own.
     pub exit_has_group_dead: bool,
     /// BTF type ids of the tracepoints' `btf_trace_<name>` typedefs (what a BTF tracepoint
-    /// program is loaded against).
-    pub tracepoints: TracepointIds,
+    /// program is loaded against); the error when the BTF has not all four (raw tracepoints
+    /// need none of them).
+    pub tracepoints: Result<TracepointIds, String>,
+    /// `kernfs_node.id` is the pre-5.5 union: the cgroup inode is its low 32 bits
+    /// (`config::KERNFS_ID_INO32`).
+    pub kernfs_id_ino32: bool,
+    /// The fields found under an older name than the current one (`task_struct.real_start_time`
+    /// for `start_boottime`, ...), for the log and `podtrace check`.
+    pub older_names: Vec<String>,
 }
+
+/// Fields with more than one name across the kernels podtrace runs on: (struct, current
+/// name first, then the older ones).
+pub const RENAMED: &[(&str, &[&str])] = &[
+    // 5.5 renamed real_start_time (it was boot-based already).
+    ("task_struct", &["start_boottime", "real_start_time"]),
+    // 4.19 gave the leader's struct pid its own field; before, pids[PIDTYPE_PID].pid.
+    ("task_struct", &["thread_pid", "pids.pid"]),
+];
 
 /// The `btf_trace_<name>` typedef id of each tracepoint the programs attach to.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -246,27 +291,56 @@ fn check_shapes(k: &Kernel<'_>, o: &Offsets) -> Result<()> {
     Ok(())
 }
 
+/// The offset of `kernfs_node.id` and whether it is the pre-5.5 `union kernfs_node_id`
+/// (`{u32 ino; u32 generation}` / `u64 id`), whose low 32 bits are the inode: since 5.5 the
+/// field is a plain u64 that is the inode itself.
+fn kernfs_node_id(k: &Kernel<'_>) -> Result<(u32, bool)> {
+    let (off, ty) = field(k, "kernfs_node", "id")?;
+    match &ty {
+        Type::Int(_) | Type::Enum(_) => Ok((off, false)),
+        Type::Union(_) => match member(k.btf, &ty, "ino")? {
+            Some((0, _)) => Ok((off, true)),
+            _ => bail!("kernel BTF: kernfs_node.id is a union without `ino` at its start"),
+        },
+        _ => bail!("kernel BTF: kernfs_node.id is neither an integer nor the kernfs_node_id union"),
+    }
+}
+
 /// Offsets for the programs; `v1_controller` is the v1 hierarchy's controller whose cgroup
 /// the programs read besides the default hierarchy's (None: v2 only).
 pub fn resolve(btf: &Btf, v1_controller: Option<&str>) -> Result<KernelLayout> {
     let k = Kernel::new(btf);
     let k = &k;
     let t = |f: &str| offset(k, "task_struct", f);
+    let mut older_names = Vec::new();
+    let mut renamed = |s: &'static str, names: &[&'static str]| -> Result<u32> {
+        let (off, _, found) = field_any(k, s, names)?;
+        if found != names[0] {
+            older_names.push(format!("{s}.{found} (for {s}.{})", names[0]));
+        }
+        Ok(off)
+    };
+    let task_start_boottime = renamed(RENAMED[0].0, RENAMED[0].1)?;
+    let task_thread_pid = renamed(RENAMED[1].0, RENAMED[1].1)?;
     let css_set_subsys = offset(k, "css_set", "subsys")?;
     let css_set_v1_subsys = match v1_controller {
         Some(c) => css_set_subsys + 8 * subsys_id(btf, c)?,
         None => 0,
     };
+    let (kernfs_node_id, kernfs_id_ino32) = kernfs_node_id(k)?;
+    if kernfs_id_ino32 {
+        older_names.push("kernfs_node.id as union kernfs_node_id (for u64 kernfs_node.id)".into());
+    }
     let offsets = Offsets {
         task_pid: t("pid")?,
         task_tgid: t("tgid")?,
         task_real_parent: t("real_parent")?,
         task_group_leader: t("group_leader")?,
-        task_thread_pid: t("thread_pid")?,
+        task_thread_pid,
         task_cred: t("cred")?,
         task_mm: t("mm")?,
         task_comm: t("comm")?,
-        task_start_boottime: t("start_boottime")?,
+        task_start_boottime,
         task_exit_code: t("exit_code")?,
         task_signal: t("signal")?,
         task_cgroups: t("cgroups")?,
@@ -287,24 +361,56 @@ pub fn resolve(btf: &Btf, v1_controller: Option<&str>) -> Result<KernelLayout> {
         css_set_v1_subsys,
         css_cgroup: offset(k, "cgroup_subsys_state", "cgroup")?,
         cgroup_kn: offset(k, "cgroup", "kn")?,
-        kernfs_node_id: offset(k, "kernfs_node", "id")?,
+        kernfs_node_id,
         binprm_filename: offset(k, "linux_binprm", "filename")?,
-        _pad: 0,
+        task_flags: t("flags")?,
     };
     check_shapes(k, &offsets)?;
-    let (exit, exit_params) = tracepoint(btf, "sched_process_exit")?;
-    let tracepoints = TracepointIds {
-        exec: tracepoint(btf, "sched_process_exec")?.0,
-        fork: tracepoint(btf, "sched_process_fork")?.0,
-        exit,
-        free: tracepoint(btf, "sched_process_free")?.0,
+    let ids = || -> Result<(TracepointIds, bool)> {
+        let (exit, exit_params) = tracepoint(btf, "sched_process_exit")?;
+        Ok((
+            TracepointIds {
+                exec: tracepoint(btf, "sched_process_exec")?.0,
+                fork: tracepoint(btf, "sched_process_fork")?.0,
+                exit,
+                free: tracepoint(btf, "sched_process_free")?.0,
+            },
+            exit_params >= 2,
+        ))
+    };
+    let (tracepoints, exit_has_group_dead) = match ids() {
+        Ok((ids, group_dead)) => (Ok(ids), group_dead),
+        // Without the typedefs, tp_btf cannot load; raw tracepoints can, and they tell
+        // group_dead from the kernel's own sched_process_exit prototype below.
+        Err(e) => (Err(format!("{e:#}")), exit_prototype_has_group_dead(btf)),
     };
     Ok(KernelLayout {
         offsets,
-        exit_has_group_dead: exit_params >= 2,
+        exit_has_group_dead,
         tracepoints,
+        kernfs_id_ino32,
+        older_names,
     })
 }
+
+/// Whether `sched_process_exit` passes `group_dead`, from the prototype of the function raw
+/// tracepoint programs are called through (`__bpf_trace_sched_process_exit(void *, struct
+/// task_struct *[, bool group_dead])`), for kernels whose BTF lacks the `btf_trace_` typedefs.
+fn exit_prototype_has_group_dead(btf: &Btf) -> bool {
+    let Ok(types) = btf.resolve_types_by_name("__bpf_trace_sched_process_exit") else {
+        return false;
+    };
+    types.into_iter().any(|t| match t {
+        Type::Func(f) => match btf.resolve_chained_type(&f) {
+            Ok(Type::FuncProto(p)) => p.parameters.len() >= 3,
+            _ => false,
+        },
+        _ => false,
+    })
+}
+
+#[cfg(test)]
+mod synthetic;
 
 #[cfg(test)]
 mod tests {
@@ -327,5 +433,9 @@ mod tests {
         assert!(o.task_comm > 0 && o.task_real_parent > 0 && o.mm_arg_start > 0);
         // css_set starts with its subsys[] array; memory's index is well inside it.
         assert!(o.css_set_v1_subsys > 0 && o.css_set_v1_subsys < o.css_set_dfl_cgrp);
+        // This kernel (6.x) has every field under its current name.
+        assert!(k.older_names.is_empty(), "{:?}", k.older_names);
+        assert!(!k.kernfs_id_ino32);
+        assert!(k.tracepoints.is_ok(), "{:?}", k.tracepoints);
     }
 }

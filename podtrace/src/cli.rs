@@ -95,7 +95,24 @@ pub struct TracerArgs {
     #[arg(long, value_enum, default_value_t = CgroupMode::Auto, env = "PODTRACE_CGROUP_MODE")]
     pub cgroup_mode: CgroupMode,
     #[command(flatten)]
+    pub kernel: KernelArgs,
+    #[command(flatten)]
     pub cri: CriArgs,
+}
+
+/// How the kernel programs attach and send (`run`, `record`, `check`): by default the first
+/// of each chain the kernel takes.
+#[derive(Args, Debug, Clone, Default)]
+pub struct KernelArgs {
+    /// Attach as BTF tracepoints (tp-btf) or raw tracepoints (raw-tp); default: tp-btf, and
+    /// raw-tp where the kernel refuses tp-btf.
+    #[arg(long, value_enum, value_name = "TYPE", env = "PODTRACE_ATTACH")]
+    pub attach: Option<crate::loader::Attach>,
+    /// Records through the BPF ring buffer (ring-buffer) or per-CPU perf buffers
+    /// (perf-buffer); default: ring-buffer, and perf-buffer where the kernel cannot create
+    /// a ring buffer.
+    #[arg(long, value_enum, value_name = "TRANSPORT", env = "PODTRACE_TRANSPORT")]
+    pub transport: Option<crate::transport::Transport>,
 }
 
 /// Where names and images come from besides argv and cgroup paths (`run`, `record`, `tree`).

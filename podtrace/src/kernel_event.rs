@@ -144,7 +144,36 @@ pub fn record_kind(bytes: &[u8]) -> u16 {
         .unwrap_or(0)
 }
 
-/// Decodes one ring-buffer record, checking every length against what the kernel promised.
+/// The length a record says it has (a reap's fixed size; an exec's header plus its filename
+/// and argv; a header), None when it is too short to say. The perf buffer pads samples to
+/// 8 bytes: the reader cuts them to this before decoding.
+pub fn record_len(bytes: &[u8]) -> Option<usize> {
+    match record_kind(bytes) {
+        kind::REAP => Some(REAP_LEN),
+        kind::EXEC => {
+            let h = bytes.get(..HEADER_LEN)?;
+            let at = |o: usize| usize::from(u16::from_ne_bytes([h[o], h[o + 1]]));
+            Some(
+                HEADER_LEN
+                    + at(std::mem::offset_of!(EventHeader, filename_len))
+                    + at(std::mem::offset_of!(EventHeader, argv_len)),
+            )
+        }
+        _ => Some(HEADER_LEN),
+    }
+}
+
+/// The boot-clock time a record was made (`ts_ns` is at the same place in every kind).
+pub fn record_ts(bytes: &[u8]) -> u64 {
+    const AT: usize = std::mem::offset_of!(EventHeader, ts_ns);
+    bytes
+        .get(AT..AT + 8)
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_ne_bytes)
+        .unwrap_or(0)
+}
+
+/// Decodes one kernel record, checking every length against what the kernel promised.
 pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
     if record_kind(bytes) == kind::REAP {
         if bytes.len() != REAP_LEN {

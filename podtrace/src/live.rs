@@ -18,10 +18,11 @@ use crate::engine::{Question, Request};
 use crate::error::Failure;
 use crate::filter::EventFilter;
 use crate::kernel_event::{decode, record_kind, Decoded};
-use crate::loader::{self, LoadOptions};
+use crate::loader::{self, Attach, LoadOptions};
 use crate::metrics::{self, Metrics};
 use crate::ndjson::NdjsonWriter;
 use crate::pipeline::Pipeline;
+use crate::privileges;
 use crate::redact::Redactor;
 use crate::snapshot;
 use crate::trace::writer::TraceWriter;
@@ -29,6 +30,7 @@ use crate::trace::{
     self, CgroupFact, ClockRecord, EndRecord, Header, LostKinds, LostRecord, MalformedRecord,
     Record, ResyncStart,
 };
+use crate::transport::{Source, Transport};
 
 /// How often the ring buffer is drained without a wakeup, the kernel drop counters read,
 /// the clock checked and idle output flushed: the most a quiet event waits to be printed.
@@ -63,6 +65,9 @@ pub struct RunOptions {
     pub cgroup_mode: CgroupMode,
     /// Ask the CRI for names (None: `--no-cri`).
     pub cri: Option<CriConfig>,
+    /// Forced attach type / transport (None: the fallback chain).
+    pub attach: Option<Attach>,
+    pub transport: Option<Transport>,
 }
 
 #[derive(Debug, Default, serde::Serialize)]
@@ -81,14 +86,21 @@ pub struct RunSummary {
     /// The CRI used (endpoint and runtime), if any, and its counters at exit.
     pub cri: Option<CriSummary>,
     /// The exit program attached (`sched_process_exit`: group_dead from the tracepoint;
-    /// `sched_process_exit_legacy`: the race-free check).
+    /// `sched_process_exit_legacy`: the race-free check; `_raw`: as a raw tracepoint).
     pub exit_program: String,
+    /// How the programs attached and how records came back.
+    pub kernel_path: Option<loader::KernelPath>,
+    /// What was tried first and why it did not load.
+    pub fallbacks: Vec<String>,
     /// The cgroup hierarchies events are placed by.
     pub cgroups: CgroupSetup,
     /// Per program: run count and run time from the kernel (with `--summary`).
     pub kernel: std::collections::BTreeMap<String, loader::ProgramStats>,
-    /// The kernel's own counters at exit (ring-buffer drops, records sent, threads).
-    pub kernel_counters: loader::KernelCounters,
+    /// The kernel's own counters at exit (ring-buffer drops, records sent, threads); null
+    /// when the counter map could not be read.
+    pub kernel_counters: Option<loader::KernelCounters>,
+    /// Times the kernel's counters could not be read (the loss then is unknown, not zero).
+    pub counter_read_errors: u64,
 }
 
 fn boot_now_ns() -> u64 {
@@ -278,23 +290,14 @@ impl Live {
         }
     }
 
-    /// Takes up to `budget` records; returns whether the ring may hold more.
+    /// Takes up to `budget` records; returns whether the buffers may hold more.
     fn drain(
         &mut self,
-        ring: &mut aya::maps::RingBuf<aya::maps::MapData>,
+        source: &mut Source,
         pipe: &mut Pipeline<'_>,
         budget: usize,
     ) -> Result<bool> {
-        let mut n = 0;
-        while n < budget {
-            let Some(item) = ring.next() else {
-                return Ok(false);
-            };
-            self.record(&item, pipe)?;
-            drop(item);
-            n += 1;
-        }
-        Ok(true)
+        source.drain(budget, |bytes| self.record(bytes, pipe))
     }
 
     /// A `lost` record for what the kernel dropped since the last one.
@@ -356,6 +359,20 @@ impl Live {
             pipe.push(&Record::Proc(p))?;
         }
         pipe.push(&Record::ResyncEnd {})
+    }
+
+    /// The kernel's counters; None (counted, and said once) when the map cannot be read.
+    fn read_counters(&mut self, counters: &loader::CounterMap) -> Option<loader::KernelCounters> {
+        let k = loader::read_counters(counters);
+        if k.is_none() {
+            self.summary.counter_read_errors += 1;
+            if self.summary.counter_read_errors == 1 {
+                tracing::warn!(
+                    "the kernel's counters could not be read: losses are unknown until they can"
+                );
+            }
+        }
+        k
     }
 
     /// A `clock` record when the wall clock was stepped.
@@ -439,7 +456,17 @@ struct Waits {
     logger: Option<AsyncFd<aya_log::EbpfLogger<&'static dyn log::Log>>>,
 }
 
+/// Refuses to trace from outside the host's pid namespace: /proc would show another set of
+/// processes than the kernel reports, and every pid and name printed would be wrong.
+pub fn require_host_pidns() -> Result<()> {
+    match privileges::host_pidns_problem(privileges::own_pidns()) {
+        None => Ok(()),
+        Some(why) => Err(Failure::Unsupported(why).into()),
+    }
+}
+
 pub async fn run(mut opts: RunOptions) -> Result<RunSummary> {
+    require_host_pidns()?;
     let metrics_listener = match opts.metrics_addr {
         Some(addr) => Some(metrics::bind(addr).await?),
         None => None,
@@ -453,6 +480,8 @@ pub async fn run(mut opts: RunOptions) -> Result<RunSummary> {
         threads: opts.threads,
         kernel_debug: opts.kernel_debug,
         v1_controller: v1.as_ref().map(|m| m.controller.clone()),
+        attach: opts.attach,
+        transport: opts.transport,
     })?;
     let mut cri = match &opts.cri {
         Some(cfg) => start_cri(cfg, Arc::clone(&redactor)).await?,
@@ -483,7 +512,9 @@ pub async fn run(mut opts: RunOptions) -> Result<RunSummary> {
         redactor,
         metrics,
         summary: RunSummary {
-            exit_program: loaded.exit_program.to_string(),
+            exit_program: loaded.exit_program.clone(),
+            kernel_path: Some(loaded.path),
+            fallbacks: loaded.fallbacks.clone(),
             cgroups: setup,
             ..RunSummary::default()
         },
@@ -492,11 +523,17 @@ pub async fn run(mut opts: RunOptions) -> Result<RunSummary> {
         last_resync: None,
         resync_due: false,
     };
+    log_kernel_path(&loaded);
     tracing::info!(
-        "attached {} BTF tracepoints (exit: {}); cgroup mode: {}; {processes} processes from /proc; ring buffer {} bytes",
+        "attached {} programs ({}; exit: {}); cgroup mode: {}; {processes} processes from /proc; {} {} bytes",
         loader::ATTACHED,
+        loaded.path,
         loaded.exit_program,
         live.summary.cgroups.describe(),
+        match loaded.path.transport {
+            Transport::RingBuffer => "ring buffer",
+            Transport::PerfBuffer => "perf buffers, from",
+        },
         opts.ring_buffer_bytes
     );
     let mut waits = Waits {
@@ -509,7 +546,7 @@ pub async fn run(mut opts: RunOptions) -> Result<RunSummary> {
             None => None,
         },
     };
-    let mut ring = register(loaded.events).context("polling the ring buffer")?;
+    let mut ring = register(loaded.events).context("polling the kernel's records")?;
     live.event_loop(&mut ring, &loaded.counters, &mut pipe, &mut cri, &mut waits)
         .await?;
 
@@ -521,13 +558,37 @@ pub async fn run(mut opts: RunOptions) -> Result<RunSummary> {
     live.finish(&loaded.counters, pipe, &cri, opts.summary.as_deref())
 }
 
+/// The kernel path once: what loaded, and what was tried first and why not.
+fn log_kernel_path(loaded: &loader::Loaded) {
+    if !loaded.fallbacks.is_empty() {
+        tracing::warn!(
+            "kernel programs: {} (fell back: {})",
+            loaded.path,
+            loaded.fallbacks.join("; ")
+        );
+    }
+    if !loaded.older_names.is_empty() {
+        tracing::info!(
+            "kernel fields under older names: {}",
+            loaded.older_names.join(", ")
+        );
+    }
+    if let Some(m) = loaded.memlock {
+        tracing::info!(
+            "this kernel charges BPF memory to RLIMIT_MEMLOCK: the limit is {}",
+            m.soft
+                .map_or_else(|| "unlimited".to_string(), privileges::human)
+        );
+    }
+}
+
 impl Live {
     /// Until SIGINT, SIGTERM or `--duration`: drain the ring buffer (within the budget),
     /// take CRI answers, and every tick the clock, the kernel's drop counters, a resync when
     /// due, and the metrics.
     async fn event_loop(
         &mut self,
-        ring: &mut AsyncFd<aya::maps::RingBuf<aya::maps::MapData>>,
+        ring: &mut AsyncFd<Source>,
         counters: &loader::CounterMap,
         pipe: &mut Pipeline<'_>,
         cri: &mut Option<CriService>,
@@ -577,21 +638,24 @@ impl Live {
     /// the clock, loss, resync and metrics.
     fn tick(
         &mut self,
-        ring: &mut aya::maps::RingBuf<aya::maps::MapData>,
+        ring: &mut Source,
         counters: &loader::CounterMap,
         pipe: &mut Pipeline<'_>,
         cri: &mut Option<CriService>,
     ) -> Result<()> {
         self.drain(ring, pipe, DRAIN_BUDGET)?;
         self.check_clock(pipe)?;
-        self.report_drops(loader::read_drops(counters), pipe)?;
+        let k = self.read_counters(counters);
+        if let Some(k) = &k {
+            self.report_drops(k.drops, pipe)?;
+        }
         self.resync(pipe)?;
         serve_requests(pipe, cri);
         if let Some(m) = &self.metrics {
             if let Some(e) = pipe.engine() {
                 m.observe_engine(e);
             }
-            m.observe_kernel(&loader::read_counters(counters));
+            m.observe_kernel(k.as_ref());
             if let Some(s) = cri {
                 m.observe_cri(&s.stats());
             }
@@ -607,8 +671,10 @@ impl Live {
         cri: &Option<CriService>,
         summary_path: Option<&std::path::Path>,
     ) -> Result<RunSummary> {
-        let k = loader::read_counters(counters);
-        self.report_drops(k.drops, &mut pipe)?;
+        let k = self.read_counters(counters);
+        if let Some(k) = &k {
+            self.report_drops(k.drops, &mut pipe)?;
+        }
         let mut summary = self.summary;
         summary.cri = cri.as_ref().map(|s| CriSummary {
             endpoint: s.endpoint().display().to_string(),
@@ -619,8 +685,8 @@ impl Live {
                 .map_or(0, |e| e.containers().stats.cri_disagreements),
         });
         summary.kernel_counters = k;
-        summary.threads = k.threads;
-        summary.read_errors = k.read_errors;
+        summary.threads = k.map_or(0, |k| k.threads);
+        summary.read_errors = k.map_or(0, |k| k.read_errors);
         summary.printed = pipe.counts.printed;
         pipe.push(&Record::End(EndRecord {
             events: summary.events,

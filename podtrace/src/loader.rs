@@ -1,25 +1,89 @@
-//! Loading and attaching the kernel programs.
+//! Loading and attaching the kernel programs, along a fallback chain chosen by trying:
+//!
+//! - transport: the BPF ring buffer, else (the kernel cannot create one: before 5.8) the
+//!   per-CPU perf buffers, each from an object of its own (an object's maps are all created);
+//! - attach: BTF tracepoints (tp_btf), else (the kernel refuses them) raw tracepoints, whose
+//!   programs read fields with `bpf_probe_read_kernel`;
+//! - field names: the current ones, else their older names (btf_offsets::RENAMED).
+//!
+//! Either step can be forced (`--attach`, `--transport`). A refusal for lack of privileges
+//! (EPERM / EACCES) never falls back: it is reported with what is missing, RLIMIT_MEMLOCK
+//! included on kernels that charge BPF memory to it.
 use anyhow::{Context, Result};
-use aya::maps::{MapData, PerCpuArray, RingBuf};
-use aya::programs::BtfTracePoint;
+use aya::maps::{MapData, PerCpuArray, PerfEventArray, RingBuf};
+use aya::programs::{BtfTracePoint, RawTracePoint};
 use aya::Btf;
 use aya::{Ebpf, EbpfLoader};
-use podtrace_common::{config, counter, kind, Config, LAYOUT, LAYOUT_SYMBOL};
+use podtrace_common::{config, counter, kind, Config, EXEC_RECORD_MAX, LAYOUT, LAYOUT_SYMBOL};
 
-use crate::btf_offsets;
+use crate::btf_offsets::{self, KernelLayout};
 use crate::error::Failure;
 use crate::exit_probe::{self, ExitCodeOf};
+use crate::privileges::{self, Memlock};
 use crate::trace::LostKinds;
+use crate::transport::{Source, Transport};
 
-/// (program, tracepoint) pairs; the exit tracepoint has two programs, one is loaded.
-const EXEC: (&str, &str) = ("sched_process_exec", "sched_process_exec");
-const FORK: (&str, &str) = ("sched_process_fork", "sched_process_fork");
-const EXIT: (&str, &str) = ("sched_process_exit", "sched_process_exit");
-const EXIT_LEGACY: (&str, &str) = ("sched_process_exit_legacy", "sched_process_exit");
-const FREE: (&str, &str) = ("sched_process_free", "sched_process_free");
+/// How the programs attach to the tracepoints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Attach {
+    /// BTF tracepoints (tp_btf, Linux 5.5 and later): typed pointers, plain loads.
+    TpBtf,
+    /// Raw tracepoints (Linux 4.17 and later): fields read with bpf_probe_read_kernel.
+    RawTp,
+}
 
-/// Every program in the object.
-pub const PROGRAMS: [&str; 5] = [EXEC.0, FORK.0, EXIT.0, EXIT_LEGACY.0, FREE.0];
+impl Attach {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Attach::TpBtf => "tp-btf",
+            Attach::RawTp => "raw-tp",
+        }
+    }
+
+    /// The program name's suffix in the object for this attach type.
+    fn suffix(self) -> &'static str {
+        match self {
+            Attach::TpBtf => "",
+            Attach::RawTp => "_raw",
+        }
+    }
+}
+
+/// The path the programs took: how they attach, how records come back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct KernelPath {
+    pub attach: Attach,
+    pub transport: Transport,
+}
+
+impl std::fmt::Display for KernelPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} + {}", self.attach.as_str(), self.transport.as_str())
+    }
+}
+
+/// The tracepoints, each with the base name of its program (the exit tracepoint has two
+/// programs per attach type: with `group_dead` and without).
+const TRACEPOINTS: [&str; 4] = [
+    "sched_process_exec",
+    "sched_process_fork",
+    "sched_process_exit",
+    "sched_process_free",
+];
+const EXIT_LEGACY: &str = "sched_process_exit_legacy";
+
+/// Every program name in the objects.
+pub fn program_names() -> Vec<String> {
+    let mut names = Vec::new();
+    for a in [Attach::TpBtf, Attach::RawTp] {
+        for base in TRACEPOINTS.iter().copied().chain([EXIT_LEGACY]) {
+            names.push(format!("{base}{}", a.suffix()));
+        }
+    }
+    names
+}
+
 /// How many programs are attached (one exit program of the two).
 pub const ATTACHED: usize = 4;
 
@@ -27,6 +91,10 @@ pub const ATTACHED: usize = 4;
 static OBJECT: &[u8] = aya::include_bytes_aligned!(env!("PODTRACE_EBPF_OBJECT"));
 #[cfg(not(podtrace_ebpf))]
 static OBJECT: &[u8] = &[];
+#[cfg(podtrace_ebpf)]
+static OBJECT_PERF: &[u8] = aya::include_bytes_aligned!(env!("PODTRACE_EBPF_OBJECT_PERF"));
+#[cfg(not(podtrace_ebpf))]
+static OBJECT_PERF: &[u8] = &[];
 
 pub struct LoadOptions {
     pub ring_buffer_bytes: u32,
@@ -34,50 +102,52 @@ pub struct LoadOptions {
     pub kernel_debug: bool,
     /// The v1 controller whose hierarchy the programs also read (None: v2 only).
     pub v1_controller: Option<String>,
+    /// Forced attach type (None: tp_btf, then raw tracepoints).
+    pub attach: Option<Attach>,
+    /// Forced transport (None: ring buffer, then perf buffers).
+    pub transport: Option<Transport>,
 }
 
 /// The loaded, attached programs and the maps the daemon reads.
 pub struct Loaded {
+    pub path: KernelPath,
+    /// What was tried before `path` and why it did not load (empty: the first choice).
+    pub fallbacks: Vec<String>,
+    /// Fields found under older names (btf_offsets::RENAMED).
+    pub older_names: Vec<String>,
     /// The exit program attached: `group_dead` from the tracepoint, or the race-free check.
-    pub exit_program: &'static str,
+    pub exit_program: String,
     /// Dropping this detaches the programs.
     pub ebpf: Ebpf,
-    pub events: RingBuf<MapData>,
+    pub events: Source,
     pub counters: CounterMap,
     pub logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
+    /// RLIMIT_MEMLOCK after podtrace raised it, where the kernel charges BPF memory to it.
+    pub memlock: Option<Memlock>,
 }
 
-/// Capability numbers (linux/capability.h).
-const CAP_SYS_ADMIN: u32 = 21;
-const CAP_PERFMON: u32 = 38;
-const CAP_BPF: u32 = 39;
-
-/// The effective capability set of this process (`CapEff` in /proc/self/status).
-pub fn effective_capabilities() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    parse_cap_eff(&status)
+/// What the kernel charges to RLIMIT_MEMLOCK (before 5.11) for the maps and programs, about:
+/// the record buffer, the per-CPU scratch and counters, the exit-claim map and the programs.
+pub fn memlock_need(ring_buffer_bytes: u32, transport: Transport, cpus: usize) -> u64 {
+    let cpus = cpus.max(1) as u64;
+    let events = match transport {
+        Transport::RingBuffer => u64::from(ring_buffer_bytes) + 2 * 4096,
+        // The perf buffers' pages count against perf_event_mlock_kb first; the map is small.
+        Transport::PerfBuffer => 4096,
+    };
+    let per_cpu = cpus * (EXEC_RECORD_MAX as u64 + 8 * u64::from(counter::COUNT) + 128);
+    // The exit-claim LRU map: ~100 bytes an entry, plus per-CPU free lists.
+    let exited = 8192 * 100 + cpus * 4096;
+    // Programs (a few pages each), .rodata and the log buffer.
+    let programs = 64 * 4096;
+    events + per_cpu + exited + programs
 }
 
-fn parse_cap_eff(status: &str) -> Option<u64> {
-    let hex = status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))?
-        .trim();
-    u64::from_str_radix(hex, 16).ok()
-}
-
-/// The capabilities loading and attaching the programs needs that `cap_eff` lacks
-/// (CAP_SYS_ADMIN stands in for both on any kernel).
-pub fn missing_capabilities(cap_eff: u64) -> Vec<&'static str> {
-    let has = |cap: u32| cap_eff & (1u64 << cap) != 0;
-    let mut missing = Vec::new();
-    if !has(CAP_BPF) && !has(CAP_SYS_ADMIN) {
-        missing.push("CAP_BPF");
-    }
-    if !has(CAP_PERFMON) && !has(CAP_SYS_ADMIN) {
-        missing.push("CAP_PERFMON");
-    }
-    missing
+/// What the node gave this process, for the messages of a refusal.
+struct Grants {
+    release: String,
+    memlock: Option<Memlock>,
+    need: u64,
 }
 
 /// Whether the kernel refused with EPERM / EACCES somewhere in this error's chain.
@@ -100,13 +170,25 @@ fn permission_denied(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-/// The message for a refusal, naming what is missing.
-fn privilege_message(cap_eff: Option<u64>) -> String {
-    let need = "podtrace needs CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN, or root) to load and \
-                attach its kernel programs";
+/// The message for a refusal, naming what is missing: RLIMIT_MEMLOCK where the kernel
+/// charges BPF memory to it and the limit is below the need, else the capabilities.
+fn privilege_message(
+    cap_eff: Option<u64>,
+    cap_last_cap: Option<u32>,
+    g: Option<&Grants>,
+) -> String {
+    if let Some(m) = g.and_then(|g| {
+        privileges::memlock_shortfall(&g.release, g.memlock.and_then(|m| m.soft), g.need)
+    }) {
+        return m;
+    }
+    let need = format!(
+        "podtrace needs {} to load and attach its kernel programs",
+        privileges::needed_capabilities(cap_last_cap)
+    );
     match cap_eff {
         Some(eff) => {
-            let missing = missing_capabilities(eff);
+            let missing = privileges::missing_capabilities(eff, cap_last_cap);
             if missing.is_empty() {
                 format!(
                     "{need}; this process has them (CapEff {eff:016x}), so something else refused \
@@ -124,10 +206,9 @@ fn privilege_message(cap_eff: Option<u64>) -> String {
     }
 }
 
-/// Explains the usual reasons a load fails, naming the capability. Keeps the whole cause
-/// chain in the text (aya's messages name the map or program, the io error the errno); a
-/// refusal for lack of privileges is a `Failure::Unsupported`.
-fn explain(e: &(dyn std::error::Error + 'static)) -> anyhow::Error {
+/// The error's text with its whole cause chain (aya's messages name the map or program, the
+/// io error the errno).
+fn chain_text(e: &(dyn std::error::Error + 'static)) -> String {
     let mut msg = e.to_string();
     // aya's program load error ends with an empty verifier log when the kernel refused early.
     if let Some(head) = msg.trim_end().strip_suffix("Verifier output:") {
@@ -143,10 +224,21 @@ fn explain(e: &(dyn std::error::Error + 'static)) -> anyhow::Error {
         }
         cur = s.source();
     }
+    msg
+}
+
+/// Explains the usual reasons a load fails; a refusal for lack of privileges (or of
+/// RLIMIT_MEMLOCK) is a `Failure::Unsupported` naming what is missing.
+fn explain(e: &(dyn std::error::Error + 'static), g: Option<&Grants>) -> anyhow::Error {
+    let msg = chain_text(e);
     if permission_denied(e) {
         Failure::Unsupported(format!(
             "{msg}: {}",
-            privilege_message(effective_capabilities())
+            privilege_message(
+                privileges::effective_capabilities(),
+                privileges::cap_last_cap(),
+                g
+            )
         ))
         .into()
     } else {
@@ -156,7 +248,7 @@ fn explain(e: &(dyn std::error::Error + 'static)) -> anyhow::Error {
 
 /// A program the kernel did not load: refused by the verifier (its log says why, and what
 /// the kernel returned then, often EACCES, is no privilege matter), or else as `explain`.
-fn load_error(e: aya::programs::ProgramError) -> anyhow::Error {
+fn load_error(e: aya::programs::ProgramError, g: &Grants) -> anyhow::Error {
     if let aya::programs::ProgramError::LoadError {
         io_error,
         verifier_log,
@@ -167,7 +259,13 @@ fn load_error(e: aya::programs::ProgramError) -> anyhow::Error {
             return anyhow::anyhow!("the verifier refused it ({io_error}):\n{log}");
         }
     }
-    explain(&e)
+    explain(&e, Some(g))
+}
+
+/// Whether an error is a refusal for privileges (never a reason to fall back).
+fn is_refusal(e: &anyhow::Error) -> bool {
+    e.chain()
+        .any(|c| matches!(c.downcast_ref::<Failure>(), Some(Failure::Unsupported(_))))
 }
 
 /// The `PODTRACE_LAYOUT` value an ELF object carries, if it has the symbol.
@@ -195,22 +293,29 @@ fn check_layout(elf: &[u8]) -> Result<()> {
     }
 }
 
-pub fn load(opts: &LoadOptions) -> Result<Loaded> {
-    if OBJECT.is_empty() {
+/// The embedded objects: (ring buffer, perf buffers).
+pub fn objects() -> Result<(&'static [u8], &'static [u8])> {
+    if OBJECT.is_empty() || OBJECT_PERF.is_empty() {
         return Err(Failure::StaleObject(
-            "this podtrace binary was built without its eBPF object: build with \
+            "this podtrace binary was built without its eBPF objects: build with \
              `cargo xtask build` (or `cargo xtask run`)"
                 .into(),
         )
         .into());
     }
-    load_object(OBJECT, opts)
+    Ok((OBJECT, OBJECT_PERF))
 }
 
-/// Loads and attaches the programs of `object` (the embedded one, or another build of it:
-/// experiments and tests).
-pub fn load_object(object: &[u8], opts: &LoadOptions) -> Result<Loaded> {
-    check_layout(object)?;
+pub fn load(opts: &LoadOptions) -> Result<Loaded> {
+    let (ring, perf) = objects()?;
+    load_objects(ring, perf, opts)
+}
+
+/// The offsets for this kernel and aya's loader set up with the programs' config (its parse
+/// of the kernel's BTF done and dropped: see inside). One loader for either object: their
+/// record maps have different names (`EVENTS`, `PERF_EVENTS`), so each setting reaches only
+/// its own.
+fn prepare(opts: &LoadOptions) -> Result<(KernelLayout, Config, EbpfLoader<'static>)> {
     // aya's loader parses all of the kernel's BTF when it is made (for CO-RE relocations,
     // which these programs do not have: the offsets come from `btf_offsets`). Made first, and
     // its parse dropped at once, so that this start-up peak comes before anything else is in
@@ -235,6 +340,9 @@ pub fn load_object(object: &[u8], opts: &LoadOptions) -> Result<Loaded> {
     if opts.v1_controller.is_some() {
         flags |= config::CGROUP_V1;
     }
+    if layout.kernfs_id_ino32 {
+        flags |= config::KERNFS_ID_INO32;
+    }
     match exit_probe::probe() {
         Some(ExitCodeOf::Leader) => flags |= config::EXIT_CODE_OF_LEADER,
         Some(ExitCodeOf::LastThread) => {}
@@ -250,61 +358,236 @@ pub fn load_object(object: &[u8], opts: &LoadOptions) -> Result<Loaded> {
         wakeup_every: wakeup_every(opts.ring_buffer_bytes),
         _pad: 0,
     };
-    let log_level: u8 = if opts.kernel_debug { 0xff } else { 0 };
-    let exit = if layout.exit_has_group_dead {
-        EXIT
+    loader.map_max_entries(RING_MAP, opts.ring_buffer_bytes);
+    if !opts.kernel_debug {
+        // The log's own ring buffer, unused: one page (its memory counts on old kernels).
+        loader.map_max_entries("AYA_LOGS", 4096);
+    }
+    if layout.exit_has_group_dead {
+        // Only the legacy exit programs use the claim map.
+        loader.map_max_entries("EXITED", 1);
+    }
+    Ok((layout, cfg, loader))
+}
+
+/// The record map of each object.
+const RING_MAP: &str = "EVENTS";
+const PERF_MAP: &str = "PERF_EVENTS";
+
+/// Loads and attaches the programs of one attach type; on failure the ones already loaded
+/// are unloaded again.
+fn attach_all(
+    ebpf: &mut Ebpf,
+    attach: Attach,
+    layout: &KernelLayout,
+    g: &Grants,
+) -> Result<String> {
+    let exit_base = if layout.exit_has_group_dead {
+        "sched_process_exit"
     } else {
         EXIT_LEGACY
     };
+    let names: Vec<(String, &str)> = TRACEPOINTS
+        .iter()
+        .map(|&tp| {
+            let base = if tp == "sched_process_exit" {
+                exit_base
+            } else {
+                tp
+            };
+            (format!("{base}{}", attach.suffix()), tp)
+        })
+        .collect();
+    let result = (|| -> Result<()> {
+        let btf =
+            match attach {
+                Attach::TpBtf => {
+                    let ids = layout
+                        .tracepoints
+                        .as_ref()
+                        .map_err(|e| anyhow::anyhow!("{e}"))?;
+                    // A BTF tracepoint program is loaded against its tracepoint's
+                    // `btf_trace_<name>` typedef id, which aya finds by name in the Btf it is
+                    // given: a stand-in with those typedefs at their kernel ids instead of a
+                    // second parse of all of vmlinux.
+                    Some(attach_btf(ids).map_err(|e| {
+                        anyhow::anyhow!("building the tracepoints' BTF for aya: {e}")
+                    })?)
+                }
+                Attach::RawTp => None,
+            };
+        for (name, tracepoint) in &names {
+            let prog = ebpf
+                .program_mut(name)
+                .with_context(|| format!("program {name} missing from the eBPF object"))?;
+            match &btf {
+                Some(btf) => {
+                    let prog: &mut BtfTracePoint = prog
+                        .try_into()
+                        .with_context(|| format!("program {name} is not a BTF tracepoint"))?;
+                    prog.load(tracepoint, btf)
+                        .map_err(|e| load_error(e, g))
+                        .with_context(|| format!("verifying {name}"))?;
+                    prog.attach()
+                        .map_err(|e| explain(&e, Some(g)))
+                        .with_context(|| format!("attaching BTF tracepoint {tracepoint}"))?;
+                }
+                None => {
+                    let prog: &mut RawTracePoint = prog
+                        .try_into()
+                        .with_context(|| format!("program {name} is not a raw tracepoint"))?;
+                    prog.load()
+                        .map_err(|e| load_error(e, g))
+                        .with_context(|| format!("verifying {name}"))?;
+                    prog.attach(tracepoint)
+                        .map_err(|e| explain(&e, Some(g)))
+                        .with_context(|| format!("attaching raw tracepoint {tracepoint}"))?;
+                }
+            }
+        }
+        Ok(())
+    })();
+    if let Err(e) = result {
+        for (name, _) in &names {
+            if let Some(prog) = ebpf.program_mut(name) {
+                let _ = match attach {
+                    Attach::TpBtf => <&mut BtfTracePoint>::try_from(prog).map(|p| p.unload()),
+                    Attach::RawTp => <&mut RawTracePoint>::try_from(prog).map(|p| p.unload()),
+                };
+            }
+        }
+        return Err(e);
+    }
+    Ok(format!("{exit_base}{}", attach.suffix()))
+}
+
+/// Loads and attaches the programs of `ring` (ring-buffer object) or `perf` (perf-buffer
+/// object), along the fallback chain (experiments and tests may pass other builds).
+pub fn load_objects(ring: &[u8], perf: &[u8], opts: &LoadOptions) -> Result<Loaded> {
+    check_layout(ring)?;
+    check_layout(perf)?;
+    let (layout, cfg, mut loader) = prepare(opts)?;
+    let log_level: u8 = if opts.kernel_debug { 0xff } else { 0 };
     loader
         .override_global("CONFIG", &cfg, true)
-        .override_global("AYA_LOG_LEVEL", &log_level, false)
-        .map_max_entries("EVENTS", opts.ring_buffer_bytes);
-    if layout.exit_has_group_dead {
-        // Only the legacy exit program uses the dedup map.
-        loader.map_max_entries("EXITED", 1);
+        .override_global("AYA_LOG_LEVEL", &log_level, false);
+    let release = privileges::kernel_release();
+    let cpus = aya::util::nr_cpus().unwrap_or(1);
+    let memlock = if privileges::kernel_charges_memlock(&release) {
+        privileges::raise_memlock()
+    } else {
+        None
+    };
+    let transports: Vec<Transport> = match opts.transport {
+        Some(t) => vec![t],
+        None => vec![Transport::RingBuffer, Transport::PerfBuffer],
+    };
+    let attaches: Vec<Attach> = match opts.attach {
+        Some(a) => vec![a],
+        None => vec![Attach::TpBtf, Attach::RawTp],
+    };
+    if opts.kernel_debug && transports == [Transport::PerfBuffer] {
+        return Err(Failure::BadInput(
+            "--kernel-debug needs the ring-buffer transport (the kernel log goes through a \
+             BPF ring buffer of its own)"
+                .into(),
+        )
+        .into());
     }
-    let mut ebpf = loader
-        .load(object)
-        .map_err(|e| explain(&e))
-        .context("loading the eBPF programs")?;
+    let mut fallbacks = Vec::new();
+    let mut last_err = None;
+    for (ti, &transport) in transports.iter().enumerate() {
+        let g = Grants {
+            release: release.clone(),
+            memlock,
+            need: memlock_need(opts.ring_buffer_bytes, transport, cpus),
+        };
+        let object = match transport {
+            Transport::RingBuffer => ring,
+            Transport::PerfBuffer => perf,
+        };
+        let mut ebpf = match loader.load(object).map_err(|e| explain(&e, Some(&g))) {
+            Ok(e) => e,
+            Err(e) if ti + 1 < transports.len() && !is_refusal(&e) => {
+                fallbacks.push(format!("{}: {e:#}", transport.as_str()));
+                last_err = Some(e);
+                continue;
+            }
+            Err(e) => return Err(e.context("loading the eBPF programs")),
+        };
+        let mut attached = None;
+        for (ai, &attach) in attaches.iter().enumerate() {
+            match attach_all(&mut ebpf, attach, &layout, &g) {
+                Ok(exit) => {
+                    attached = Some((attach, exit));
+                    break;
+                }
+                Err(e) if ai + 1 < attaches.len() && !is_refusal(&e) => {
+                    fallbacks.push(format!("{}: {e:#}", attach.as_str()));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let Some((attach, exit_program)) = attached else {
+            last_err = Some(anyhow::anyhow!("no attach type loaded"));
+            continue;
+        };
+        return finish(
+            ebpf,
+            transport,
+            attach,
+            exit_program,
+            fallbacks,
+            &layout,
+            opts,
+            memlock,
+        );
+    }
+    Err(last_err.unwrap_or_else(|| anyhow::anyhow!("no transport to try")))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn finish(
+    mut ebpf: Ebpf,
+    transport: Transport,
+    attach: Attach,
+    exit_program: String,
+    fallbacks: Vec<String>,
+    layout: &KernelLayout,
+    opts: &LoadOptions,
+    memlock: Option<Memlock>,
+) -> Result<Loaded> {
     let logger = if opts.kernel_debug {
         Some(aya_log::EbpfLogger::init(&mut ebpf).context("starting the kernel debug log")?)
     } else {
         None
     };
-    // A BTF tracepoint program is loaded against its tracepoint's `btf_trace_<name>` typedef
-    // id, which aya finds by name in the Btf it is given: a stand-in with those typedefs at
-    // their kernel ids (from btf_offsets) instead of a second parse of all of vmlinux.
-    let btf = attach_btf(&layout.tracepoints)
-        .map_err(|e| anyhow::anyhow!("building the tracepoints' BTF for aya: {e}"))?;
-    for (name, tracepoint) in [EXEC, FORK, exit, FREE] {
-        let prog: &mut BtfTracePoint = ebpf
-            .program_mut(name)
-            .with_context(|| format!("program {name} missing from the eBPF object"))?
-            .try_into()
-            .with_context(|| format!("program {name} is not a BTF tracepoint"))?;
-        prog.load(tracepoint, &btf)
-            .map_err(load_error)
-            .with_context(|| format!("verifying {name}"))?;
-        prog.attach()
-            .map_err(|e| explain(&e))
-            .with_context(|| format!("attaching BTF tracepoint {tracepoint}"))?;
-    }
-    let events = RingBuf::try_from(ebpf.take_map("EVENTS").context("map EVENTS missing")?)
-        .context("map EVENTS is not a ring buffer")?;
+    let events = match transport {
+        Transport::RingBuffer => Source::Ring(
+            RingBuf::try_from(ebpf.take_map(RING_MAP).context("map EVENTS missing")?)
+                .context("map EVENTS is not a ring buffer")?,
+        ),
+        Transport::PerfBuffer => Source::perf(
+            PerfEventArray::try_from(ebpf.take_map(PERF_MAP).context("map PERF_EVENTS missing")?)
+                .context("map PERF_EVENTS is not a perf event array")?,
+            opts.ring_buffer_bytes,
+        )?,
+    };
     let counters = CounterMap(
         PerCpuArray::try_from(ebpf.take_map("COUNTERS").context("map COUNTERS missing")?)
             .context("map COUNTERS is not a per-CPU array of the counters")?,
     );
-    drop(btf);
     release_startup_heap();
     Ok(Loaded {
-        exit_program: exit.0,
+        path: KernelPath { attach, transport },
+        fallbacks,
+        older_names: layout.older_names.clone(),
+        exit_program,
         ebpf,
         events,
         counters,
         logger,
+        memlock,
     })
 }
 
@@ -384,17 +667,17 @@ fn wakeup_every(ring_buffer_bytes: u32) -> u32 {
 /// The kernel programs' per-CPU counters (`podtrace_common::counter`).
 pub struct CounterMap(PerCpuArray<MapData, [u64; counter::COUNT as usize]>);
 
-/// Sum over CPUs of one kernel counter.
-pub fn counter_sum(counters: &CounterMap, index: u32) -> u64 {
-    counters
-        .0
-        .get(&0, 0)
-        .map(|cpus| {
-            cpus.iter()
-                .map(|c| c.get(index as usize).copied().unwrap_or(0))
-                .sum()
-        })
-        .unwrap_or(0)
+/// Every kernel counter, summed over CPUs; None when the map could not be read (unknown,
+/// not zero).
+fn counter_sums(counters: &CounterMap) -> Option<[u64; counter::COUNT as usize]> {
+    let cpus = counters.0.get(&0, 0).ok()?;
+    let mut sums = [0u64; counter::COUNT as usize];
+    for c in cpus.iter() {
+        for (s, v) in sums.iter_mut().zip(c.iter()) {
+            *s += v;
+        }
+    }
+    Some(sums)
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -408,29 +691,38 @@ pub struct KernelCounters {
     pub exec_trimmed: u64,
     /// Exits the race-free check kept from being reported twice (kernels without group_dead).
     pub exit_duplicates: u64,
+    /// Exits reported though the race-free claim failed (a duplicate possible, not a loss).
+    pub exit_claim_errors: u64,
+    /// Forks, exits and reaps of kernel threads, not reported.
+    pub kernel_threads: u64,
 }
 
-/// Ring-buffer drops by kind (the kernel's own counters).
-pub fn read_drops(counters: &CounterMap) -> LostKinds {
-    let d = |k: u16| counter_sum(counters, counter::DROPS + u32::from(k));
-    LostKinds {
-        exec: d(kind::EXEC),
-        fork: d(kind::FORK),
-        exit: d(kind::EXIT),
-        reap: d(kind::REAP),
-        thread: d(kind::THREAD),
-    }
-}
-
-pub fn read_counters(counters: &CounterMap) -> KernelCounters {
+/// The kernel's counters from their per-CPU sums.
+fn from_sums(s: &[u64; counter::COUNT as usize]) -> KernelCounters {
+    let at = |i: u32| s.get(i as usize).copied().unwrap_or(0);
+    let d = |k: u16| at(counter::DROPS + u32::from(k));
     KernelCounters {
-        drops: read_drops(counters),
-        threads: counter_sum(counters, counter::THREADS),
-        read_errors: counter_sum(counters, counter::READ_ERRORS),
-        sent: counter_sum(counters, counter::SENT),
-        exec_trimmed: counter_sum(counters, counter::EXEC_TRIMMED),
-        exit_duplicates: counter_sum(counters, counter::EXIT_DUPLICATES),
+        drops: LostKinds {
+            exec: d(kind::EXEC),
+            fork: d(kind::FORK),
+            exit: d(kind::EXIT),
+            reap: d(kind::REAP),
+            thread: d(kind::THREAD),
+        },
+        threads: at(counter::THREADS),
+        read_errors: at(counter::READ_ERRORS),
+        sent: at(counter::SENT),
+        exec_trimmed: at(counter::EXEC_TRIMMED),
+        exit_duplicates: at(counter::EXIT_DUPLICATES),
+        exit_claim_errors: at(counter::EXIT_CLAIM_ERRORS),
+        kernel_threads: at(counter::KTHREADS),
     }
+}
+
+/// The kernel's counters (drops by kind, records sent, ...); None when the counter map could
+/// not be read: unknown, never zero.
+pub fn read_counters(counters: &CounterMap) -> Option<KernelCounters> {
+    counter_sums(counters).map(|s| from_sums(&s))
 }
 
 #[cfg(test)]
@@ -485,10 +777,13 @@ mod tests {
     #[test]
     fn the_stand_in_btf_has_the_tracepoints_at_their_kernel_ids() {
         let layout = btf_offsets::from_system(None).expect("offsets from the kernel's BTF");
+        let ids = layout
+            .tracepoints
+            .expect("this kernel has the btf_trace_ typedefs");
         let kernel = btf_names(&std::fs::read(btf_offsets::VMLINUX).expect("kernel BTF"));
-        let raw = attach_btf_raw(&layout.tracepoints);
+        let raw = attach_btf_raw(&ids);
         let stand_in = btf_names(&raw);
-        attach_btf(&layout.tracepoints).expect("aya parses the stand-in");
+        attach_btf(&ids).expect("aya parses the stand-in");
         for tp in [
             "sched_process_exec",
             "sched_process_fork",
@@ -496,7 +791,7 @@ mod tests {
             "sched_process_free",
         ] {
             let want = (8, format!("btf_trace_{tp}"));
-            let id = layout.tracepoints.get(tp).expect("a tracepoint") as usize;
+            let id = ids.get(tp).expect("a tracepoint") as usize;
             assert_eq!(kernel.get(id), Some(&want), "{tp} in the kernel's BTF");
             assert_eq!(stand_in.get(id), Some(&want), "{tp} in the stand-in");
             assert_eq!(
@@ -505,37 +800,15 @@ mod tests {
                 "{tp}: one typedef of that name"
             );
         }
-        let max = [
-            layout.tracepoints.exec,
-            layout.tracepoints.fork,
-            layout.tracepoints.exit,
-            layout.tracepoints.free,
-        ]
-        .into_iter()
-        .max()
-        .expect("four ids") as usize;
+        let max = [ids.exec, ids.fork, ids.exit, ids.free]
+            .into_iter()
+            .max()
+            .expect("four ids") as usize;
         assert_eq!(stand_in.len(), max + 1, "nothing after the last typedef");
         assert!(
             stand_in.iter().filter(|(k, _)| *k == 8).count() == 4,
             "only the four typedefs are named"
         );
-    }
-
-    #[test]
-    fn reads_cap_eff() {
-        let status = "Name:\tx\nCapInh:\t0000000000000000\nCapEff:\t000001ffffffffff\n";
-        assert_eq!(parse_cap_eff(status), Some(0x1ff_ffff_ffff));
-        assert_eq!(parse_cap_eff("Name: x\n"), None);
-        assert_eq!(parse_cap_eff("CapEff:\tzz\n"), None);
-    }
-
-    #[test]
-    fn names_the_missing_capabilities() {
-        assert_eq!(missing_capabilities(0), ["CAP_BPF", "CAP_PERFMON"]);
-        assert_eq!(missing_capabilities(1 << CAP_BPF), ["CAP_PERFMON"]);
-        assert_eq!(missing_capabilities(1 << CAP_PERFMON), ["CAP_BPF"]);
-        assert!(missing_capabilities((1 << CAP_BPF) | (1 << CAP_PERFMON)).is_empty());
-        assert!(missing_capabilities(1 << CAP_SYS_ADMIN).is_empty());
     }
 
     #[test]
@@ -553,7 +826,7 @@ mod tests {
             }
         }
         let e = Outer(std::io::Error::from_raw_os_error(libc::EPERM));
-        let err = explain(&e);
+        let err = explain(&e, None);
         let text = err.to_string();
         assert!(
             text.starts_with("failed to create map `EVENTS`: Operation not permitted"),
@@ -568,7 +841,7 @@ mod tests {
         );
 
         let other = Outer(std::io::Error::from_raw_os_error(libc::EINVAL));
-        let err = explain(&other);
+        let err = explain(&other, None);
         assert!(!err.to_string().contains("CAP_"), "{err}");
         assert_eq!(crate::error::exit_code(&err), 1);
     }
@@ -581,6 +854,7 @@ mod tests {
         use object::{Object, ObjectSection, ObjectSymbol};
         assert_eq!(object_layout(OBJECT), Some(LAYOUT));
         check_layout(OBJECT).expect("the embedded object is current");
+        check_layout(OBJECT_PERF).expect("the embedded perf-buffer object is current");
         let file = object::File::parse(OBJECT).expect("ELF");
         let sym = file
             .symbols()
@@ -601,10 +875,68 @@ mod tests {
 
     #[test]
     fn message_for_a_process_lacking_both() {
-        let m = privilege_message(Some(0));
+        let m = privilege_message(Some(0), Some(40), None);
         assert!(m.contains("lacks CAP_BPF and CAP_PERFMON"), "{m}");
-        let m = privilege_message(Some(u64::MAX));
+        let m = privilege_message(Some(u64::MAX), Some(40), None);
         assert!(m.contains("seccomp"), "{m}");
+    }
+
+    /// Before 5.8 (RHEL 8's 4.18): the DaemonSet's CAP_BPF and CAP_PERFMON are unknown to the
+    /// kernel; the message asks for CAP_SYS_ADMIN.
+    #[test]
+    fn without_cap_bpf_in_the_kernel_the_message_names_cap_sys_admin() {
+        let daemonset = (1 << privileges::CAP_BPF)
+            | (1 << privileges::CAP_PERFMON)
+            | (1 << privileges::CAP_SYS_PTRACE);
+        let m = privilege_message(Some(daemonset), Some(37), None);
+        assert!(m.contains("needs CAP_SYS_ADMIN"), "{m}");
+        assert!(m.contains("lacks CAP_SYS_ADMIN"), "{m}");
+        assert!(!m.contains("seccomp"), "{m}");
+    }
+
+    /// EPERM on a kernel that charges BPF memory to RLIMIT_MEMLOCK, with the limit below the
+    /// need: the message is about memlock, never a seccomp or LSM hint.
+    #[test]
+    fn a_memlock_refusal_says_memlock() {
+        let g = Grants {
+            release: "5.10.0-32-cloud-amd64".into(),
+            memlock: Some(Memlock {
+                soft: Some(64 << 10),
+                hard: Some(64 << 10),
+            }),
+            need: memlock_need(1 << 22, Transport::RingBuffer, 2),
+        };
+        let daemonset = (1 << privileges::CAP_BPF)
+            | (1 << privileges::CAP_PERFMON)
+            | (1 << privileges::CAP_SYS_PTRACE);
+        let m = privilege_message(Some(daemonset), Some(40), Some(&g));
+        assert!(m.contains("RLIMIT_MEMLOCK is 64 KiB"), "{m}");
+        assert!(m.contains("CAP_SYS_RESOURCE"), "{m}");
+        assert!(!m.contains("seccomp") && !m.contains("LSM"), "{m}");
+        // The same limit on 6.1 (memory cgroup accounting): not memlock's fault.
+        let g = Grants {
+            release: "6.1.0-57-cloud-amd64".into(),
+            ..g
+        };
+        let m = privilege_message(Some(daemonset), Some(40), Some(&g));
+        assert!(m.contains("seccomp"), "{m}");
+    }
+
+    #[test]
+    fn the_need_covers_the_ring_buffer_and_grows_with_cpus() {
+        let two = memlock_need(1 << 22, Transport::RingBuffer, 2);
+        assert!(two > 1 << 22 && two < 6 << 20, "{two}");
+        assert!(memlock_need(1 << 22, Transport::RingBuffer, 64) > two);
+        assert!(memlock_need(1 << 22, Transport::PerfBuffer, 2) < two);
+    }
+
+    #[test]
+    fn every_program_name_once() {
+        let names = program_names();
+        assert_eq!(names.len(), 10);
+        let unique: std::collections::BTreeSet<_> = names.iter().collect();
+        assert_eq!(unique.len(), names.len());
+        assert!(names.contains(&"sched_process_exit_legacy_raw".to_string()));
     }
 }
 
@@ -624,8 +956,8 @@ pub fn enable_run_time_stats() -> Result<std::os::fd::OwnedFd> {
 /// The kernel's statistics of our programs (zero unless statistics are enabled).
 pub fn program_stats(ebpf: &Ebpf) -> std::collections::BTreeMap<String, ProgramStats> {
     let mut out = std::collections::BTreeMap::new();
-    for name in PROGRAMS {
-        let Some(info) = ebpf.program(name).and_then(|p| p.info().ok()) else {
+    for name in program_names() {
+        let Some(info) = ebpf.program(&name).and_then(|p| p.info().ok()) else {
             continue;
         };
         out.insert(

@@ -50,6 +50,8 @@ fn run_options(
         metrics_addr: tracer.metrics_addr,
         cgroup_mode: tracer.cgroup_mode,
         cri: tracer.cri.config(),
+        attach: tracer.kernel.attach,
+        transport: tracer.kernel.transport,
     })
 }
 

@@ -55,6 +55,7 @@ pub struct Metrics {
     ring_buffer_bytes: Gauge,
     kernel_threads: Counter,
     kernel_read_errors: Counter,
+    kernel_counters_readable: Gauge,
     cri: CriMetrics,
 }
 
@@ -215,8 +216,16 @@ impl Metrics {
             "Kernel reads that failed, leaving some event fields 0",
             kernel_read_errors.clone(),
         );
+        let kernel_counters_readable = Gauge::default();
+        registry.register(
+            "kernel_counters_readable",
+            "1 when the kernel programs' counters (drops, threads) could be read at the last \
+             tick; 0: losses are unknown, not zero",
+            kernel_counters_readable.clone(),
+        );
         let cri = CriMetrics::register(&mut registry);
         Self {
+            kernel_counters_readable,
             cri,
             registry,
             events,
@@ -272,10 +281,14 @@ impl Metrics {
         );
     }
 
-    /// Brings the kernel-side counters up to the kernel's totals.
-    pub fn observe_kernel(&self, k: &KernelCounters) {
-        catch_up(&self.kernel_threads, k.threads);
-        catch_up(&self.kernel_read_errors, k.read_errors);
+    /// Brings the kernel-side counters up to the kernel's totals (None: they could not be
+    /// read; the gauge says so and the counters stay).
+    pub fn observe_kernel(&self, k: Option<&KernelCounters>) {
+        self.kernel_counters_readable.set(i64::from(k.is_some()));
+        if let Some(k) = k {
+            catch_up(&self.kernel_threads, k.threads);
+            catch_up(&self.kernel_read_errors, k.read_errors);
+        }
     }
 
     /// Brings the CRI counters up to the service's totals.
@@ -473,20 +486,31 @@ mod tests {
         m.lost(5);
         m.decode_error();
         m.redacted(2);
-        m.observe_kernel(&KernelCounters {
+        m.observe_kernel(Some(&KernelCounters {
             threads: 7,
             read_errors: 1,
             sent: 3,
             ..KernelCounters::default()
-        });
+        }));
         // Totals, not increments: observing the same totals again changes nothing.
-        m.observe_kernel(&KernelCounters {
+        m.observe_kernel(Some(&KernelCounters {
             threads: 7,
             read_errors: 1,
             sent: 3,
             ..KernelCounters::default()
-        });
+        }));
         let text = m.encode().expect("encodes");
+        let unreadable = {
+            let m = Metrics::new(1 << 23);
+            m.observe_kernel(None);
+            m.encode().expect("encodes")
+        };
+        assert!(
+            unreadable
+                .lines()
+                .any(|l| l == "podtrace_kernel_counters_readable 0"),
+            "unknown is not zero: {unreadable}"
+        );
         for line in [
             "podtrace_events_total{type=\"exec\"} 2",
             "podtrace_events_total{type=\"fork\"} 1",
@@ -501,6 +525,7 @@ mod tests {
             "podtrace_ring_buffer_size_bytes 8388608",
             "podtrace_kernel_threads_total 7",
             "podtrace_kernel_read_errors_total 1",
+            "podtrace_kernel_counters_readable 1",
             "# TYPE podtrace_events counter",
             "# UNIT podtrace_ring_buffer_size_bytes bytes",
             "# EOF",

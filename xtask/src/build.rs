@@ -6,9 +6,14 @@ use anyhow::{Context, Result};
 
 use crate::{setup, util};
 
-/// Where the eBPF object lands; podtrace's build.rs embeds it from here.
+/// Where the ring-buffer eBPF object lands; podtrace's build.rs embeds it from here.
 pub fn ebpf_object() -> PathBuf {
     util::workspace_root().join("target/ebpf/bpfel-unknown-none/release/podtrace")
+}
+
+/// The perf-buffer object (kernels without the BPF ring buffer), copied next to the other.
+pub fn ebpf_object_perf() -> PathBuf {
+    util::workspace_root().join("target/ebpf/bpfel-unknown-none/release/podtrace-perf")
 }
 
 /// `cargo <args>` in podtrace-ebpf with the pinned nightly.
@@ -33,8 +38,21 @@ fn nightly_cargo(args: &[&str]) -> Command {
     cmd
 }
 
+/// Builds both objects: the perf-buffer one first (same crate, other features; cargo keeps
+/// both builds, so switching costs a copy), copied aside, then the ring-buffer one.
 pub fn ebpf() -> Result<PathBuf> {
-    util::step("build podtrace-ebpf (bpfel-unknown-none, release)")?;
+    util::step("build podtrace-ebpf (bpfel-unknown-none, release; ring buffer and perf buffer)")?;
+    util::run(&mut nightly_cargo(&[
+        "build",
+        "--release",
+        "--no-default-features",
+        "--features",
+        "perf-buffer",
+    ]))
+    .context("building the eBPF programs (perf-buffer object)")?;
+    let perf = ebpf_object_perf();
+    std::fs::copy(ebpf_object(), &perf)
+        .with_context(|| format!("copying the perf-buffer object to {}", perf.display()))?;
     util::run(&mut nightly_cargo(&["build", "--release"])).context("building the eBPF programs")?;
     Ok(ebpf_object())
 }
@@ -51,7 +69,18 @@ pub fn lint_ebpf() -> Result<()> {
         "-D",
         "warnings",
     ]))
-    .context("clippy on podtrace-ebpf")
+    .context("clippy on podtrace-ebpf")?;
+    util::run(&mut nightly_cargo(&[
+        "clippy",
+        "--release",
+        "--no-default-features",
+        "--features",
+        "perf-buffer",
+        "--",
+        "-D",
+        "warnings",
+    ]))
+    .context("clippy on podtrace-ebpf (perf-buffer)")
 }
 
 /// Builds both and returns the daemon binary.
