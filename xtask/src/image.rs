@@ -12,6 +12,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::{build, util};
 
+pub mod daemonset;
 mod elf;
 mod manifests;
 mod tools;
@@ -44,6 +45,13 @@ pub fn static_podtrace() -> Result<PathBuf> {
     let obj = build::ebpf()?;
     anyhow::ensure!(obj.is_file(), "{} was not built", obj.display());
     musl_binary("podtrace", "podtrace")
+}
+
+/// The file the image ships (`target/image/podtrace`: the static binary, stripped, the whole
+/// build context), built as `cargo xtask image` builds it, without the podman build.
+pub fn image_binary() -> Result<PathBuf> {
+    let bin = static_podtrace()?;
+    Ok(stage(&bin)?.join("podtrace"))
 }
 
 /// The rustup musl target, musl-gcc (zstd-sys compiles C) and strip.

@@ -31,6 +31,9 @@ pub struct Report {
     pub error: Option<String>,
     pub probe: bool,
     pub secs: f64,
+    /// Why the first boot was not taken (the guest died before the runner started: a lab
+    /// failure of TCG, not a podtrace result), when it was booted again.
+    pub retried: Option<String>,
 }
 
 pub struct Boot<'a> {
@@ -40,6 +43,8 @@ pub struct Boot<'a> {
     pub accel: Accel,
     pub timeout: Duration,
     pub log: PathBuf,
+    /// More kernel command line (`klab_caps=...`).
+    pub extra_cmdline: String,
 }
 
 impl Boot<'_> {
@@ -68,13 +73,26 @@ impl Boot<'_> {
         .arg(self.initrd)
         .arg("-append")
         .arg(format!(
-            "console=ttyS0 panic=-1 quiet loglevel=1 klab_mode={}",
-            self.mode
+            "console=ttyS0 panic=-1 quiet loglevel=1 klab_mode={} {}",
+            self.mode, self.extra_cmdline
         ))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
         c
+    }
+
+    /// Boots; a guest that died before the scenario runner said anything (TCG occasionally
+    /// crashes a 6.12 guest in its first seconds, more under load) is booted once more.
+    pub fn run_with_retry(&self) -> Report {
+        let first = self.run();
+        if first.kernel.is_some() || first.probe || first.error.is_none() {
+            return first;
+        }
+        let why = first.error.clone().unwrap_or_default();
+        let mut again = self.run();
+        again.retried = Some(why);
+        again
     }
 
     pub fn run(&self) -> Report {

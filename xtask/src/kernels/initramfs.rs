@@ -26,7 +26,8 @@ poweroff -f
 
 pub const BUSYBOX: &str = "/bin/busybox";
 
-/// Builds `target/kernels/initramfs.cpio` from the two static binaries; returns its path.
+/// Builds `target/kernels/initramfs.cpio` from the image's podtrace and the static runner;
+/// returns its path.
 pub fn build(podtrace: &Path, runner: &Path) -> Result<PathBuf> {
     util::step("initramfs (busybox-static, podtrace, kernel-scenario, /init)")?;
     let base = super::fetch::dir();
@@ -49,10 +50,16 @@ pub fn build(podtrace: &Path, runner: &Path) -> Result<PathBuf> {
             .with_context(|| format!("linking applet {a}"))?;
         applets += 1;
     }
-    for (src, name) in [(podtrace, "podtrace"), (runner, "kernel-scenario")] {
-        util::run(Command::new("strip").arg("-o").arg(bin.join(name)).arg(src))
-            .with_context(|| format!("stripping {}", src.display()))?;
-    }
+    // podtrace is the image's own file, byte for byte (already stripped); the runner is ours.
+    std::fs::copy(podtrace, bin.join("podtrace"))
+        .with_context(|| format!("copying {}", podtrace.display()))?;
+    util::run(
+        Command::new("strip")
+            .arg("-o")
+            .arg(bin.join("kernel-scenario"))
+            .arg(runner),
+    )
+    .with_context(|| format!("stripping {}", runner.display()))?;
     let init = root.join("init");
     std::fs::write(&init, INIT)?;
     use std::os::unix::fs::PermissionsExt;

@@ -28,8 +28,9 @@ mod report;
 use boot::{Accel, Boot};
 
 pub const MODES: &[&str] = &["v2", "v1"];
-/// A TCG boot takes 12-30 s here (two at a time, on a loaded machine); this leaves room.
-const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
+/// A TCG boot runs podtrace six times (each configuration, and the memlock case): about a
+/// minute here, two at a time, longer on a loaded machine; this leaves room.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(420);
 /// A KVM boot reaches /init in a second or two; a PVM /dev/kvm hangs (or triple-faults).
 const KVM_PROBE_TIMEOUT: Duration = Duration::from_secs(15);
 /// Guests at a time (TCG is one host thread per vCPU: the CI machine has two cores).
@@ -62,7 +63,10 @@ pub fn run(opts: &Opts) -> Result<()> {
         v
     };
     setup::kernel_lab()?;
-    let podtrace = image::static_podtrace()?;
+    // The binary the image ships (target/image/podtrace), run as the DaemonSet runs it.
+    let podtrace = image::image_binary()?;
+    let caps = image::daemonset::capabilities()?;
+    let extra_cmdline = format!("klab_caps={}", caps.join(","));
     let runner = image::musl_binary("podtrace-tests", "kernel-scenario")?;
     let initrd = initramfs::build(&podtrace, &runner)?;
 
@@ -100,7 +104,7 @@ pub fn run(opts: &Opts) -> Result<()> {
         jobs.len(),
         BOOT_TIMEOUT.as_secs()
     ))?;
-    let reports = boot_all(&jobs, &initrd, accel, &logs);
+    let reports = boot_all(&jobs, &initrd, accel, &logs, &extra_cmdline);
 
     // Columns in series x mode order, including kernels that could not be fetched.
     let mut cols = Vec::new();
@@ -119,8 +123,12 @@ pub fn run(opts: &Opts) -> Result<()> {
         }
     }
     let table = report::render(&legend, &cols);
+    let support = report::support(&cols);
     let total = t0.elapsed();
-    println!("\n{}", table.markdown);
+    println!(
+        "\n{support}\n(every check of every column: {})",
+        fetch::dir().join("report.md").display()
+    );
     let timing = format!(
         "whole run {:.0} s: tools, builds, initramfs and kernels {:.0} s, KVM probe {:.0} s, {} boots {:.0} s ({accel:?})",
         total.as_secs_f64(),
@@ -134,7 +142,7 @@ pub fn run(opts: &Opts) -> Result<()> {
     std::fs::write(
         &report_md,
         format!(
-            "# cargo xtask kernels\n\n{}\n{timing}\n\n# Details\n{}",
+            "# cargo xtask kernels\n\nAs deployed: {extra_cmdline}, 64 KiB RLIMIT_MEMLOCK, no_new_privs.\n\n{support}\n{}\n{timing}\n\n# Details\n{}",
             table.markdown,
             report::details(&cols)
         ),
@@ -210,6 +218,7 @@ fn choose_accel(k: Option<&fetch::Kernel>, initrd: &Path, logs: &Path) -> Accel 
         accel: Accel::Kvm,
         timeout: KVM_PROBE_TIMEOUT,
         log: logs.join("kvm-probe.log"),
+        extra_cmdline: String::new(),
     }
     .run();
     let (accel, answer) = if r.probe {
@@ -238,6 +247,7 @@ fn boot_all(
     initrd: &Path,
     accel: Accel,
     logs: &Path,
+    extra_cmdline: &str,
 ) -> Vec<(String, boot::Report)> {
     let next = AtomicUsize::new(0);
     let out: Mutex<Vec<Option<boot::Report>>> = Mutex::new(jobs.iter().map(|_| None).collect());
@@ -256,18 +266,22 @@ fn boot_all(
                     accel,
                     timeout: BOOT_TIMEOUT,
                     log: log.clone(),
+                    extra_cmdline: extra_cmdline.to_string(),
                 }
-                .run();
+                .run_with_retry();
                 let failed = r.results.iter().filter(|(_, ok, _)| !ok).count();
                 eprintln!(
-                    "    {title} ({}): {} of {} checks pass, {:.0} s{}",
+                    "    {title} ({}): {} of {} checks pass, {:.0} s{}{}",
                     k.release,
                     r.results.len() - failed,
                     r.plan.len(),
                     r.secs,
                     r.error
                         .as_ref()
-                        .map_or(String::new(), |e| format!(", BOOT FAILED: {e}"))
+                        .map_or(String::new(), |e| format!(", BOOT FAILED: {e}")),
+                    r.retried
+                        .as_ref()
+                        .map_or(String::new(), |e| format!(" (booted again after: {e})"))
                 );
                 if let Ok(mut o) = out.lock() {
                     o[i] = Some(r);

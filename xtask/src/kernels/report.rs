@@ -94,6 +94,68 @@ pub fn render(legend: &[String], cols: &[Column]) -> Table {
     }
 }
 
+/// The support table: one row per kernel and cgroup mode, one column per way podtrace ran in
+/// it (the part of a check's name before `: `, e.g. `deployed`), plus the boot and the checks
+/// made once a boot. A cell passes when every check of its group passed (`pass 15/15`).
+pub fn support(cols: &[Column]) -> String {
+    let group_of = |check: &str| -> String {
+        check
+            .split_once(": ")
+            .map_or_else(|| check.to_string(), |(g, _)| g.to_string())
+    };
+    let mut groups: Vec<String> = vec!["boot".to_string()];
+    for c in cols {
+        if let Ok(r) = &c.report {
+            for name in &r.plan {
+                let g = group_of(name);
+                if !groups.contains(&g) {
+                    groups.push(g);
+                }
+            }
+        }
+    }
+    let mut md = String::from("| kernel, cgroups |");
+    for g in &groups {
+        md.push_str(&format!(" {g} |"));
+    }
+    md.push_str("\n|---|");
+    for _ in &groups {
+        md.push_str("---|");
+    }
+    md.push('\n');
+    for c in cols {
+        md.push_str(&format!("| {} |", c.title));
+        for g in &groups {
+            let cell = match &c.report {
+                Err(_) => "**FAIL** (not fetched)".to_string(),
+                Ok(r) if g == "boot" => match (&r.error, &r.retried) {
+                    (None, None) => format!("pass {:.0} s", r.secs),
+                    (None, Some(_)) => format!("pass {:.0} s (retried)", r.secs),
+                    (Some(_), _) => "**FAIL**".to_string(),
+                },
+                Ok(r) => {
+                    let planned: Vec<&String> =
+                        r.plan.iter().filter(|n| group_of(n) == *g).collect();
+                    let passed = planned
+                        .iter()
+                        .filter(|n| r.results.iter().any(|(m, ok, _)| m == **n && *ok))
+                        .count();
+                    if planned.is_empty() {
+                        "-".to_string()
+                    } else if passed == planned.len() {
+                        format!("pass {passed}/{}", planned.len())
+                    } else {
+                        format!("**FAIL** {passed}/{}", planned.len())
+                    }
+                }
+            };
+            md.push_str(&format!(" {cell} |"));
+        }
+        md.push('\n');
+    }
+    md
+}
+
 /// Every check's detail line, passes included (target/kernels/report.md).
 pub fn details(cols: &[Column]) -> String {
     let mut s = String::new();
@@ -106,11 +168,14 @@ pub fn details(cols: &[Column]) -> String {
                     s.push_str(&format!("- guest kernel: {k}\n"));
                 }
                 s.push_str(&format!(
-                    "- boot: {:.1} s{}\n",
+                    "- boot: {:.1} s{}{}\n",
                     r.secs,
                     r.error
                         .as_ref()
-                        .map_or(String::new(), |e| format!(", FAIL {e}"))
+                        .map_or(String::new(), |e| format!(", FAIL {e}")),
+                    r.retried
+                        .as_ref()
+                        .map_or(String::new(), |e| format!(" (booted again: {e})"))
                 ));
                 for (name, ok, d) in &r.results {
                     s.push_str(&format!(

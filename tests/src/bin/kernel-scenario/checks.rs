@@ -36,22 +36,39 @@ pub fn fail(detail: impl Into<String>) -> Outcome {
     }
 }
 
-/// The checks every boot reports, in order (the host builds its table from this list).
-pub const PLAN: &[&str] = &[
-    "cgroups",
+/// The checks each configuration of a boot reports, in order (the host builds its table from
+/// the plan: `<configuration>: <check>`).
+pub const PER_CONFIG: &[&str] = &[
     "attach",
+    "path",
     "stop",
     "schema",
+    "replay",
     "lost",
     "exit_code",
     "sigkill",
     "pidns",
     "threads",
     "leader_exit",
+    "kthreads",
     "cgroup",
     "container",
     "cgroup_mode",
 ];
+
+/// Checks made once a boot, before the configurations.
+pub const PER_BOOT: &[&str] = &["cgroups", "memlock"];
+
+/// Every check of a boot, in the order reported.
+pub fn plan(configs: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = PER_BOOT.iter().map(|s| s.to_string()).collect();
+    for c in configs {
+        for check in PER_CONFIG {
+            v.push(format!("{c}: {check}"));
+        }
+    }
+    v
+}
 
 /// Everything podtrace left in the guest.
 pub struct Output {
@@ -77,6 +94,10 @@ pub fn all(mode: Mode, out: &Output, facts: &Facts) -> Vec<(&'static str, Outcom
         (
             "container",
             with(&facts.container, |c| container(ev, mode, c)),
+        ),
+        (
+            "kthreads",
+            with(&facts.kthreads, |k| kthreads(ev, out.summary.as_ref(), k)),
         ),
         ("cgroup_mode", cgroup_mode(mode, &out.stderr)),
     ]
@@ -397,6 +418,55 @@ pub fn container(ev: &[Value], mode: Mode, c: &InCgroup) -> Outcome {
         }
     })();
     r.map_or_else(fail, pass)
+}
+
+/// No event of a kernel thread (they are skipped in the kernel, as the /proc snapshot skips
+/// them), and the kernel counted the ones it skipped.
+pub fn kthreads(ev: &[Value], summary: Option<&Value>, pids: &[u32]) -> Outcome {
+    let reported: Vec<String> = ev
+        .iter()
+        .filter(|e| {
+            e["pid"]
+                .as_u64()
+                .is_some_and(|p| pids.contains(&(p as u32)))
+        })
+        .map(brief)
+        .collect();
+    if !reported.is_empty() {
+        return fail(format!(
+            "events of kernel threads {pids:?}: {}",
+            reported.join(", ")
+        ));
+    }
+    let skipped = summary.and_then(|s| s["kernel_counters"]["kernel_threads"].as_u64());
+    match skipped {
+        Some(n) if n >= 1 => pass(format!(
+            "kernel threads {pids:?} started: no event; {n} kernel-thread records skipped in the kernel"
+        )),
+        other => fail(format!(
+            "kernel threads {pids:?} started but the summary's kernel_counters.kernel_threads is {other:?}"
+        )),
+    }
+}
+
+/// The kernel path podtrace logged is the one this configuration must take.
+pub fn path(want: &str, stderr: &[String], summary: Option<&Value>) -> Outcome {
+    let logged = stderr
+        .iter()
+        .find(|l| l.contains("attached") && l.contains(&format!("({want};")));
+    let in_summary = summary.map(|s| {
+        format!(
+            "{} + {}",
+            s["kernel_path"]["attach"].as_str().unwrap_or("?"),
+            s["kernel_path"]["transport"].as_str().unwrap_or("?")
+        )
+    });
+    match (logged, in_summary.as_deref()) {
+        (Some(_), Some(s)) if s == want => pass(format!("attached with {want}")),
+        (l, s) => fail(format!(
+            "want {want}: attach line {l:?}, summary kernel_path {s:?}"
+        )),
+    }
 }
 
 /// The contract's start-up log line `cgroup mode: ...` names the mode of this boot.

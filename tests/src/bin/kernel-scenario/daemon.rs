@@ -1,5 +1,11 @@
-//! podtrace inside the guest: started with `--output` and `--summary`, ready once it logs
-//! `attached`, stopped with SIGINT. Its stderr is copied to the console (`podtrace| ...`).
+//! podtrace inside the guest: started with `--output`, `--summary` and `--record` (plus a
+//! configuration's own arguments), ready once it logs `attached`, stopped with SIGINT. Its
+//! stderr is copied to the console (`podtrace| ...`).
+//!
+//! "As deployed" it runs with only the capabilities the DaemonSet grants (every other one
+//! dropped from the bounding set before exec, as a container runtime does for a root
+//! container), no_new_privs (`allowPrivilegeEscalation: false`) and a 64 KiB RLIMIT_MEMLOCK
+//! (what runtimes under older systemd hand their containers).
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -13,28 +19,90 @@ use crate::proto;
 
 pub const PODTRACE: &str = "/bin/podtrace";
 
+/// The memlock limit runtimes under older systemd give containers.
+pub const CONTAINER_MEMLOCK: u64 = 64 << 10;
+
+/// How podtrace is started: its extra arguments, and the container's limits "as deployed".
+#[derive(Clone, Debug, Default)]
+pub struct Launch {
+    pub args: Vec<String>,
+    /// Keep only these capabilities (numbers); None: root with every capability.
+    pub caps: Option<Vec<u32>>,
+    /// RLIMIT_MEMLOCK, soft and hard (None: unchanged).
+    pub memlock: Option<u64>,
+}
+
+impl Launch {
+    /// Applies the limits to a command (in the child, before exec).
+    pub fn apply(&self, cmd: &mut Command) {
+        use std::os::unix::process::CommandExt;
+        let caps = self.caps.clone();
+        let memlock = self.memlock;
+        // SAFETY: only async-signal-safe system calls between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                if let Some(bytes) = memlock {
+                    let r = libc::rlimit {
+                        rlim_cur: bytes,
+                        rlim_max: bytes,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_MEMLOCK, &r) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                if let Some(keep) = &caps {
+                    // Root's capabilities after exec are its bounding set.
+                    for cap in 0..64u32 {
+                        if !keep.contains(&cap)
+                            && libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0)
+                                != 0
+                        {
+                            let e = std::io::Error::last_os_error();
+                            // Past the kernel's last capability.
+                            if e.raw_os_error() != Some(libc::EINVAL) {
+                                return Err(e);
+                            }
+                        }
+                    }
+                    if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                Ok(())
+            });
+        }
+    }
+}
+
 pub struct Daemon {
     child: Child,
     lines: mpsc::Receiver<String>,
     stderr: Arc<Mutex<Vec<String>>>,
     pub output: PathBuf,
     pub summary: PathBuf,
+    pub trace: PathBuf,
 }
 
 impl Daemon {
-    pub fn start(dir: &str) -> Result<Self> {
+    pub fn start(dir: &str, launch: &Launch) -> Result<Self> {
         std::fs::create_dir_all(dir).with_context(|| format!("mkdir {dir}"))?;
         let output = PathBuf::from(dir).join("events.ndjson");
         let summary = PathBuf::from(dir).join("summary.json");
-        let mut child = Command::new(PODTRACE)
-            .arg("run")
+        let trace = PathBuf::from(dir).join("trace.ndjson");
+        let mut cmd = Command::new(PODTRACE);
+        cmd.arg("run")
             .arg("--output")
             .arg(&output)
             .arg("--summary")
             .arg(&summary)
+            .arg("--record")
+            .arg(&trace)
+            .args(&launch.args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
+            .stderr(Stdio::piped());
+        launch.apply(&mut cmd);
+        let mut child = cmd
             .spawn()
             .with_context(|| format!("cannot start {PODTRACE}"))?;
         let stderr = child
@@ -60,11 +128,27 @@ impl Daemon {
             stderr: all,
             output,
             summary,
+            trace,
         })
     }
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Waits until podtrace exits by itself (a start it must refuse).
+    pub fn wait_exit(&mut self, limit: Duration) -> Result<ExitStatus> {
+        let t0 = Instant::now();
+        loop {
+            if let Some(s) = self.child.try_wait()? {
+                std::thread::sleep(Duration::from_millis(100));
+                return Ok(s);
+            }
+            if t0.elapsed() > limit {
+                bail!("podtrace still running after {limit:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Waits for the `attached` line; returns how long it took.

@@ -2,14 +2,19 @@
 //! starts `kernel-scenario vm`, then powers off). Static (musl), because the initramfs holds only
 //! busybox, podtrace and this.
 //!
-//! `vm`: reads the mode from the kernel command line (`klab_mode=v2|v1|probe`), mounts the cgroup
-//! hierarchies of that mode, starts podtrace, runs the scenarios (scenario.rs), stops podtrace and
-//! checks every line it printed against the scenarios' ground truth (checks.rs). Results go to the
-//! serial console in the marker protocol of proto.rs.
+//! `vm`: reads the mode from the kernel command line (`klab_mode=v2|v1|probe`) and the
+//! DaemonSet's capabilities (`klab_caps=`), mounts the cgroup hierarchies of that mode, checks
+//! RLIMIT_MEMLOCK as deployed (memlock.rs), then for each configuration (configs.rs: root, as
+//! deployed, each forced attach type x transport) starts podtrace, runs the scenarios
+//! (scenario.rs), stops podtrace, replays its trace, and checks every line it printed against
+//! the scenarios' ground truth (checks.rs). Results go to the serial console in the marker
+//! protocol of proto.rs.
 //! `threads N`: the thread scenario's child (N threads, prints its pid and their tids).
 mod cgroups;
 mod checks;
+mod configs;
 mod daemon;
+mod memlock;
 mod proto;
 mod scenario;
 
@@ -38,6 +43,7 @@ fn main() {
             let code = |i: usize| args.get(i).and_then(|n| n.parse().ok()).unwrap_or(0);
             scenario::leader_exit_child(code(2), code(3))
         }
+        Some(memlock::PROBE_ARG) => memlock::probe_child(),
         Some("threads") => {
             let n = args.get(2).and_then(|n| n.parse().ok()).unwrap_or(4);
             match scenario::thread_child(n) {
@@ -74,6 +80,9 @@ fn vm() {
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .map(|s| s.trim().to_string())
         .unwrap_or_default();
+    let names: Vec<&str> = configs::ALL.iter().map(|c| c.name).collect();
+    let plan = checks::plan(&names);
+    let plan_refs: Vec<&str> = plan.iter().map(String::as_str).collect();
     let mode = match mode_from_cmdline(&cmdline) {
         Ok(Some(m)) => m,
         Ok(None) => {
@@ -82,27 +91,28 @@ fn vm() {
         }
         Err(e) => {
             proto::start(&kernel, "?");
-            proto::plan(checks::PLAN);
-            for c in checks::PLAN {
+            proto::plan(&plan_refs);
+            for c in &plan {
                 proto::result(c, false, &format!("{e:#}"));
             }
             proto::done();
             return;
         }
     };
+    let caps = configs::manifest_caps(&cmdline).map_err(|e| format!("{e:#}"));
     proto::start(&kernel, mode.as_str());
-    proto::plan(checks::PLAN);
-    let mut reported = Vec::new();
-    let mut report = |check: &'static str, o: Outcome| {
-        proto::result(check, o.pass, &o.detail);
+    proto::plan(&plan_refs);
+    let mut reported: Vec<String> = Vec::new();
+    let mut report = |check: String, o: Outcome| {
+        proto::result(&check, o.pass, &o.detail);
         reported.push(check);
     };
-    let reason = run(mode, &mut report);
+    let reason = run(mode, &caps, &mut report);
     // Whatever was not reached fails with the reason the run stopped.
     let why = reason
         .err()
         .map_or_else(|| "not run".to_string(), |e| format!("not run: {e:#}"));
-    for c in checks::PLAN {
+    for c in &plan {
         if !reported.contains(c) {
             proto::result(c, false, &why);
         }
@@ -110,21 +120,54 @@ fn vm() {
     proto::done();
 }
 
-fn run(mode: Mode, report: &mut impl FnMut(&'static str, Outcome)) -> Result<()> {
+fn run(
+    mode: Mode,
+    caps: &Result<Vec<(String, u32)>, String>,
+    report: &mut impl FnMut(String, Outcome),
+) -> Result<()> {
     let hs = match cgroups::mount_for(mode).and_then(|(hs, detail)| {
         cgroups::verify(mode)?;
         Ok((hs, detail))
     }) {
         Ok((hs, detail)) => {
-            report("cgroups", pass(detail));
+            report("cgroups".into(), pass(detail));
             hs
         }
         Err(e) => {
-            report("cgroups", fail(format!("{e:#}")));
+            report("cgroups".into(), fail(format!("{e:#}")));
             return Err(e.context("cgroup mounts"));
         }
     };
-    let mut d = daemon::Daemon::start(WORKDIR)?;
+    report(
+        "memlock".into(),
+        match caps {
+            Ok(caps) => memlock::check(caps, WORKDIR),
+            Err(e) => fail(e.clone()),
+        },
+    );
+    for cfg in configs::ALL {
+        let mut each = |check: &str, o: Outcome| report(format!("{}: {check}", cfg.name), o);
+        if let Err(e) = run_config(cfg, mode, &hs, caps, &mut each) {
+            for check in checks::PER_CONFIG {
+                each(check, fail(format!("not run: {e:#}")));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One configuration: podtrace started its way, the scenarios, the checks. Checks reported
+/// before an error are kept; the caller fails the rest with the error.
+fn run_config(
+    cfg: &configs::Config,
+    mode: Mode,
+    hs: &[cgroups::Hierarchy],
+    caps: &Result<Vec<(String, u32)>, String>,
+    report: &mut impl FnMut(&str, Outcome),
+) -> Result<()> {
+    let launch = cfg.launch(caps)?;
+    let dir = format!("{WORKDIR}/{}", cfg.name);
+    let mut d = daemon::Daemon::start(&dir, &launch)?;
     match d.wait_attached(ATTACH_LIMIT) {
         Ok(t) => report(
             "attach",
@@ -136,10 +179,18 @@ fn run(mode: Mode, report: &mut impl FnMut(&'static str, Outcome)) -> Result<()>
         }
     }
     let daemon_pid = d.pid();
-    let facts = scenario::run_all(&hs);
-    // Let the last events reach the ring buffer before the drain at exit.
+    let facts = scenario::run_all(hs);
+    // Let the last events reach the kernel's buffers before the drain at exit.
     std::thread::sleep(Duration::from_millis(500));
-    match d.stop(STOP_LIMIT) {
+    let stopped = d.stop(STOP_LIMIT);
+    let summary = std::fs::read_to_string(&d.summary)
+        .ok()
+        .and_then(|s| serde_json::from_str::<Value>(&s).ok());
+    report(
+        "path",
+        checks::path(cfg.path, &d.stderr(), summary.as_ref()),
+    );
+    match stopped {
         Ok(s) if s.success() => report("stop", pass("SIGINT: exit status 0")),
         Ok(s) => report("stop", fail(format!("SIGINT: {s}"))),
         Err(e) => report("stop", fail(format!("{e:#}"))),
@@ -148,15 +199,13 @@ fn run(mode: Mode, report: &mut impl FnMut(&'static str, Outcome)) -> Result<()>
         .with_context(|| format!("reading {}", d.output.display()))?;
     let (events, schema) = validate(&text);
     report("schema", schema);
+    report("replay", replay(&d.trace, &text));
     for e in &events {
         proto::log("event", &e.to_string());
     }
     if events.iter().any(|e| e["pid"] == daemon_pid) {
         proto::log("note", "podtrace reported its own pid");
     }
-    let summary = std::fs::read_to_string(&d.summary)
-        .ok()
-        .and_then(|s| serde_json::from_str::<Value>(&s).ok());
     let out = checks::Output {
         events,
         summary,
@@ -166,6 +215,37 @@ fn run(mode: Mode, report: &mut impl FnMut(&'static str, Outcome)) -> Result<()>
         report(check, o);
     }
     Ok(())
+}
+
+/// `podtrace replay` of the run's trace prints what the run printed, byte for byte.
+fn replay(trace: &std::path::Path, live: &str) -> Outcome {
+    let out = match Command::new(daemon::PODTRACE)
+        .arg("replay")
+        .arg(trace)
+        .output()
+    {
+        Ok(o) => o,
+        Err(e) => return fail(format!("cannot run podtrace replay: {e}")),
+    };
+    if !out.status.success() {
+        return fail(format!(
+            "podtrace replay ended with {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    if out.stdout == live.as_bytes() {
+        return pass(format!("{} lines, byte-identical", live.lines().count()));
+    }
+    let first = live
+        .lines()
+        .zip(String::from_utf8_lossy(&out.stdout).lines())
+        .position(|(a, b)| a != b);
+    fail(format!(
+        "replay differs from the live output ({} vs {} bytes; first differing line {first:?})",
+        out.stdout.len(),
+        live.len()
+    ))
 }
 
 /// Every line is JSON and valid against `podtrace schema`; returns the lines that parsed.

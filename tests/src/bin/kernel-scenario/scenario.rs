@@ -53,6 +53,8 @@ pub struct Facts {
     pub leader_exit: Result<(u32, i32), String>,
     pub cgroup: Result<InCgroup, String>,
     pub container: Result<InCgroup, String>,
+    /// Kernel threads that kthreadd started while podtrace ran.
+    pub kthreads: Result<Vec<u32>, String>,
 }
 
 fn s<T>(r: Result<T>) -> Result<T, String> {
@@ -68,7 +70,59 @@ pub fn run_all(hs: &[Hierarchy]) -> Facts {
         leader_exit: s(leader_exit()),
         cgroup: s(in_cgroup(hs, CGROUP_PATH, CGROUP_MARKER)),
         container: s(in_cgroup(hs, &container_path(), CONTAINER_MARKER)),
+        kthreads: s(kthreads()),
     }
+}
+
+/// The pids of kthreadd's (pid 2) children that are kernel threads (PF_KTHREAD in
+/// /proc/PID/stat's flags).
+fn kernel_threads() -> Result<std::collections::BTreeSet<u32>> {
+    let mut out = std::collections::BTreeSet::new();
+    for entry in std::fs::read_dir("/proc").context("reading /proc")? {
+        let Some(pid) = entry?
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some(after) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
+            continue;
+        };
+        let f: Vec<&str> = after.split_whitespace().collect();
+        // state(0) ppid(1) ... flags(6)
+        let ppid = f.get(1).and_then(|v| v.parse::<u32>().ok());
+        let flags = f.get(6).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        if ppid == Some(2) && flags & 0x0020_0000 != 0 {
+            out.insert(pid);
+        }
+    }
+    Ok(out)
+}
+
+/// Makes the kernel start kernel threads: a nice value the writeback workqueue has not had
+/// yet makes the workqueue code create a worker pool and a kworker for it (each run another
+/// value, so the pool is new). The new kernel threads are the ground truth.
+fn kthreads() -> Result<Vec<u32>> {
+    use std::sync::atomic::{AtomicI32, Ordering};
+    static NEXT: AtomicI32 = AtomicI32::new(10);
+    const NICE: &str = "/sys/devices/virtual/workqueue/writeback/nice";
+    let before = kernel_threads()?;
+    let old = std::fs::read_to_string(NICE).with_context(|| format!("reading {NICE}"))?;
+    let nice = NEXT.fetch_add(1, Ordering::SeqCst);
+    std::fs::write(NICE, nice.to_string()).with_context(|| format!("writing {nice} to {NICE}"))?;
+    std::thread::sleep(Duration::from_millis(300));
+    let after = kernel_threads()?;
+    std::fs::write(NICE, old.trim()).with_context(|| format!("restoring {NICE}"))?;
+    let new: Vec<u32> = after.difference(&before).copied().collect();
+    ensure!(
+        !new.is_empty(),
+        "no new kernel thread after setting {NICE} to {nice}"
+    );
+    Ok(new)
 }
 
 /// `sh -c 'exit 7'`: the wait status says 7.
