@@ -99,7 +99,7 @@ mod perf {
             bpf_perf_event_output(
                 ctx.as_ptr(),
                 (&raw const PERF_EVENTS).cast_mut().cast(),
-                u64::from(BPF_F_CURRENT_CPU),
+                BPF_F_CURRENT_CPU,
                 bytes.as_ptr().cast_mut().cast(),
                 bytes.len() as u64,
             )
