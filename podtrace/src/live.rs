@@ -13,7 +13,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use crate::cgroups::resolve::{CgroupView, Resolver};
 use crate::cgroups::{self, CgroupMode, CgroupSetup, Mounts};
 use crate::clock::BootClock;
-use crate::cri::{self, CriConfig, CriError, CriFact, CriService, CriStats};
+use crate::cri::{self, CriAnswer, CriConfig, CriError, CriService, CriStats};
 use crate::engine::{Question, Request};
 use crate::error::Failure;
 use crate::filter::EventFilter;
@@ -212,7 +212,7 @@ pub async fn start_cri(cfg: &CriConfig, redactor: Arc<Redactor>) -> Result<Optio
 }
 
 /// The next CRI answer, or never without a CRI.
-async fn cri_answer(cri: &mut Option<CriService>) -> CriFact {
+async fn cri_answer(cri: &mut Option<CriService>) -> CriAnswer {
     match cri {
         Some(s) => s.next_answer().await,
         None => std::future::pending().await,
@@ -606,8 +606,11 @@ impl Live {
                     serve_requests(pipe, cri);
                     pipe.flush()?;
                 }
-                fact = cri_answer(cri) => {
-                    pipe.push(&Record::Cri(fact))?;
+                answer = cri_answer(cri) => {
+                    pipe.push(&match answer {
+                        CriAnswer::Fact(f) => Record::Cri(f),
+                        CriAnswer::Unknown(u) => Record::CriUnknown(u),
+                    })?;
                     serve_requests(pipe, cri);
                 }
                 guard = async {

@@ -35,14 +35,20 @@ fn every_forced_kernel_path_reports_the_same_lifecycle() {
     for &(attach, transport) in PATHS {
         let what = format!("{attach} + {transport}");
         let t = Tracer::start(&["--attach", attach, "--transport", transport]);
-        let tag = format!("podtrace-test-path-{attach}-{transport}-{}", std::process::id());
+        let tag = format!(
+            "podtrace-test-path-{attach}-{transport}-{}",
+            std::process::id()
+        );
         let mut sh = Command::new("sh")
             .args(["-c", &format!("exit 7 # {tag}")])
             .spawn()
             .expect("spawn sh");
         let sh_pid = sh.id();
         assert_eq!(sh.wait().expect("wait sh").code(), Some(7));
-        let mut sleep = Command::new("sleep").arg("30").spawn().expect("spawn sleep");
+        let mut sleep = Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("spawn sleep");
         std::thread::sleep(Duration::from_millis(100));
         sleep.kill().expect("SIGKILL");
         let killed = sleep.wait().expect("reap sleep");
@@ -56,10 +62,18 @@ fn every_forced_kernel_path_reports_the_same_lifecycle() {
             serde_json::json!(["sh", "-c", format!("exit 7 # {tag}")]),
             "{what}"
         );
-        assert_eq!(run.one("fork", sh_pid)["ppid"], std::process::id(), "{what}");
+        assert_eq!(
+            run.one("fork", sh_pid)["ppid"],
+            std::process::id(),
+            "{what}"
+        );
         assert_eq!(run.one("exit", sh_pid)["exit_code"], 7, "{what}");
         assert_eq!(run.one("exit", sleep.id())["signal"], 9, "{what}");
-        assert_eq!(run.of("exit", threads).len(), 1, "{what}: one exit, not per thread");
+        assert_eq!(
+            run.of("exit", threads).len(),
+            1,
+            "{what}: one exit, not per thread"
+        );
         assert!(
             run.events
                 .iter()

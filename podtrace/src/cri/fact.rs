@@ -21,6 +21,43 @@ pub struct CriFact {
     pub pod: Option<CriPod>,
 }
 
+/// The CRI has no answer for an id (a `cri_unknown` record in traces): the engine stops
+/// waiting for one (events it held for the container go out without its names).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CriUnknown {
+    pub id: String,
+    pub why: NoAnswer,
+}
+
+/// Why an id got no answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NoAnswer {
+    /// The runtime did not know the id (neither a container nor a sandbox) at the last retry.
+    NotFound,
+    /// The runtime answered with an error at the last retry.
+    Failed,
+    /// The runtime stopped answering for the last attempt.
+    Down,
+}
+
+/// What the CRI service hands the live loop for an id it was asked about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CriAnswer {
+    Fact(CriFact),
+    Unknown(CriUnknown),
+}
+
+impl CriAnswer {
+    pub fn id(&self) -> &str {
+        match self {
+            CriAnswer::Fact(f) => &f.id,
+            CriAnswer::Unknown(u) => &u.id,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CriPod {

@@ -51,7 +51,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use fact::{CriFact, CriPod};
+pub use fact::{CriAnswer, CriFact, CriPod, CriUnknown, NoAnswer};
 pub use service::CriService;
 pub use stats::{CriStats, LatencyHistogram};
 
@@ -95,6 +95,10 @@ pub struct CriConfig {
     pub queue: usize,
     /// Facts cached at most (and pods, separately).
     pub cache: usize,
+    /// Waits before asking again about an id the runtime does not know yet (NotFound) or
+    /// answered with an error: cri-o answers NotFound until CreateContainer returns, while
+    /// the container's monitor and init already run. One retry per entry; then no answer.
+    pub retries: Vec<Duration>,
 }
 
 impl Default for CriConfig {
@@ -105,9 +109,17 @@ impl Default for CriConfig {
             timeout: Duration::from_millis(500),
             queue: 1024,
             cache: 16384,
+            retries: RETRIES_MS
+                .iter()
+                .map(|&ms| Duration::from_millis(ms))
+                .collect(),
         }
     }
 }
+
+/// The default waits between lookups of an id the runtime does not know yet: 2.5 s in all,
+/// past what cri-o and containerd take to create a container here (docs/events.md).
+pub const RETRIES_MS: [u64; 7] = [20, 40, 80, 160, 320, 640, 1280];
 
 /// Configuration errors of [`CriService::start`]. The daemon exits 2 on the first three and
 /// runs without the CRI (a warning) on `NoEndpoint`.

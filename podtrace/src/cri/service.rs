@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use super::cache::BoundedCache;
 use super::client::{self, CallError, Client, SandboxInfo};
 use super::endpoint;
-use super::fact::{CriFact, CriPod};
+use super::fact::{CriAnswer, CriFact, CriPod, CriUnknown, NoAnswer};
 use super::stats::{bump, Counters, CriStats};
 use super::{CriConfig, CriError, Redact};
 
@@ -38,7 +38,7 @@ const WARN_OUTAGES: u64 = 5;
 /// What the worker sends back for every id it was given.
 enum Done {
     Fact(Box<CriFact>),
-    Nothing(String),
+    Nothing(String, NoAnswer),
 }
 
 enum TaskOut {
@@ -80,7 +80,7 @@ pub struct CriService {
     answers: mpsc::Receiver<Done>,
     inflight: HashSet<String>,
     cache: BoundedCache<CriFact>,
-    ready: VecDeque<CriFact>,
+    ready: VecDeque<CriAnswer>,
     initial: Vec<CriFact>,
     queue: usize,
     shared: Arc<Shared>,
@@ -218,6 +218,9 @@ impl CriService {
             requests: req_rx,
             answers: ans_tx,
             pending: VecDeque::new(),
+            later: std::collections::BTreeMap::new(),
+            later_seq: 0,
+            retries: cfg.retries.clone(),
             tasks: JoinSet::new(),
             task_ids: HashMap::new(),
             running: 0,
@@ -272,7 +275,7 @@ impl CriService {
         let c = &self.shared.counters;
         if let Some(f) = self.cache.get(id) {
             bump(&c.cache_hits);
-            self.ready.push_back(f.clone());
+            self.ready.push_back(CriAnswer::Fact(f.clone()));
             return;
         }
         if self.inflight.contains(id) {
@@ -297,27 +300,29 @@ impl CriService {
     pub fn forget(&mut self, id: &str) {
         self.cache.remove(id);
         self.inflight.remove(id);
-        self.ready.retain(|f| f.id != id);
+        self.ready.retain(|a| a.id() != id);
         self.shared.pods().remove(id);
     }
 
-    /// The next fact. Cancel-safe: use it in `tokio::select!`; a fact is returned exactly once,
-    /// and one not returned because the future was dropped stays for the next call. Pending
-    /// forever when nothing was asked.
-    pub async fn next_answer(&mut self) -> CriFact {
+    /// The next answer: a fact, or that an id has none (after its retries). Cancel-safe: use
+    /// it in `tokio::select!`; an answer is returned exactly once, and one not returned because
+    /// the future was dropped stays for the next call. Pending forever when nothing was asked.
+    pub async fn next_answer(&mut self) -> CriAnswer {
         loop {
-            if let Some(f) = self.ready.pop_front() {
-                return f;
+            if let Some(a) = self.ready.pop_front() {
+                return a;
             }
             match self.answers.recv().await {
                 Some(Done::Fact(f)) => {
                     if self.inflight.remove(&f.id) {
                         self.cache.insert(f.id.clone(), (*f).clone());
-                        return *f;
+                        return CriAnswer::Fact(*f);
                     }
                 }
-                Some(Done::Nothing(id)) => {
-                    self.inflight.remove(&id);
+                Some(Done::Nothing(id, why)) => {
+                    if self.inflight.remove(&id) {
+                        return CriAnswer::Unknown(CriUnknown { id, why });
+                    }
                 }
                 // The worker is gone (it only stops when aborted): nothing will come.
                 None => std::future::pending::<()>().await,
@@ -498,6 +503,11 @@ struct Worker {
     answers: mpsc::Sender<Done>,
     /// Ids to look up, with the attempts they used.
     pending: VecDeque<(String, u32)>,
+    /// Ids to look up again later (the runtime did not know them yet), by when.
+    later: std::collections::BTreeMap<(Instant, u64), (String, u32)>,
+    later_seq: u64,
+    /// Waits before each retry of an id the runtime did not know (`CriConfig::retries`).
+    retries: Vec<Duration>,
     tasks: JoinSet<TaskOut>,
     /// Which id each lookup task has (to answer it even if the task panicked).
     task_ids: HashMap<tokio::task::Id, String>,
@@ -513,6 +523,7 @@ impl Worker {
     async fn run(mut self) {
         loop {
             self.dispatch();
+            let next_retry = self.next_retry();
             tokio::select! {
                 r = self.requests.recv() => match r {
                     Some(id) => self.pending.push_back((id, 0)),
@@ -530,11 +541,21 @@ impl Worker {
                             if let Some(id) = self.task_ids.remove(&e.id()) {
                                 self.running = self.running.saturating_sub(1);
                                 bump(&self.shared.counters.failures);
-                                let _ = self.answers.send(Done::Nothing(id)).await;
+                                let _ = self.answers.send(Done::Nothing(id, NoAnswer::Failed)).await;
                             } else {
                                 self.probing = false;
                             }
                         }
+                    }
+                }
+                () = tokio::time::sleep_until(next_retry), if !self.later.is_empty() => {
+                    let now = Instant::now();
+                    while let Some(entry) = self.later.first_entry() {
+                        if entry.key().0 > now {
+                            break;
+                        }
+                        let (id, attempts) = entry.remove();
+                        self.pending.push_back((id, attempts));
                     }
                 }
                 () = tokio::time::sleep_until(self.probe_at), if self.down && !self.probing => {
@@ -544,6 +565,28 @@ impl Worker {
                 }
             }
         }
+    }
+
+    /// When the first id waiting for a retry is due.
+    fn next_retry(&self) -> Instant {
+        self.later
+            .keys()
+            .next()
+            .map_or_else(Instant::now, |(at, _)| *at)
+    }
+
+    /// Asks about `id` again after its next wait; false when its retries are used up.
+    fn retry_later(&mut self, id: &str, attempts: u32) -> bool {
+        let Some(wait) = self.retries.get(attempts.saturating_sub(1) as usize) else {
+            return false;
+        };
+        bump(&self.shared.counters.retries);
+        self.later_seq += 1;
+        self.later.insert(
+            (Instant::now() + *wait, self.later_seq),
+            (id.to_string(), attempts),
+        );
+        true
     }
 
     fn dispatch(&mut self) {
@@ -620,20 +663,33 @@ impl Worker {
                         }
                         Some(Done::Fact(f))
                     }
+                    // Not known yet (cri-o answers NotFound until CreateContainer returns):
+                    // asked again after a wait, a few times.
                     Err(CallError::NotFound(m)) => {
                         bump(&c.not_found);
-                        tracing::debug!("CRI: {m}");
-                        Some(Done::Nothing(id))
+                        tracing::debug!("CRI: {m} (attempt {attempts})");
+                        if self.retry_later(&id, attempts) {
+                            None
+                        } else {
+                            bump(&c.unanswered);
+                            Some(Done::Nothing(id, NoAnswer::NotFound))
+                        }
                     }
                     Err(CallError::Failed(m)) => {
                         bump(&c.failures);
-                        let n = c.failures.load(std::sync::atomic::Ordering::Relaxed);
-                        if n <= WARN_FAILURES {
-                            tracing::warn!("CRI lookup failed: {m}");
+                        if self.retry_later(&id, attempts) {
+                            tracing::debug!("CRI lookup failed (attempt {attempts}): {m}");
+                            None
                         } else {
-                            tracing::debug!("CRI lookup failed: {m}");
+                            let n = c.failures.load(std::sync::atomic::Ordering::Relaxed);
+                            if n <= WARN_FAILURES {
+                                tracing::warn!("CRI lookup failed: {m}");
+                            } else {
+                                tracing::debug!("CRI lookup failed: {m}");
+                            }
+                            bump(&c.unanswered);
+                            Some(Done::Nothing(id, NoAnswer::Failed))
                         }
-                        Some(Done::Nothing(id))
                     }
                     Err(CallError::Down { timeout, msg }) => {
                         bump(&c.failures);
@@ -646,7 +702,8 @@ impl Worker {
                             tracing::warn!(
                                 "CRI: giving up on {id} after {attempts} attempts: {msg}"
                             );
-                            Some(Done::Nothing(id))
+                            bump(&c.unanswered);
+                            Some(Done::Nothing(id, NoAnswer::Down))
                         } else {
                             self.pending.push_back((id, attempts));
                             None

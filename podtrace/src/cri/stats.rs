@@ -46,8 +46,14 @@ pub struct CriStats {
     pub failures: u64,
     /// Of `failures`, those that timed out.
     pub timeouts: u64,
-    /// Ids given up after the last attempt failed (no answer is sent for them).
+    /// Ids given up after the last attempt failed while the runtime was down.
     pub gave_up: u64,
+    /// Lookups asked again after a wait because the runtime did not know the id yet
+    /// (NotFound while it creates the container) or answered with an error.
+    pub retries: u64,
+    /// Ids that got no fact in the end (not found or failed after every retry, or given up):
+    /// the engine is told, and releases what it held for them unnamed.
+    pub unanswered: u64,
     /// Facts in the answer cache (containers and sandboxes).
     pub cache_size: u64,
     /// Pods in the sandbox cache.
@@ -69,6 +75,8 @@ pub(crate) struct Counters {
     pub failures: AtomicU64,
     pub timeouts: AtomicU64,
     pub gave_up: AtomicU64,
+    pub retries: AtomicU64,
+    pub unanswered: AtomicU64,
     buckets: [AtomicU64; LATENCY_BOUNDS_US.len() + 1],
     sum_us: AtomicU64,
     count: AtomicU64,
@@ -107,6 +115,8 @@ impl Counters {
             failures: g(&self.failures),
             timeouts: g(&self.timeouts),
             gave_up: g(&self.gave_up),
+            retries: g(&self.retries),
+            unanswered: g(&self.unanswered),
             cache_size: cache_size as u64,
             pod_cache_size: pod_cache_size as u64,
             latency: LatencyHistogram {

@@ -418,6 +418,7 @@ fn cfg(path: &Path) -> CriConfig {
     CriConfig {
         endpoint: Some(format!("unix://{}", path.display())),
         timeout: Duration::from_millis(300),
+        retries: vec![Duration::from_millis(10), Duration::from_millis(20)],
         ..CriConfig::default()
     }
 }
@@ -427,8 +428,17 @@ fn id(c: char) -> String {
 }
 
 /// The next answer within `within`, or None.
-async fn answer_within(s: &mut CriService, within: Duration) -> Option<CriFact> {
+async fn next_within(s: &mut CriService, within: Duration) -> Option<CriAnswer> {
     tokio::time::timeout(within, s.next_answer()).await.ok()
+}
+
+/// The next answer within `within` if it is a fact; None for no answer in time, or for the
+/// service saying it has none.
+async fn answer_within(s: &mut CriService, within: Duration) -> Option<CriFact> {
+    match next_within(s, within).await {
+        Some(CriAnswer::Fact(f)) => Some(f),
+        _ => None,
+    }
 }
 
 /// Waits (polling) until `cond(stats)` holds; panics with the stats after `within`.
@@ -549,14 +559,19 @@ async fn initial_request_sandbox_unknown_and_restart_attempt() {
     assert_eq!(f, want_sandbox);
     assert_eq!(fake.calls("PodSandboxStatus"), 1);
 
-    // An id the runtime does not know: no answer, counted.
+    // An id the runtime does not know: asked again after each wait, then an answer that
+    // there is none, counted.
     s.request(&id('e'));
     assert_eq!(
-        answer_within(&mut s, Duration::from_millis(500)).await,
-        None
+        next_within(&mut s, Duration::from_millis(500)).await,
+        Some(CriAnswer::Unknown(CriUnknown {
+            id: id('e'),
+            why: NoAnswer::NotFound
+        }))
     );
     let st = s.stats();
-    assert_eq!(st.not_found, 1, "{st:#?}");
+    assert_eq!(st.not_found, 3, "the first lookup and two retries: {st:#?}");
+    assert_eq!((st.retries, st.unanswered), (2, 1), "{st:#?}");
     assert_eq!(s.pending(), 0, "the unknown id is no longer in flight");
     assert_eq!((st.failures, st.outages, st.up), (0, 0, true), "{st:#?}");
     assert_eq!(
@@ -565,8 +580,8 @@ async fn initial_request_sandbox_unknown_and_restart_attempt() {
     );
     assert_eq!(
         st.lookups,
-        2 + 3,
-        "2 ContainerStatus at start, d, a, e: {st:#?}"
+        2 + 3 + 2,
+        "2 ContainerStatus at start, d, a, e and e's two retries: {st:#?}"
     );
     assert_eq!(st.latency.count, st.lookups, "{st:#?}");
     server.stop().await;
@@ -893,6 +908,39 @@ async fn runtime_restart_retries_what_failed() {
     server.stop().await;
 }
 
+/// cri-o answers NotFound for a container until CreateContainer returns, while its conmon
+/// and init already run: the lookup is asked again after a wait and answered once the runtime
+/// knows the container.
+#[tokio::test(flavor = "current_thread")]
+async fn an_id_not_known_yet_is_asked_again_and_answered() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sock = dir.path().join("cri.sock");
+    let fake = Fake::default();
+    world_with_pod(&fake);
+    let server = FakeServer::start(&sock, &fake);
+    let mut s = CriService::start(
+        CriConfig {
+            retries: vec![Duration::from_millis(40); 5],
+            ..cfg(&sock)
+        },
+        no_redaction(),
+    )
+    .await
+    .expect("start");
+    s.request(&id('f'));
+    // Created 60 ms later: after the first lookup and the first retry.
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    fake.add_container(&id('f'), &id('a'), "late-created", 0);
+    let f = answer_within(&mut s, Duration::from_secs(2))
+        .await
+        .expect("answered once the runtime knows it");
+    assert_eq!(f.name.as_deref(), Some("late-created"));
+    let st = s.stats();
+    assert!(st.retries >= 1 && st.not_found >= 1, "{st:#?}");
+    assert_eq!(st.unanswered, 0, "{st:#?}");
+    server.stop().await;
+}
+
 /// The loop shape the daemon uses: `next_answer` in `select!` against other work, `request` in
 /// another branch's handler. A branch that wins does not lose an answer.
 #[tokio::test(flavor = "current_thread")]
@@ -917,7 +965,7 @@ async fn next_answer_in_select_is_cancel_safe() {
         assert!(Instant::now() < end, "only {} answers", got.len());
         tokio::select! {
             f = s.next_answer() => {
-                assert!(got.insert(f.id.clone()), "answered twice: {}", f.id);
+                assert!(got.insert(f.id().to_string()), "answered twice: {}", f.id());
             }
             _ = tick.tick() => {
                 if asked < 50 {

@@ -37,6 +37,8 @@ pub struct Container {
     pub image_id: Option<String>,
     /// The CRI answered for this container.
     pub cri: bool,
+    /// The CRI said it has no answer for this container (not found or failed after retries).
+    pub cri_unknown: bool,
     /// The pod's labels and annotations, from the CRI with `--cri-labels` (for `tree`).
     pub pod_labels: Option<std::collections::BTreeMap<String, String>>,
     pub pod_annotations: Option<std::collections::BTreeMap<String, String>>,
@@ -344,6 +346,13 @@ impl Registry {
         }
         self.stats.cri_disagreements += disagreements;
         self.stats.cri_answers += 1;
+    }
+
+    /// The CRI has no answer for `id`: nothing more will come for it.
+    pub fn learn_cri_unknown(&mut self, id: &str) {
+        if let Some(c) = self.by_id.get_mut(id) {
+            c.cri_unknown = true;
+        }
     }
 
     /// Makes `pid` the container's init, in pid namespace `pidns` when that is not the host's.

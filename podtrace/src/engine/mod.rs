@@ -179,6 +179,7 @@ impl Engine {
                     .learn((f.hierarchy, f.id), f.path.as_deref(), self.now_ns);
             }
             Record::Cri(f) => self.containers.learn_cri(f, self.now_ns),
+            Record::CriUnknown(u) => self.containers.learn_cri_unknown(&u.id),
             Record::Clock(c) => {
                 self.advance(c.ts_ns);
                 self.clock.offset_ns = c.offset_ns;

@@ -17,7 +17,7 @@ pub mod writer;
 use serde::{Deserialize, Serialize};
 
 use crate::cgroups::{CgroupSetup, Hierarchy};
-use crate::cri::CriFact;
+use crate::cri::{CriFact, CriUnknown};
 use crate::kernel_event::{KernelEvent, ReapEvent};
 use crate::snapshot::ProcInfo;
 
@@ -129,6 +129,8 @@ pub enum Record {
     SnapshotEnd {},
     Cgroup(CgroupFact),
     Cri(CriFact),
+    /// The CRI will not answer for an id (not found or failed after its retries).
+    CriUnknown(CriUnknown),
     Clock(ClockRecord),
     ResyncStart(ResyncStart),
     ResyncEnd {},

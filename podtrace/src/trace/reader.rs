@@ -263,6 +263,7 @@ impl TraceReader {
                 | Record::Reap(_)
                 | Record::Cgroup(_)
                 | Record::Cri(_)
+                | Record::CriUnknown(_)
                 | Record::Clock(_)
                 | Record::Lost(_)
                 | Record::Malformed(_),
