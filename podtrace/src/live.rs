@@ -608,7 +608,7 @@ impl Live {
                 }
                 answer = cri_answer(cri) => {
                     pipe.push(&match answer {
-                        CriAnswer::Fact(f) => Record::Cri(f),
+                        CriAnswer::Fact(f) => Record::Cri(*f),
                         CriAnswer::Unknown(u) => Record::CriUnknown(u),
                     })?;
                     serve_requests(pipe, cri);

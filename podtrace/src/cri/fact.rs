@@ -45,7 +45,7 @@ pub enum NoAnswer {
 /// What the CRI service hands the live loop for an id it was asked about.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CriAnswer {
-    Fact(CriFact),
+    Fact(Box<CriFact>),
     Unknown(CriUnknown),
 }
 

@@ -275,7 +275,7 @@ impl CriService {
         let c = &self.shared.counters;
         if let Some(f) = self.cache.get(id) {
             bump(&c.cache_hits);
-            self.ready.push_back(CriAnswer::Fact(f.clone()));
+            self.ready.push_back(CriAnswer::Fact(Box::new(f.clone())));
             return;
         }
         if self.inflight.contains(id) {
@@ -316,7 +316,7 @@ impl CriService {
                 Some(Done::Fact(f)) => {
                     if self.inflight.remove(&f.id) {
                         self.cache.insert(f.id.clone(), (*f).clone());
-                        return CriAnswer::Fact(*f);
+                        return CriAnswer::Fact(f);
                     }
                 }
                 Some(Done::Nothing(id, why)) => {

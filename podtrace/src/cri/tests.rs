@@ -436,7 +436,7 @@ async fn next_within(s: &mut CriService, within: Duration) -> Option<CriAnswer> 
 /// service saying it has none.
 async fn answer_within(s: &mut CriService, within: Duration) -> Option<CriFact> {
     match next_within(s, within).await {
-        Some(CriAnswer::Fact(f)) => Some(f),
+        Some(CriAnswer::Fact(f)) => Some(*f),
         _ => None,
     }
 }
