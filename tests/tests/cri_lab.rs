@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use podtrace::cri::{no_redaction, CriConfig, CriFact, CriService};
+use podtrace::cri::{no_redaction, CriAnswer, CriConfig, CriFact, CriService};
 use podtrace_tests::lab::{
     self, cgroup_dir, cgroup_inode, proc_cgroup, proc_cmdline, proc_status, unified_root,
     ContainerSpec, CriLab, KubeContainer, KubePod, ProcessRef,
@@ -207,7 +207,8 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("a tokio runtime")
 }
 
-/// The next answer for `id` (other answers are skipped), within `within`.
+/// The next fact for `id` (other answers are skipped; the service saying it has none for
+/// `id` is None), within `within`.
 fn answer_for(
     rt: &tokio::runtime::Runtime,
     s: &mut CriService,
@@ -218,7 +219,8 @@ fn answer_for(
     rt.block_on(async {
         loop {
             match tokio::time::timeout_at(end, s.next_answer()).await {
-                Ok(f) if f.id == id => return Some(f),
+                Ok(CriAnswer::Fact(f)) if f.id == id => return Some(*f),
+                Ok(CriAnswer::Unknown(u)) if u.id == id => return None,
                 Ok(_) => continue,
                 Err(_) => return None,
             }
