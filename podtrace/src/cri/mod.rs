@@ -52,7 +52,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use fact::{CriFact, CriPod};
-pub use service::CriService;
+pub use service::{CriProbe, CriService};
 pub use stats::{CriStats, LatencyHistogram};
 
 use crate::redact::Redactor;
