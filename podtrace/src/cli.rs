@@ -49,6 +49,33 @@ pub enum Command {
     Tree(TreeArgs),
     /// Print the JSON Schema of the event lines.
     Schema,
+    /// Whether and how podtrace will run on this node: one line per item (kernel, BTF,
+    /// attach path and transport, capabilities, RLIMIT_MEMLOCK, cgroups, CRI, pid namespace),
+    /// ok / warn / fail with the fix. Loads the programs as `run` would and unloads them.
+    /// Exit 0 when nothing fails, 1 otherwise.
+    Check(CheckArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct CheckArgs {
+    /// JSON instead of text: the lines, the overall verdict and the facts they come from.
+    #[arg(long)]
+    pub json: bool,
+    /// Kernel ring buffer size in bytes, as for `run` (what RLIMIT_MEMLOCK must cover on
+    /// kernels before 5.11).
+    #[arg(long, default_value_t = 1 << 22, value_parser = parse_ring_size)]
+    pub ring_buffer_bytes: u32,
+    /// Which cgroup hierarchy places processes, as for `run`.
+    #[arg(long, value_enum, default_value_t = CgroupMode::Auto, env = "PODTRACE_CGROUP_MODE")]
+    pub cgroup_mode: CgroupMode,
+    #[command(flatten)]
+    pub kernel: KernelArgs,
+    /// The CRI socket to ask, as for `run` (default: the first that answers of the usual ones).
+    #[arg(long, value_name = "ENDPOINT", env = "CONTAINER_RUNTIME_ENDPOINT")]
+    pub cri_endpoint: Option<String>,
+    /// Do not ask the CRI.
+    #[arg(long)]
+    pub no_cri: bool,
 }
 
 /// `replay --export` formats.

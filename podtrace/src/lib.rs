@@ -8,6 +8,7 @@
 pub mod attribution;
 pub mod btf_offsets;
 pub mod cgroups;
+pub mod check;
 pub mod cli;
 pub mod clock;
 pub mod cri;
