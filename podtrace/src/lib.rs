@@ -17,6 +17,7 @@ pub mod error;
 pub mod exit_probe;
 pub mod export;
 pub mod filter;
+pub mod health;
 pub mod kernel_event;
 pub mod live;
 pub mod loader;

@@ -5,7 +5,7 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use podtrace::check::{self, CheckOptions, Verdict};
 use podtrace::cli::{
-    CheckArgs, Cli, Command, ExportFormat, FilterArgs, RunArgs, TracerArgs, TreeArgs,
+    CheckArgs, Cli, Command, ExportFormat, FilterArgs, HealthArgs, RunArgs, TracerArgs, TreeArgs,
 };
 use podtrace::engine::tree;
 use podtrace::error::{exit_code, Failure, EXIT_FAILURE};
@@ -193,6 +193,20 @@ fn check_cmd(a: CheckArgs) -> Result<bool> {
     Ok(report.verdict != Verdict::Fail)
 }
 
+/// `podtrace health`: Ok(true) when /healthz answered 200.
+fn health_cmd(a: HealthArgs) -> bool {
+    match podtrace::health::probe(a.addr, a.timeout) {
+        Ok(body) => {
+            println!("{body}");
+            true
+        }
+        Err(e) => {
+            eprintln!("podtrace: unhealthy: {e}");
+            false
+        }
+    }
+}
+
 fn main() -> ExitCode {
     if std::env::args_os().nth(1).as_deref() == Some(podtrace::exit_probe::PROBE_ARG.as_ref()) {
         podtrace::exit_probe::child();
@@ -212,6 +226,13 @@ fn main() -> ExitCode {
             Ok(false) => return ExitCode::from(EXIT_FAILURE),
             Err(e) => Err(e),
         },
+        Command::Health(a) => {
+            return if health_cmd(a) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EXIT_FAILURE)
+            }
+        }
         Command::Run(run) => run_cmd(run),
         Command::Record { output, tracer } => {
             run_options(tracer, EventFilter::default(), None, Some(output), true).and_then(live)
