@@ -152,7 +152,7 @@ fn check_as_root_passes_and_leaves_nothing_loaded() {
         .collect();
     let maps: Vec<u32> = load["maps"]
         .as_array()
-        .expect("maps")
+        .expect("as root the kernel lists each program's maps")
         .iter()
         .map(|m| m.as_u64().expect("id") as u32)
         .collect();

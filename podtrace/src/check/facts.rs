@@ -115,9 +115,10 @@ pub enum Load {
         /// What was forced (`--attach`, `--transport`).
         forced_attach: Option<Attach>,
         forced_transport: Option<Transport>,
-        /// The kernel's ids of the programs and maps that were loaded (gone after `check`).
+        /// The kernel's ids of the programs and maps that were loaded (gone after `check`);
+        /// maps None when the kernel's program info did not list them.
         programs: Vec<ProgramId>,
-        maps: Vec<u32>,
+        maps: Option<Vec<u32>>,
         /// BPF and perf file descriptors this process still held after dropping them
         /// (beyond those it held before); None when /proc/self/fd cannot be listed.
         fds_left: Option<usize>,
@@ -261,6 +262,8 @@ fn try_load(opts: &CheckOptions, v1_controller: Option<String>) -> Load {
     programs.sort_by(|a, b| a.name.cmp(&b.name));
     maps.sort_unstable();
     maps.dedup();
+    // Every program uses maps (its config at least): none listed is not known, not none.
+    let maps = (!maps.is_empty()).then_some(maps);
     let (path, fallbacks, exit_program) = (
         loaded.path,
         loaded.fallbacks.clone(),

@@ -69,7 +69,7 @@ pub(crate) mod tests_support {
                 name: "sched_process_exec".into(),
                 id: 7,
             }],
-            maps: vec![3],
+            maps: Some(vec![3]),
             fds_left: Some(0),
         }
     }

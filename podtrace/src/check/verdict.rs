@@ -651,7 +651,7 @@ mod tests {
             forced_attach: None,
             forced_transport: Some(Transport::PerfBuffer),
             programs: Vec::new(),
-            maps: Vec::new(),
+            maps: None,
             fds_left: Some(0),
         };
         assert_line(
