@@ -49,6 +49,46 @@ pub enum Command {
     Tree(TreeArgs),
     /// Print the JSON Schema of the event lines.
     Schema,
+    /// Whether and how podtrace will run on this node: one line per item (kernel, BTF,
+    /// attach path and transport, capabilities, RLIMIT_MEMLOCK, cgroups, CRI, pid namespace),
+    /// ok / warn / fail with the fix. Loads the programs as `run` would and unloads them.
+    /// Exit 0 when nothing fails, 1 otherwise.
+    Check(CheckArgs),
+    /// Ask a running `podtrace run --metrics-addr` whether its event loop is making progress
+    /// (GET /healthz): exit 0 when it is, 1 otherwise (for exec liveness probes).
+    Health(HealthArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct CheckArgs {
+    /// JSON instead of text: the lines, the overall verdict and the facts they come from.
+    #[arg(long)]
+    pub json: bool,
+    /// Kernel ring buffer size in bytes, as for `run` (what RLIMIT_MEMLOCK must cover on
+    /// kernels before 5.11).
+    #[arg(long, default_value_t = 1 << 22, value_parser = parse_ring_size)]
+    pub ring_buffer_bytes: u32,
+    /// Which cgroup hierarchy places processes, as for `run`.
+    #[arg(long, value_enum, default_value_t = CgroupMode::Auto, env = "PODTRACE_CGROUP_MODE")]
+    pub cgroup_mode: CgroupMode,
+    #[command(flatten)]
+    pub kernel: KernelArgs,
+    /// The CRI socket to ask, as for `run` (default: the first that answers of the usual ones).
+    #[arg(long, value_name = "ENDPOINT", env = "CONTAINER_RUNTIME_ENDPOINT")]
+    pub cri_endpoint: Option<String>,
+    /// Do not ask the CRI.
+    #[arg(long)]
+    pub no_cri: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct HealthArgs {
+    /// Where `podtrace run --metrics-addr` listens.
+    #[arg(long, default_value = "127.0.0.1:9464", value_name = "ADDR")]
+    pub addr: std::net::SocketAddr,
+    /// Give up after this long in all (connect, ask, answer): 2s, 500ms, 1.5 (seconds).
+    #[arg(long, default_value = "2s", value_parser = parse_timeout)]
+    pub timeout: Duration,
 }
 
 /// `replay --export` formats.
@@ -224,6 +264,25 @@ fn parse_seconds(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(v))
 }
 
+/// `2s`, `500ms`, `1.5` (seconds): positive, at most an hour.
+fn parse_timeout(s: &str) -> Result<Duration, String> {
+    let (num, scale) = match s.strip_suffix("ms") {
+        Some(n) => (n, 1e-3),
+        None => (s.strip_suffix('s').unwrap_or(s), 1.0),
+    };
+    let v: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration (2s, 500ms)"))?;
+    let secs = v * scale;
+    if !(secs.is_finite() && secs > 0.0 && secs <= 3600.0) {
+        return Err(format!(
+            "`{s}`: the timeout must be positive and at most an hour"
+        ));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
 fn parse_ring_size(s: &str) -> Result<u32, String> {
     let v: u32 = s
         .parse()
@@ -267,6 +326,16 @@ mod tests {
         assert_eq!(parse_offset("+2m"), Some(120_000_000_000));
         assert_eq!(parse_offset("5s"), None);
         assert_eq!(parse_offset("+x"), None);
+    }
+
+    #[test]
+    fn timeouts() {
+        assert_eq!(parse_timeout("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_timeout("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_timeout("1.5"), Ok(Duration::from_millis(1500)));
+        for bad in ["0", "-1s", "x", "2h", "1e9", ""] {
+            assert!(parse_timeout(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -8,6 +8,7 @@
 pub mod attribution;
 pub mod btf_offsets;
 pub mod cgroups;
+pub mod check;
 pub mod cli;
 pub mod clock;
 pub mod cri;
@@ -16,6 +17,7 @@ pub mod error;
 pub mod exit_probe;
 pub mod export;
 pub mod filter;
+pub mod health;
 pub mod kernel_event;
 pub mod live;
 pub mod loader;

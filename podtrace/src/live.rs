@@ -655,6 +655,8 @@ impl Live {
         self.resync(pipe)?;
         serve_requests(pipe, cri);
         if let Some(m) = &self.metrics {
+            // The loop made progress: what /healthz reports.
+            m.beat();
             if let Some(e) = pipe.engine() {
                 m.observe_engine(e);
             }

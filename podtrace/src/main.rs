@@ -3,9 +3,12 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use podtrace::cli::{Cli, Command, ExportFormat, FilterArgs, RunArgs, TracerArgs, TreeArgs};
+use podtrace::check::{self, CheckOptions, Verdict};
+use podtrace::cli::{
+    CheckArgs, Cli, Command, ExportFormat, FilterArgs, HealthArgs, RunArgs, TracerArgs, TreeArgs,
+};
 use podtrace::engine::tree;
-use podtrace::error::{exit_code, Failure};
+use podtrace::error::{exit_code, Failure, EXIT_FAILURE};
 use podtrace::filter::{parse_types, EventFilter};
 use podtrace::live::{self, RunOptions};
 use podtrace::ndjson::NdjsonWriter;
@@ -165,6 +168,45 @@ fn tree_cmd(t: TreeArgs) -> Result<()> {
     Ok(())
 }
 
+/// `podtrace check`: Ok(true) when no line fails.
+fn check_cmd(a: CheckArgs) -> Result<bool> {
+    if let Some(e) = a.cri_endpoint.as_deref().filter(|_| !a.no_cri) {
+        podtrace::cri::endpoint::parse(e)
+            .map_err(|err| Failure::BadInput(format!("--cri-endpoint: {err}")))?;
+    }
+    let report = check::check(&CheckOptions {
+        ring_buffer_bytes: a.ring_buffer_bytes,
+        cgroup_mode: a.cgroup_mode,
+        attach: a.kernel.attach,
+        transport: a.kernel.transport,
+        cri: (!a.no_cri).then(|| podtrace::cri::CriConfig {
+            endpoint: a.cri_endpoint.clone(),
+            ..podtrace::cri::CriConfig::default()
+        }),
+    });
+    let text = if a.json {
+        check::render::json(&report).context("encoding the report")? + "\n"
+    } else {
+        check::render::text(&report)
+    };
+    print!("{text}");
+    Ok(report.verdict != Verdict::Fail)
+}
+
+/// `podtrace health`: Ok(true) when /healthz answered 200.
+fn health_cmd(a: HealthArgs) -> bool {
+    match podtrace::health::probe(a.addr, a.timeout) {
+        Ok(body) => {
+            println!("{body}");
+            true
+        }
+        Err(e) => {
+            eprintln!("podtrace: unhealthy: {e}");
+            false
+        }
+    }
+}
+
 fn main() -> ExitCode {
     if std::env::args_os().nth(1).as_deref() == Some(podtrace::exit_probe::PROBE_ARG.as_ref()) {
         podtrace::exit_probe::child();
@@ -179,6 +221,18 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let result = match cli.cmd {
+        Command::Check(a) => match check_cmd(a) {
+            Ok(true) => return ExitCode::SUCCESS,
+            Ok(false) => return ExitCode::from(EXIT_FAILURE),
+            Err(e) => Err(e),
+        },
+        Command::Health(a) => {
+            return if health_cmd(a) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EXIT_FAILURE)
+            }
+        }
         Command::Run(run) => run_cmd(run),
         Command::Record { output, tracer } => {
             run_options(tracer, EventFilter::default(), None, Some(output), true).and_then(live)

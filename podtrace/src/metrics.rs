@@ -1,12 +1,20 @@
 //! Prometheus metrics of a running tracer (`--metrics-addr`), served as OpenMetrics text on
-//! `GET /metrics` by a minimal HTTP/1.1 responder on the daemon's own runtime.
+//! `GET /metrics` by a minimal HTTP/1.1 responder on the daemon's own runtime, and its
+//! liveness on `GET /healthz`.
 //!
 //! The pipeline counts as it goes (events, loss, decode errors, redactions); the engine's
 //! gauges (processes, containers, pods) and the kernel's counters are refreshed on every tick
 //! of the run loop. Names and meanings are listed in docs/operations.md.
+//!
+//! `/healthz` answers 200 while the run loop's last tick (every 100 ms) is recent, 503 with
+//! its age once it is older than [`STALL_AFTER`]. The responder runs on the loop's own
+//! (single) thread: a loop blocked in a call does not answer at all, which a probe with a
+//! timeout (`podtrace health`) counts as unhealthy too; the 503 is for a loop that no longer
+//! ticks while the runtime still serves.
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use prometheus_client::encoding::text::encode;
@@ -32,6 +40,54 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 const MAX_REQUEST: usize = 8192;
 /// A client that has not sent its request head by then is dropped.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// `/healthz` fails once the run loop has not ticked for this long (it ticks every 100 ms).
+pub const STALL_AFTER: Duration = Duration::from_secs(10);
+
+/// When the run loop last ticked: milliseconds since `start` (monotonic), updated from the
+/// loop, read by `/healthz`.
+pub struct Heartbeat {
+    start: Instant,
+    last_ms: AtomicU64,
+}
+
+impl Heartbeat {
+    fn new() -> Self {
+        Self {
+            start: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn beat(&self) {
+        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// How long ago the loop last ticked (since the metrics were made, before the first).
+    pub fn age(&self) -> Duration {
+        let now = self.start.elapsed();
+        now.saturating_sub(Duration::from_millis(self.last_ms.load(Ordering::Relaxed)))
+    }
+}
+
+/// The `/healthz` answer for a loop that last ticked `age` ago: (status, body).
+fn health_reply(age: Duration, stall_after: Duration) -> (&'static str, String) {
+    let secs = age.as_secs_f64();
+    if age <= stall_after {
+        (
+            "200 OK",
+            format!("ok: the event loop ticked {secs:.1} s ago\n"),
+        )
+    } else {
+        (
+            "503 Service Unavailable",
+            format!(
+                "stalled: the event loop last ticked {secs:.1} s ago (more than {} s)\n",
+                stall_after.as_secs_f64()
+            ),
+        )
+    }
+}
 
 fn kind_label(kind: Kind) -> &'static str {
     match kind {
@@ -57,6 +113,8 @@ pub struct Metrics {
     kernel_read_errors: Counter,
     kernel_counters_readable: Gauge,
     cri: CriMetrics,
+    heartbeat: Heartbeat,
+    stall_after: Duration,
 }
 
 /// The CRI service's counters, brought up to its totals on each tick.
@@ -227,6 +285,8 @@ impl Metrics {
         Self {
             kernel_counters_readable,
             cri,
+            heartbeat: Heartbeat::new(),
+            stall_after: STALL_AFTER,
             registry,
             events,
             lost,
@@ -239,6 +299,22 @@ impl Metrics {
             kernel_threads,
             kernel_read_errors,
         }
+    }
+
+    /// `/healthz` fails after `stall_after` without a tick instead of [`STALL_AFTER`].
+    pub fn with_stall_after(mut self, stall_after: Duration) -> Self {
+        self.stall_after = stall_after;
+        self
+    }
+
+    /// The run loop ticked (`/healthz`).
+    pub fn beat(&self) {
+        self.heartbeat.beat();
+    }
+
+    /// The `/healthz` answer now: (status, body).
+    fn health(&self) -> (&'static str, String) {
+        health_reply(self.heartbeat.age(), self.stall_after)
     }
 
     pub fn event(&self, kind: Kind) {
@@ -355,6 +431,7 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
 #[derive(Debug, PartialEq, Eq)]
 enum Route {
     Metrics { head_only: bool },
+    Health { head_only: bool },
     NotFound,
     MethodNotAllowed,
     BadRequest,
@@ -373,6 +450,8 @@ fn route(head: &str) -> Route {
     match (method, path) {
         ("GET", "/metrics") => Route::Metrics { head_only: false },
         ("HEAD", "/metrics") => Route::Metrics { head_only: true },
+        ("GET", "/healthz") => Route::Health { head_only: false },
+        ("HEAD", "/healthz") => Route::Health { head_only: true },
         ("GET" | "HEAD", _) => Route::NotFound,
         _ => Route::MethodNotAllowed,
     }
@@ -433,10 +512,14 @@ async fn respond(mut stream: TcpStream, metrics: &Metrics) -> Result<()> {
                     head_only,
                 ),
             },
+            Route::Health { head_only } => {
+                let (status, body) = metrics.health();
+                response(status, text_plain, &body, head_only)
+            }
             Route::NotFound => response(
                 "404 Not Found",
                 text_plain,
-                "not found: metrics are at /metrics\n",
+                "not found: metrics are at /metrics, liveness at /healthz\n",
                 false,
             ),
             Route::MethodNotAllowed => {
@@ -467,6 +550,14 @@ mod tests {
             route("HEAD /metrics?x=1 HTTP/1.0\r\n\r\n"),
             Route::Metrics { head_only: true }
         );
+        assert_eq!(
+            route("GET /healthz HTTP/1.0\r\n\r\n"),
+            Route::Health { head_only: false }
+        );
+        assert_eq!(
+            route("HEAD /healthz HTTP/1.1\r\n\r\n"),
+            Route::Health { head_only: true }
+        );
         assert_eq!(route("GET / HTTP/1.1\r\n\r\n"), Route::NotFound);
         assert_eq!(
             route("POST /metrics HTTP/1.1\r\n\r\n"),
@@ -475,6 +566,61 @@ mod tests {
         assert_eq!(route("garbage\r\n\r\n"), Route::BadRequest);
         assert_eq!(route(""), Route::BadRequest);
         assert_eq!(route("GET /metrics SPDY/3\r\n\r\n"), Route::BadRequest);
+    }
+
+    #[test]
+    fn health_is_the_age_of_the_last_tick() {
+        let limit = Duration::from_secs(10);
+        let (status, body) = health_reply(Duration::from_millis(100), limit);
+        assert_eq!(status, "200 OK");
+        assert!(
+            body.starts_with("ok: the event loop ticked 0.1 s ago"),
+            "{body}"
+        );
+        let (status, body) = health_reply(Duration::from_millis(12_300), limit);
+        assert!(status.starts_with("503"), "{status}");
+        assert!(
+            body.contains("12.3 s ago") && body.contains("more than 10 s"),
+            "{body}"
+        );
+        let h = Heartbeat::new();
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(h.age() >= Duration::from_millis(30));
+        h.beat();
+        assert!(h.age() < Duration::from_millis(30));
+    }
+
+    /// Over a real socket: 200 while ticking, 503 with the reason once the ticks stop.
+    #[tokio::test(flavor = "current_thread")]
+    async fn healthz_over_http() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let m = Arc::new(Metrics::new(4096).with_stall_after(Duration::from_millis(200)));
+        m.beat();
+        tokio::spawn(serve(listener, Arc::clone(&m)));
+        let get = |path: &'static str| async move {
+            let mut s = TcpStream::connect(addr).await.expect("connect");
+            s.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())
+                .await
+                .expect("write");
+            let mut out = String::new();
+            s.read_to_string(&mut out).await.expect("read");
+            out
+        };
+        let ok = get("/healthz").await;
+        assert!(ok.starts_with("HTTP/1.1 200 OK"), "{ok}");
+        assert!(ok.contains("ok: the event loop ticked"), "{ok}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let stalled = get("/healthz").await;
+        assert!(stalled.starts_with("HTTP/1.1 503"), "{stalled}");
+        assert!(
+            stalled.contains("stalled: the event loop last ticked"),
+            "{stalled}"
+        );
+        m.beat();
+        assert!(get("/healthz").await.starts_with("HTTP/1.1 200 OK"));
+        let nf = get("/nope").await;
+        assert!(nf.contains("/healthz"), "{nf}");
     }
 
     #[test]

@@ -10,17 +10,19 @@ use crate::clock::BootClock;
 use crate::cri::CriConfig;
 use crate::engine::Engine;
 use crate::filter::EventFilter;
-use crate::live::{cgroup_setup, push_snapshot, start_cri};
+use crate::live::{cgroup_setup, push_snapshot, require_host_pidns, start_cri};
 use crate::pipeline::Pipeline;
 use crate::redact::Redactor;
 use crate::trace::Record;
 
-/// The node now; argv goes through `redactor` as in `run`.
+/// The node now; argv goes through `redactor` as in `run`. Refuses, as `run` does, from
+/// outside the host's pid namespace (its /proc would show another set of processes).
 pub fn engine_from_proc(
     redactor: Redactor,
     mode: CgroupMode,
     cri: Option<CriConfig>,
 ) -> Result<Engine> {
+    require_host_pidns()?;
     let redactor = Arc::new(redactor);
     let cri_facts = match cri {
         Some(cfg) => {

@@ -273,3 +273,65 @@ pub fn tree_processes(nodes: &Value) -> Vec<&Value> {
     }
     out
 }
+
+/// What a command that ran to its end left.
+pub struct Finished {
+    pub what: String,
+    pub status: std::process::ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+    pub took: Duration,
+}
+
+impl Finished {
+    /// Everything it printed, for a failure message.
+    pub fn describe(&self) -> String {
+        format!(
+            "`{}`: {} after {:?}\nstdout:\n{}\nstderr:\n{}",
+            self.what, self.status, self.took, self.stdout, self.stderr
+        )
+    }
+}
+
+/// Runs `program args` to its end; kills it and panics when it takes longer than `limit`.
+pub fn run_for(program: &Path, args: &[&str], limit: Duration) -> Finished {
+    let what = format!("{} {}", program.display(), args.join(" "));
+    let start = Instant::now();
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start `{what}`: {e}"));
+    let read_all = |mut pipe: Box<dyn std::io::Read + Send>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = pipe.read_to_end(&mut buf);
+            String::from_utf8_lossy(&buf).into_owned()
+        })
+    };
+    let out = read_all(Box::new(child.stdout.take().expect("piped stdout")));
+    let err = read_all(Box::new(child.stderr.take().expect("piped stderr")));
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait for the child") {
+            break s;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "`{what}` did not finish within {limit:?}; stderr so far:\n{}",
+                err.join().unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Finished {
+        what,
+        status,
+        stdout: out.join().expect("stdout reader"),
+        stderr: err.join().expect("stderr reader"),
+        took: start.elapsed(),
+    }
+}

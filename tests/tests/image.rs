@@ -24,7 +24,9 @@ use std::time::{Duration, Instant};
 use podtrace_tests::lab::{self, cmd, PodmanContainer};
 use serde_json::{json, Value};
 
-/// The capabilities deploy/kubernetes/daemonset.yaml adds (podman spells them with CAP_).
+/// The least set on this kernel (5.11 and later), podman's spelling: what
+/// deploy/kubernetes/daemonset.yaml adds but SYS_RESOURCE, which only kernels before 5.11 need
+/// (RLIMIT_MEMLOCK); tests/tests/check.rs runs the manifest's own set.
 const LEAST: &[&str] = &["CAP_BPF", "CAP_PERFMON", "CAP_SYS_PTRACE"];
 const NODE: &str = "podtrace-image-test-node";
 const START_TIMEOUT: Duration = Duration::from_secs(30);

@@ -68,6 +68,8 @@ enum Cmd {
     },
     /// Build the container image (static binary on scratch).
     Image,
+    /// Validate the deploy/ manifests (kubernetes-validate, each kustomization rendered).
+    Manifests,
     /// Boot Debian's 5.10, 6.1 and 6.12 kernels under QEMU (cgroup v2 and v1-only) and check podtrace in each.
     Kernels {
         /// Refresh the private apt lists even if they are less than a day old.
@@ -116,6 +118,7 @@ fn main() {
                 .and_then(|_| bench::run(&opts))
         }
         Cmd::Image => setup::toolchain().and_then(|()| image::build()),
+        Cmd::Manifests => image::validate_manifests(),
         Cmd::Kernels {
             refresh,
             series,

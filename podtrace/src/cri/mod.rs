@@ -52,7 +52,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use fact::{CriAnswer, CriFact, CriPod, CriUnknown, NoAnswer};
-pub use service::CriService;
+pub use service::{CriProbe, CriService};
 pub use stats::{CriStats, LatencyHistogram};
 
 use crate::redact::Redactor;

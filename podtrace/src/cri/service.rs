@@ -151,6 +151,22 @@ async fn choose_endpoint(
     })
 }
 
+/// What [`CriService::probe`] found: the socket and the runtime's Version answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CriProbe {
+    pub endpoint: PathBuf,
+    /// `"<runtime_name> <runtime_version> (CRI <api version>)"`, or why the runtime did not
+    /// answer.
+    pub runtime: Result<String, String>,
+}
+
+fn runtime_text(v: &api::VersionResponse) -> String {
+    format!(
+        "{} {} (CRI {})",
+        v.runtime_name, v.runtime_version, v.runtime_api_version
+    )
+}
+
 impl CriService {
     /// Finds the endpoint, asks the runtime's Version and, if it answers, lists its pods and
     /// containers (bounded by 20 per-call timeouts in all: `initial`), then starts the worker.
@@ -162,6 +178,25 @@ impl CriService {
     /// backoff; lookups wait for it.
     pub async fn start(cfg: CriConfig, redact: Redact) -> Result<CriService, CriError> {
         Self::start_with(cfg, redact, &endpoint::DEFAULT_ENDPOINTS).await
+    }
+
+    /// The endpoint [`CriService::start`] would use and the runtime's Version answer, without
+    /// listing anything or starting a worker (`podtrace check`). Errors as `start`.
+    pub async fn probe(cfg: &CriConfig) -> Result<CriProbe, CriError> {
+        Self::probe_with(cfg, &endpoint::DEFAULT_ENDPOINTS).await
+    }
+
+    /// [`CriService::probe`] with other default candidates (tests).
+    pub(crate) async fn probe_with(
+        cfg: &CriConfig,
+        candidates: &[&str],
+    ) -> Result<CriProbe, CriError> {
+        let (endpoint, _client, version) =
+            choose_endpoint(cfg, &super::no_redaction(), candidates).await?;
+        Ok(CriProbe {
+            endpoint,
+            runtime: version.map(|v| runtime_text(&v)).map_err(|e| e.to_string()),
+        })
     }
 
     /// [`CriService::start`] with other default candidates (tests).
@@ -178,10 +213,7 @@ impl CriService {
         let mut cache = BoundedCache::new(cfg.cache);
         let (runtime, initial, up) = match version {
             Ok(v) => {
-                let runtime = format!(
-                    "{} {} (CRI {})",
-                    v.runtime_name, v.runtime_version, v.runtime_api_version
-                );
+                let runtime = runtime_text(&v);
                 tracing::info!("CRI: {runtime} at {}", path.display());
                 let deadline = cfg.timeout.saturating_mul(INITIAL_TIMEOUTS);
                 let initial = initial_listing(&client, &shared, deadline).await;

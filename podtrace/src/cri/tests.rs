@@ -768,6 +768,52 @@ async fn default_candidates_first_that_answers() {
     server.stop().await;
 }
 
+/// `probe` (podtrace check): the endpoint `start` would use and the Version answer, or why
+/// there is none; nothing listed.
+#[tokio::test(flavor = "current_thread")]
+async fn probe_names_the_runtime_or_why_not() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let absent = dir.path().join("absent.sock");
+    let hung = dir.path().join("hung.sock");
+    let good = dir.path().join("good.sock");
+    let _h = hanging_socket(&hung);
+    let fake = Fake::default();
+    world_with_pod(&fake);
+    let server = FakeServer::start(&good, &fake);
+    let c = CriConfig {
+        timeout: Duration::from_millis(200),
+        ..CriConfig::default()
+    };
+    let names: Vec<String> = [&absent, &hung, &good]
+        .iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let p = CriService::probe_with(&c, &refs).await.expect("probe");
+    assert_eq!(p.endpoint, good);
+    let runtime = p.runtime.expect("the fake answers Version");
+    assert!(runtime.contains("(CRI "), "{runtime}");
+    assert_eq!(
+        fake.calls("ListContainers") + fake.calls("ContainerStatus"),
+        0,
+        "a probe lists nothing"
+    );
+    let t = Instant::now();
+    let p = CriService::probe_with(&c, &refs[..2]).await.expect("probe");
+    assert_eq!(p.endpoint, hung);
+    assert!(p.runtime.is_err(), "{p:?}");
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    assert!(matches!(
+        CriService::probe_with(&c, &refs[..1]).await,
+        Err(CriError::NoEndpoint { .. })
+    ));
+    assert!(matches!(
+        CriService::probe(&cfg(&absent)).await,
+        Err(CriError::EndpointMissing { .. })
+    ));
+    server.stop().await;
+}
+
 /// Checks the service stays responsive against an endpoint that never gives an answer.
 async fn never_answers(sock: &Path, what: &str) {
     let t = Instant::now();
