@@ -56,12 +56,16 @@ pub const PER_CONFIG: &[&str] = &[
     "cgroup_mode",
 ];
 
-/// Checks made once a boot, before the configurations.
+/// Checks made once a boot, before the configurations (then `preflight::CHECKS`).
 pub const PER_BOOT: &[&str] = &["cgroups", "memlock"];
 
 /// Every check of a boot, in the order reported.
 pub fn plan(configs: &[&str]) -> Vec<String> {
-    let mut v: Vec<String> = PER_BOOT.iter().map(|s| s.to_string()).collect();
+    let mut v: Vec<String> = PER_BOOT
+        .iter()
+        .chain(crate::preflight::CHECKS)
+        .map(|s| s.to_string())
+        .collect();
     for c in configs {
         for check in PER_CONFIG {
             v.push(format!("{c}: {check}"));

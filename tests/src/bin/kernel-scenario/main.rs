@@ -4,7 +4,8 @@
 //!
 //! `vm`: reads the mode from the kernel command line (`klab_mode=v2|v1|probe`) and the
 //! DaemonSet's capabilities (`klab_caps=`), mounts the cgroup hierarchies of that mode, checks
-//! RLIMIT_MEMLOCK as deployed (memlock.rs), then for each configuration (configs.rs: root, as
+//! RLIMIT_MEMLOCK as deployed (memlock.rs) and `podtrace check` (preflight.rs), then for each
+//! configuration (configs.rs: root, as
 //! deployed, each forced attach type x transport) starts podtrace, runs the scenarios
 //! (scenario.rs), stops podtrace, replays its trace, and checks every line it printed against
 //! the scenarios' ground truth (checks.rs). Results go to the serial console in the marker
@@ -15,6 +16,7 @@ mod checks;
 mod configs;
 mod daemon;
 mod memlock;
+mod preflight;
 mod proto;
 mod scenario;
 
@@ -145,6 +147,9 @@ fn run(
             Err(e) => fail(e.clone()),
         },
     );
+    for (check, o) in preflight::all(caps) {
+        report(check.to_string(), o);
+    }
     for cfg in configs::ALL {
         let mut each = |check: &str, o: Outcome| report(format!("{}: {check}", cfg.name), o);
         if let Err(e) = run_config(cfg, mode, &hs, caps, &mut each) {
