@@ -1,6 +1,8 @@
 //! `cargo xtask`: set up the toolchain, build the kernel and user programs, run, test, bench.
+mod arch;
 mod bench;
 mod build;
+mod debs;
 mod image;
 mod kernels;
 mod setup;
@@ -66,10 +68,19 @@ enum Cmd {
         #[arg(long, value_name = "R", requires = "soak")]
         soak_rate: Option<f64>,
     },
-    /// Build the container image (static binary on scratch).
-    Image,
-    /// Boot Debian's 5.10, 6.1 and 6.12 kernels under QEMU (cgroup v2 and v1-only) and check podtrace in each.
+    /// Build the container images (static binary on scratch) for amd64 and arm64, and their
+    /// manifest list.
+    Image {
+        /// Only this architecture (amd64, arm64); repeatable. The manifest list needs both.
+        #[arg(long, value_parser = arch::Arch::parse)]
+        arch: Vec<arch::Arch>,
+    },
+    /// Boot Debian's 5.10, 6.1 and 6.12 kernels (amd64) and 6.1 and 6.12 (arm64) under QEMU
+    /// (cgroup v2 and v1-only) and check podtrace in each.
     Kernels {
+        /// Only the kernels of this architecture (amd64, arm64); repeatable.
+        #[arg(long, value_parser = arch::Arch::parse)]
+        arch: Vec<arch::Arch>,
         /// Refresh the private apt lists even if they are less than a day old.
         #[arg(long)]
         refresh: bool,
@@ -115,8 +126,9 @@ fn main() {
                 .and_then(|()| build::all())
                 .and_then(|_| bench::run(&opts))
         }
-        Cmd::Image => setup::toolchain().and_then(|()| image::build()),
+        Cmd::Image { arch } => setup::toolchain().and_then(|()| image::build(&arch)),
         Cmd::Kernels {
+            arch,
             refresh,
             series,
             mode,
@@ -125,6 +137,7 @@ fn main() {
                 refresh,
                 series,
                 modes: mode,
+                archs: arch,
             })
         }),
     };
@@ -191,7 +204,7 @@ fn test(no_lint: bool, filter: Option<String>) -> Result<()> {
     )?;
     util::require_root("the integration tests load eBPF programs and start containers")?;
     // tests/tests/image.rs runs the image: build it from this tree first.
-    image::build()?;
+    image::build(&[])?;
     util::step("root integration tests (real kernel, processes, containers)")?;
     let bin_env = bin.display().to_string();
     let mut args = vec!["test", "--release", "-p", "podtrace-tests", "--"];
@@ -207,6 +220,7 @@ fn test(no_lint: bool, filter: Option<String>) -> Result<()> {
         refresh: false,
         series: Vec::new(),
         modes: Vec::new(),
+        archs: Vec::new(),
     });
     match &matrix {
         Err(e) if e.downcast_ref::<setup::CannotInstall>().is_some() => return matrix,
