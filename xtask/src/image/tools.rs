@@ -66,6 +66,10 @@ fn target_var(prefix: &str, arch: Arch) -> String {
 ///   zstd-sys with that wrapper; rustc links with `aarch64-linux-gnu-gcc` and the musl C
 ///   library of the rustup target (self-contained), so the result is static.
 pub fn ensure_toolchain(arch: Arch) -> Result<Toolchain> {
+    util::step(&format!(
+        "{arch} static toolchain check ({}, C compiler with musl headers, strip)",
+        arch.musl_target()
+    ))?;
     ensure_musl_target(arch)?;
     match arch {
         Arch::Amd64 => {
