@@ -73,7 +73,7 @@ pub fn build(archs: &[Arch]) -> Result<()> {
     let base = image_tag();
     for arch in &todo {
         let tag = arch_tag(&base, *arch);
-        let bin = static_podtrace(*arch)?;
+        let bin = static_podtrace(&ensure_musl_tools(*arch)?)?;
         let context = stage(&bin, *arch)?;
         podman_build(&context, &tag, *arch)?;
         if *arch == host {
@@ -86,13 +86,12 @@ pub fn build(archs: &[Arch]) -> Result<()> {
     Ok(())
 }
 
-/// The static podtrace for `arch` with the eBPF objects embedded (also what `cargo xtask kernels`
-/// boots): installs the toolchain when missing, builds the objects, then the binary.
-pub fn static_podtrace(arch: Arch) -> Result<PathBuf> {
-    let tc = ensure_musl_tools(arch)?;
+/// The static podtrace for `tc`'s architecture with the eBPF objects embedded (also what `cargo
+/// xtask kernels` boots): builds the objects, then the binary.
+pub fn static_podtrace(tc: &Toolchain) -> Result<PathBuf> {
     let obj = build::ebpf()?;
     anyhow::ensure!(obj.is_file(), "{} was not built", obj.display());
-    musl_binary("podtrace", "podtrace", &tc)
+    musl_binary("podtrace", "podtrace", tc)
 }
 
 /// The rustup musl target, a C compiler with musl headers (zstd-sys compiles C) and strip.

@@ -214,7 +214,7 @@ fn test(no_lint: bool, filter: Option<String>) -> Result<()> {
     args.extend(["--test-threads", "2"]);
     util::cargo(&root, &args, &[("PODTRACE_BIN", bin_env.as_str())])?;
     util::step(
-        "kernel matrix (cargo xtask kernels: 5.10, 6.1, 6.12 under QEMU, cgroup v2 and v1)",
+        "kernel matrix (cargo xtask kernels: amd64 5.10, 6.1, 6.12 and arm64 6.1, 6.12 under QEMU, cgroup v2 and v1)",
     )?;
     let matrix = kernels::run(&kernels::Opts {
         refresh: false,

@@ -49,8 +49,8 @@ pub fn busybox(arch: Arch) -> Result<PathBuf> {
 pub fn build_for(archs: &[Arch]) -> Result<Vec<(Arch, PathBuf)>> {
     let mut out = Vec::new();
     for arch in archs {
-        let podtrace = image::static_podtrace(*arch)?;
         let tc = image::ensure_musl_tools(*arch)?;
+        let podtrace = image::static_podtrace(&tc)?;
         let runner = image::musl_binary("podtrace-tests", "kernel-scenario", &tc)?;
         out.push((*arch, build(&podtrace, &runner, *arch)?));
     }
