@@ -13,6 +13,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::{bail, ensure, Context, Result};
 
 use crate::arch::Arch;
+use crate::setup::CannotInstall;
 use crate::util;
 
 const SOURCES: &str =
@@ -211,6 +212,19 @@ pub fn unpacked(package: &str, dest: &Path) -> Result<PathBuf> {
     if let Ok(deb) = std::fs::read_to_string(&stamp) {
         eprintln!("    ok: {package} ({} in {})", deb.trim(), dest.display());
         return Ok(dest.to_path_buf());
+    }
+    let have = |c: &str| util::output("sh", &["-c", &format!("command -v {c}")]).is_some();
+    if !have("apt-get") || !have("dpkg-deb") {
+        // Not Debian: say how to get the same files by hand.
+        return Err(CannotInstall(format!(
+            "# on a Debian machine (any architecture), then copy the directory here:\n\
+             apt-get download {package} && dpkg-deb -x {}*.deb {}\n\
+             echo {package} > {}",
+            package.split(':').next().unwrap_or(package),
+            dest.display(),
+            stamp.display()
+        ))
+        .into());
     }
     let apt = Apt::private();
     let (what, _) = apt.ensure_lists(false)?;
