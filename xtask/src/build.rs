@@ -51,10 +51,21 @@ pub fn ebpf() -> Result<PathBuf> {
     ]))
     .context("building the eBPF programs (perf-buffer object)")?;
     let perf = ebpf_object_perf();
-    std::fs::copy(ebpf_object(), &perf)
+    copy_if_changed(&ebpf_object(), &perf)
         .with_context(|| format!("copying the perf-buffer object to {}", perf.display()))?;
     util::run(&mut nightly_cargo(&["build", "--release"])).context("building the eBPF programs")?;
     Ok(ebpf_object())
+}
+
+/// Copies only when the content differs: podtrace's build.rs embeds `to` with
+/// `rerun-if-changed`, so a fresh mtime on every copy rebuilt the podtrace crate on every
+/// `cargo xtask` build (about 2 minutes per target here), even with nothing changed.
+fn copy_if_changed(from: &std::path::Path, to: &std::path::Path) -> Result<()> {
+    let new = std::fs::read(from).with_context(|| format!("reading {}", from.display()))?;
+    if std::fs::read(to).is_ok_and(|old| old == new) {
+        return Ok(());
+    }
+    std::fs::write(to, &new).with_context(|| format!("writing {}", to.display()))
 }
 
 /// fmt and clippy on the kernel programs (their own workspace and toolchain).

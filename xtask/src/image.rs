@@ -1,15 +1,20 @@
-//! `cargo xtask image`: a static (musl) podtrace with the eBPF object embedded, on `scratch`.
+//! `cargo xtask image`: a static (musl) podtrace with the eBPF objects embedded, on `scratch`,
+//! for amd64 and arm64, and a manifest list of the two.
 //!
-//! Steps, each idempotent: the musl target for rustup, musl-gcc (zstd-sys compiles C), strip
-//! (binutils) and podman; the eBPF object; `cargo build --target x86_64-unknown-linux-musl`; a
-//! check that the result is static; strip into `target/image/podtrace` (the whole build context);
-//! `podman build -f deploy/Containerfile`; a smoke run of the image. Where something cannot be
+//! Steps, each idempotent: per architecture the musl target for rustup, a C compiler with musl
+//! headers (zstd-sys compiles C: tools.rs) and strip; podman; the eBPF objects (bpfel, the same
+//! for both architectures); `cargo build --target <arch>-unknown-linux-musl`; a check that the
+//! result is static and for that architecture; strip into `target/image/podtrace` (amd64) or
+//! `target/image-arm64/podtrace` (each the whole build context); `podman build
+//! --platform linux/<arch> -f deploy/Containerfile` (nothing is RUN, so no emulation); a smoke
+//! run of the host's image; `podman manifest create/add` for the list. Where something cannot be
 //! installed it prints the commands and fails with `setup::CannotInstall` (exit status 2).
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
+use crate::arch::{self, Arch};
 use crate::{build, util};
 
 pub mod daemonset;
@@ -19,55 +24,101 @@ mod tools;
 
 pub use manifests::validate as validate_manifests;
 
+pub use elf::check_static_for;
+pub use tools::{strip_tool, Toolchain};
+
 /// An ELF executable without an interpreter (PT_INTERP), i.e. statically linked.
 pub fn is_static(bytes: &[u8]) -> Result<bool> {
     Ok(!elf::has_interpreter(bytes)?)
 }
 
-/// The tag `cargo xtask image` builds and the image test runs.
+/// The tag `cargo xtask image` builds for the host's architecture and the image test runs;
+/// `$PODTRACE_IMAGE` (which the image test also reads) replaces it.
 pub const IMAGE: &str = "localhost/podtrace:dev";
-pub const MUSL_TARGET: &str = "x86_64-unknown-linux-musl";
 
-/// Builds the static binary and the image.
-pub fn build() -> Result<()> {
+/// The host architecture's image: `$PODTRACE_IMAGE` or `IMAGE`.
+pub fn image_tag() -> String {
+    std::env::var("PODTRACE_IMAGE")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| IMAGE.to_string())
+}
+
+/// The tag of `arch`'s image: the host's is `base` (what the tests run), another's
+/// `base-<arch>` (`localhost/podtrace:dev-arm64`).
+pub fn arch_tag(base: &str, arch: Arch) -> String {
+    if arch == Arch::host() {
+        base.to_string()
+    } else {
+        format!("{base}-{arch}")
+    }
+}
+
+/// The manifest list of every architecture's image: `localhost/podtrace:dev-multiarch`.
+pub fn list_tag(base: &str) -> String {
+    format!("{base}-multiarch")
+}
+
+/// Builds the static binaries and the images of `archs` (all when empty; the host's first), and
+/// the manifest list when every architecture was built.
+pub fn build(archs: &[Arch]) -> Result<()> {
     tools::ensure_apt_tool("podman", "podman")?;
-    let bin = static_podtrace()?;
-    let context = stage(&bin)?;
-    podman_build(&context)?;
-    smoke()?;
+    let host = Arch::host();
+    let mut todo: Vec<Arch> = if archs.is_empty() {
+        arch::ALL.to_vec()
+    } else {
+        archs.to_vec()
+    };
+    todo.sort_by_key(|a| *a != host);
+    todo.dedup();
+    let base = image_tag();
+    for arch in &todo {
+        let tag = arch_tag(&base, *arch);
+        let bin = static_podtrace(&ensure_musl_tools(*arch)?)?;
+        let context = stage(&bin, *arch)?;
+        podman_build(&context, &tag, *arch)?;
+        if *arch == host {
+            smoke(&tag)?;
+        }
+    }
+    if arch::ALL.iter().all(|a| todo.contains(a)) {
+        manifest_list(&base)?;
+    }
     Ok(())
 }
 
-/// The static podtrace with the eBPF object embedded (also what `cargo xtask kernels` boots):
-/// installs the musl target, musl-gcc and strip when missing, builds the object, then the binary.
-pub fn static_podtrace() -> Result<PathBuf> {
-    ensure_musl_tools()?;
+/// The static podtrace for `tc`'s architecture with the eBPF objects embedded (also what `cargo
+/// xtask kernels` boots): builds the objects, then the binary.
+pub fn static_podtrace(tc: &Toolchain) -> Result<PathBuf> {
     let obj = build::ebpf()?;
     anyhow::ensure!(obj.is_file(), "{} was not built", obj.display());
-    musl_binary("podtrace", "podtrace")
+    musl_binary("podtrace", "podtrace", tc)
 }
 
-/// The file the image ships (`target/image/podtrace`: the static binary, stripped, the whole
-/// build context), built as `cargo xtask image` builds it, without the podman build.
-pub fn image_binary() -> Result<PathBuf> {
-    let bin = static_podtrace()?;
-    Ok(stage(&bin)?.join("podtrace"))
+/// The file `arch`'s image ships (`target/image*/podtrace`: the static binary, stripped, the
+/// whole build context), built as `cargo xtask image` builds it, without the podman build.
+pub fn image_binary(tc: &Toolchain) -> Result<PathBuf> {
+    let bin = static_podtrace(tc)?;
+    Ok(stage(&bin, tc.arch)?.join("podtrace"))
 }
 
-/// The rustup musl target, musl-gcc (zstd-sys compiles C) and strip.
-pub fn ensure_musl_tools() -> Result<()> {
-    tools::ensure_musl_target()?;
-    tools::ensure_apt_tool("musl-gcc", "musl-tools")?;
-    tools::ensure_apt_tool("strip", "binutils")
+/// The rustup musl target, a C compiler with musl headers (zstd-sys compiles C) and strip.
+pub fn ensure_musl_tools(arch: Arch) -> Result<Toolchain> {
+    tools::ensure_toolchain(arch)
 }
 
-/// `cargo build --release -p <package> --bin <bin> --target x86_64-unknown-linux-musl`, checked
-/// to be static (no PT_INTERP). Call `ensure_musl_tools` first.
-pub fn musl_binary(package: &str, bin: &str) -> Result<PathBuf> {
-    util::step(&format!("build {bin} ({MUSL_TARGET}, release, static)"))?;
+/// `cargo build --release -p <package> --bin <bin> --target <arch>-unknown-linux-musl`, checked
+/// to be static (no PT_INTERP) and for the architecture (ELF machine). `tc` from
+/// `ensure_musl_tools`.
+pub fn musl_binary(package: &str, bin: &str, tc: &Toolchain) -> Result<PathBuf> {
+    let target = tc.arch.musl_target();
+    util::step(&format!("build {bin} ({target}, release, static)"))?;
     let root = util::workspace_root();
-    // cc-rs looks for x86_64-linux-musl-gcc; Debian's musl-tools names it musl-gcc.
-    let cc_var = format!("CC_{}", MUSL_TARGET.replace('-', "_"));
+    let env: Vec<(&str, &str)> = tc
+        .env
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
     util::cargo(
         &root,
         &[
@@ -78,32 +129,38 @@ pub fn musl_binary(package: &str, bin: &str) -> Result<PathBuf> {
             "--bin",
             bin,
             "--target",
-            MUSL_TARGET,
+            target,
         ],
-        &[(cc_var.as_str(), "musl-gcc")],
+        &env,
     )?;
-    let path = root
-        .join("target")
-        .join(MUSL_TARGET)
-        .join("release")
-        .join(bin);
+    let path = root.join("target").join(target).join("release").join(bin);
     let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-    if elf::has_interpreter(&bytes).with_context(|| format!("reading {}", path.display()))? {
-        bail!(
-            "{} is dynamically linked (has PT_INTERP): it cannot run on scratch or in the initramfs",
-            path.display()
-        );
-    }
+    elf::check_static_for(&bytes, tc.arch).with_context(|| format!("{}", path.display()))?;
     Ok(path)
 }
 
-/// Strips the binary into `target/image/`, the build context (nothing else is in it).
-fn stage(bin: &Path) -> Result<PathBuf> {
-    let context = util::workspace_root().join("target/image");
+/// The build context of `arch`'s image: `target/image` (the host's), `target/image-arm64`.
+fn context_dir(arch: Arch) -> PathBuf {
+    let root = util::workspace_root().join("target");
+    if arch == Arch::host() {
+        root.join("image")
+    } else {
+        root.join(format!("image-{arch}"))
+    }
+}
+
+/// Strips the binary into the build context (nothing else is in it).
+fn stage(bin: &Path, arch: Arch) -> Result<PathBuf> {
+    let context = context_dir(arch);
     std::fs::create_dir_all(&context).with_context(|| format!("creating {}", context.display()))?;
     let out = context.join("podtrace");
-    util::run(Command::new("strip").arg("-o").arg(&out).arg(bin))
-        .context("stripping the static binary")?;
+    util::run(
+        Command::new(tools::strip_tool(arch))
+            .arg("-o")
+            .arg(&out)
+            .arg(bin),
+    )
+    .context("stripping the static binary")?;
     let size = std::fs::metadata(&out)
         .with_context(|| format!("reading {}", out.display()))?
         .len();
@@ -111,54 +168,121 @@ fn stage(bin: &Path) -> Result<PathBuf> {
     Ok(context)
 }
 
-fn image_id() -> Option<String> {
-    util::output(
-        "podman",
-        &["image", "inspect", "--format", "{{.Id}}", IMAGE],
-    )
-    .map(|s| s.trim().to_string())
-    .filter(|s| !s.is_empty())
+fn inspect(tag: &str, format: &str) -> Option<String> {
+    util::output("podman", &["image", "inspect", "--format", format, tag])
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
 }
 
-fn podman_build(context: &Path) -> Result<()> {
-    util::step(&format!("podman build {IMAGE}"))?;
+fn podman_build(context: &Path, tag: &str, arch: Arch) -> Result<()> {
+    let platform = format!("linux/{arch}");
+    util::step(&format!("podman build {tag} ({platform})"))?;
     let containerfile = util::workspace_root().join("deploy/Containerfile");
-    let before = image_id();
+    let before = inspect(tag, "{{.Id}}");
     util::run(
         Command::new("podman")
-            .args(["build", "--layers=false", "--tag", IMAGE, "--file"])
+            .args(["build", "--layers=false", "--platform", &platform])
+            .args(["--tag", tag, "--file"])
             .arg(&containerfile)
             .arg(context),
     )
     .context("building the image")?;
-    let after = image_id().with_context(|| format!("{IMAGE} missing right after podman build"))?;
+    let after = inspect(tag, "{{.Id}}")
+        .with_context(|| format!("{tag} missing right after podman build"))?;
+    let got = inspect(tag, "{{.Os}}/{{.Architecture}}").unwrap_or_default();
+    if got != platform {
+        bail!("{tag} was built for {got:?}, not {platform}");
+    }
     // A rebuild leaves the previous image untagged: remove it unless something still uses it.
     if let Some(old) = before.filter(|old| *old != after) {
         if util::output("podman", &["rmi", &old]).is_none() {
             eprintln!("    note: could not remove the previous image {old} (in use?)");
         }
     }
-    let size = util::output(
-        "podman",
-        &["image", "inspect", "--format", "{{.Size}}", IMAGE],
-    )
-    .map(|s| s.trim().to_string())
-    .unwrap_or_default();
-    eprintln!("    {IMAGE}: {after}, {size} bytes");
+    let size = inspect(tag, "{{.Size}}").unwrap_or_default();
+    eprintln!("    {tag}: {platform}, {after}, {size} bytes");
     Ok(())
 }
 
+/// `list`: a manifest list of every architecture's image (made anew: `podman manifest add` of
+/// a rebuilt image would otherwise keep the old entry beside the new one).
+fn manifest_list(base: &str) -> Result<()> {
+    let list = list_tag(base);
+    util::step(&format!("podman manifest {list} ({})", arch::ALL.len()))?;
+    if Command::new("podman")
+        .args(["manifest", "exists", &list])
+        .status()
+        .is_ok_and(|s| s.success())
+    {
+        util::run(Command::new("podman").args(["manifest", "rm", &list]))
+            .with_context(|| format!("removing the previous manifest list {list}"))?;
+    }
+    util::run(Command::new("podman").args(["manifest", "create", &list]))
+        .with_context(|| format!("creating the manifest list {list}"))?;
+    for arch in arch::ALL {
+        let image = format!("containers-storage:{}", arch_tag(base, *arch));
+        util::run(Command::new("podman").args(["manifest", "add", &list, &image]))
+            .with_context(|| format!("adding {image} to {list}"))?;
+    }
+    let text = util::output("podman", &["manifest", "inspect", &list])
+        .with_context(|| format!("podman manifest inspect {list}"))?;
+    let platforms = list_platforms(&text)?;
+    let want: Vec<String> = arch::ALL.iter().map(|a| format!("linux/{a}")).collect();
+    if platforms != want {
+        bail!("{list} lists {platforms:?}, want {want:?}");
+    }
+    // Written out as an OCI image layout and taken out of containers-storage again: the
+    // storage is shared with cri-o, and cri-o 1.25 fails ListImages (`crictl images`, what
+    // kubelet calls) on a manifest list there ("reading manifest for image instance ...: file
+    // does not exist"), which broke the cri-o lab.
+    let layout = util::workspace_root().join("target/image-multiarch");
+    if layout.exists() {
+        std::fs::remove_dir_all(&layout)
+            .with_context(|| format!("removing {}", layout.display()))?;
+    }
+    let dest = format!("oci:{}", layout.display());
+    util::run(Command::new("podman").args(["manifest", "push", "--all", &list, &dest]))
+        .with_context(|| format!("writing {list} to {dest}"))?;
+    util::run(Command::new("podman").args(["manifest", "rm", &list]))
+        .with_context(|| format!("removing {list} from containers-storage"))?;
+    eprintln!(
+        "    {list}: {} (OCI layout {}; not kept in containers-storage)",
+        platforms.join(", "),
+        layout.display()
+    );
+    Ok(())
+}
+
+/// `os/architecture` of each entry of `podman manifest inspect`.
+fn list_platforms(inspect: &str) -> Result<Vec<String>> {
+    let v: serde_json::Value =
+        serde_json::from_str(inspect).context("podman manifest inspect: not JSON")?;
+    let entries = v["manifests"]
+        .as_array()
+        .context("podman manifest inspect: no `manifests`")?;
+    Ok(entries
+        .iter()
+        .map(|m| {
+            format!(
+                "{}/{}",
+                m["platform"]["os"].as_str().unwrap_or("?"),
+                m["platform"]["architecture"].as_str().unwrap_or("?")
+            )
+        })
+        .collect())
+}
+
 /// The binary starts on scratch (no loader, no libc) and prints its version.
-fn smoke() -> Result<()> {
-    util::step(&format!("smoke: podman run --rm {IMAGE} --version"))?;
+fn smoke(tag: &str) -> Result<()> {
+    util::step(&format!("smoke: podman run --rm {tag} --version"))?;
     let out = Command::new("podman")
-        .args(["run", "--rm", "--network", "none", IMAGE, "--version"])
+        .args(["run", "--rm", "--network", "none", tag, "--version"])
         .output()
         .context("cannot start podman")?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() || !stdout.starts_with("podtrace ") {
         bail!(
-            "`podman run --rm {IMAGE} --version` failed ({}): {}{}",
+            "`podman run --rm {tag} --version` failed ({}): {}{}",
             out.status,
             stdout.trim(),
             String::from_utf8_lossy(&out.stderr).trim()
@@ -166,4 +290,36 @@ fn smoke() -> Result<()> {
     }
     eprintln!("    {}", stdout.trim());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags_per_arch_and_the_list() {
+        let other = if Arch::host() == Arch::Amd64 {
+            Arch::Arm64
+        } else {
+            Arch::Amd64
+        };
+        assert_eq!(arch_tag(IMAGE, Arch::host()), IMAGE);
+        assert_eq!(
+            arch_tag(IMAGE, other),
+            format!("localhost/podtrace:dev-{other}")
+        );
+        assert_eq!(list_tag(IMAGE), "localhost/podtrace:dev-multiarch");
+    }
+
+    #[test]
+    fn platforms_of_a_manifest_list() {
+        let inspect = r#"{"schemaVersion":2,"manifests":[
+            {"digest":"sha256:1","platform":{"architecture":"amd64","os":"linux"}},
+            {"digest":"sha256:2","platform":{"architecture":"arm64","os":"linux"}}]}"#;
+        assert_eq!(
+            list_platforms(inspect).expect("parse"),
+            ["linux/amd64", "linux/arm64"]
+        );
+        assert!(list_platforms("{}").is_err());
+    }
 }

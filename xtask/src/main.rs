@@ -1,6 +1,8 @@
 //! `cargo xtask`: set up the toolchain, build the kernel and user programs, run, test, bench.
+mod arch;
 mod bench;
 mod build;
+mod debs;
 mod image;
 mod kernels;
 mod setup;
@@ -66,12 +68,21 @@ enum Cmd {
         #[arg(long, value_name = "R", requires = "soak")]
         soak_rate: Option<f64>,
     },
-    /// Build the container image (static binary on scratch).
-    Image,
+    /// Build the container images (static binary on scratch) for amd64 and arm64, and their
+    /// manifest list.
+    Image {
+        /// Only this architecture (amd64, arm64); repeatable. The manifest list needs both.
+        #[arg(long, value_parser = arch::Arch::parse)]
+        arch: Vec<arch::Arch>,
+    },
     /// Validate the deploy/ manifests (kubernetes-validate, each kustomization rendered).
     Manifests,
-    /// Boot Debian's 5.10, 6.1 and 6.12 kernels under QEMU (cgroup v2 and v1-only) and check podtrace in each.
+    /// Boot Debian's 5.10, 6.1 and 6.12 kernels (amd64) and 6.1 and 6.12 (arm64) under QEMU
+    /// (cgroup v2 and v1-only) and check podtrace in each.
     Kernels {
+        /// Only the kernels of this architecture (amd64, arm64); repeatable.
+        #[arg(long, value_parser = arch::Arch::parse)]
+        arch: Vec<arch::Arch>,
         /// Refresh the private apt lists even if they are less than a day old.
         #[arg(long)]
         refresh: bool,
@@ -117,9 +128,10 @@ fn main() {
                 .and_then(|()| build::all())
                 .and_then(|_| bench::run(&opts))
         }
-        Cmd::Image => setup::toolchain().and_then(|()| image::build()),
+        Cmd::Image { arch } => setup::toolchain().and_then(|()| image::build(&arch)),
         Cmd::Manifests => image::validate_manifests(),
         Cmd::Kernels {
+            arch,
             refresh,
             series,
             mode,
@@ -128,6 +140,7 @@ fn main() {
                 refresh,
                 series,
                 modes: mode,
+                archs: arch,
             })
         }),
     };
@@ -194,7 +207,7 @@ fn test(no_lint: bool, filter: Option<String>) -> Result<()> {
     )?;
     util::require_root("the integration tests load eBPF programs and start containers")?;
     // tests/tests/image.rs runs the image: build it from this tree first.
-    image::build()?;
+    image::build(&[])?;
     util::step("root integration tests (real kernel, processes, containers)")?;
     let bin_env = bin.display().to_string();
     let mut args = vec!["test", "--release", "-p", "podtrace-tests", "--"];
@@ -204,12 +217,13 @@ fn test(no_lint: bool, filter: Option<String>) -> Result<()> {
     args.extend(["--test-threads", "2"]);
     util::cargo(&root, &args, &[("PODTRACE_BIN", bin_env.as_str())])?;
     util::step(
-        "kernel matrix (cargo xtask kernels: 5.10, 6.1, 6.12 under QEMU, cgroup v2 and v1)",
+        "kernel matrix (cargo xtask kernels: amd64 5.10, 6.1, 6.12 and arm64 6.1, 6.12 under QEMU, cgroup v2 and v1)",
     )?;
     let matrix = kernels::run(&kernels::Opts {
         refresh: false,
         series: Vec::new(),
         modes: Vec::new(),
+        archs: Vec::new(),
     });
     match &matrix {
         Err(e) if e.downcast_ref::<setup::CannotInstall>().is_some() => return matrix,

@@ -203,10 +203,22 @@ pub fn runtimes() -> Result<()> {
     containers_conf()
 }
 
-/// What `cargo xtask kernels` needs besides the static builds: QEMU, cpio, busybox-static.
-pub fn kernel_lab() -> Result<()> {
-    util::step("kernel lab check (qemu-system-x86, cpio, busybox-static)")?;
-    ensure_apt(&["qemu-system-x86"], || have("qemu-system-x86_64"))?;
+/// What `cargo xtask kernels` needs besides the static builds: QEMU for each guest
+/// architecture, cpio, busybox-static (the host's; another architecture's is unpacked, not
+/// installed: kernels/initramfs.rs).
+pub fn kernel_lab(archs: &[crate::arch::Arch]) -> Result<()> {
+    let qemus: Vec<&str> = archs
+        .iter()
+        .map(|a| crate::kernels::qemu_package(*a))
+        .collect();
+    util::step(&format!(
+        "kernel lab check ({}, cpio, busybox-static)",
+        qemus.join(", ")
+    ))?;
+    for a in archs {
+        let (package, binary) = (crate::kernels::qemu_package(*a), crate::kernels::qemu(*a));
+        ensure_apt(&[package], || have(binary))?;
+    }
     ensure_apt(&["cpio"], || have("cpio"))?;
     // The guest has no libc: /bin/busybox must be the static build, not Debian's `busybox`.
     ensure_apt(&["busybox-static"], || {

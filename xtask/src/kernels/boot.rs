@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-pub const QEMU: &str = "qemu-system-x86_64";
+use crate::arch::Arch;
+
 const PREFIX: &str = "KLAB ";
 const POWEROFF_LIMIT: Duration = Duration::from_secs(30);
 
@@ -37,6 +38,8 @@ pub struct Report {
 }
 
 pub struct Boot<'a> {
+    /// The guest's architecture (QEMU binary, board, CPU, console: arch.rs).
+    pub arch: Arch,
     pub vmlinuz: &'a Path,
     pub initrd: &'a Path,
     pub mode: &'a str,
@@ -49,12 +52,9 @@ pub struct Boot<'a> {
 
 impl Boot<'_> {
     fn command(&self) -> Command {
-        let mut c = Command::new(QEMU);
-        match self.accel {
-            // 6.12 under TCG with -smp 2 crashed early in two of two boots; -smp 1 everywhere.
-            Accel::Tcg => c.args(["-accel", "tcg", "-cpu", "Skylake-Server"]),
-            Accel::Kvm => c.args(["-accel", "kvm", "-cpu", "host"]),
-        };
+        let mut c = Command::new(super::arch::qemu(self.arch));
+        c.args(super::arch::machine_args(self.arch, self.accel));
+        // 6.12 under TCG with -smp 2 crashed early in two of two boots; -smp 1 everywhere.
         c.args([
             "-m",
             "768",
@@ -73,8 +73,10 @@ impl Boot<'_> {
         .arg(self.initrd)
         .arg("-append")
         .arg(format!(
-            "console=ttyS0 panic=-1 quiet loglevel=1 klab_mode={} {}",
-            self.mode, self.extra_cmdline
+            "console={} panic=-1 quiet loglevel=1 klab_mode={} {}",
+            super::arch::console(self.arch),
+            self.mode,
+            self.extra_cmdline
         ))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -108,7 +110,10 @@ impl Boot<'_> {
         let mut child = match self.command().spawn() {
             Ok(c) => c,
             Err(e) => {
-                r.error = Some(format!("cannot start {QEMU}: {e}"));
+                r.error = Some(format!(
+                    "cannot start {}: {e}",
+                    super::arch::qemu(self.arch)
+                ));
                 return r;
             }
         };

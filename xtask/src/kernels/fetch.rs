@@ -1,5 +1,6 @@
-//! Debian's `cloud-amd64` kernels from deb.debian.org, with a private apt state under
-//! `target/kernels/apt` (the machine's own sources, lists and caches are never touched).
+//! Debian's `cloud-amd64` and `cloud-arm64` kernels from deb.debian.org, with the private apt
+//! state of `crate::debs` under `target/kernels/apt` (the machine's own sources, lists and caches
+//! are never touched).
 //!
 //! The newest package of each series is picked from the private lists with `apt-cache search`
 //! and a version sort (no pinned names). The lists are refreshed when older than a day (or with
@@ -8,65 +9,107 @@
 //! day uses the network not at all.
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, SystemTime};
 
 use anyhow::{bail, ensure, Context, Result};
 
+use crate::arch::Arch;
+use crate::debs::{self, Apt};
 use crate::util;
 
 /// One kernel series: the suites that carry it and the package names that belong to it.
+#[derive(Debug)]
 pub struct Series {
     pub name: &'static str,
+    /// The kernel's (and the guest's) architecture.
+    pub arch: Arch,
     pub suites: &'static str,
     /// An `apt-cache search --names-only` regular expression.
     pub pattern: &'static str,
 }
 
+impl Series {
+    /// How tables and logs name it: `6.1` (amd64), `6.1 arm64`.
+    pub fn label(&self) -> String {
+        match self.arch {
+            Arch::Amd64 => self.name.to_string(),
+            arch => format!("{} {arch}", self.name),
+        }
+    }
+
+    /// `6.1`, `6.1-arm64`: file names (serial logs, the cache's `series` mark).
+    pub fn slug(&self) -> String {
+        self.label().replace(' ', "-")
+    }
+}
+
 /// bullseye-security is left out: its index names newer 5.10 packages than bullseye, but the
 /// archive answers 404 for them (checked 2026-12-01), so the newest would never download.
+/// arm64: bookworm's `cloud-arm64` flavour, 6.1 and (backports) 6.12; an uncompressed `Image`
+/// that qemu-system-aarch64 boots as it is.
 pub const SERIES: &[Series] = &[
     Series {
         name: "5.10",
+        arch: Arch::Amd64,
         suites: "bullseye",
         pattern: r"^linux-image-5\.10\.0-[0-9]+-cloud-amd64-unsigned$",
     },
     Series {
         name: "6.1",
+        arch: Arch::Amd64,
         suites: "bookworm, bookworm-security",
         pattern: r"^linux-image-6\.1\.0-[0-9]+-cloud-amd64-unsigned$",
     },
     Series {
         name: "6.12",
+        arch: Arch::Amd64,
         suites: "bookworm-backports, bookworm-security",
         pattern: r"^linux-image-6\.12\.[0-9]+\+deb12-cloud-amd64-unsigned$",
     },
+    Series {
+        name: "6.1",
+        arch: Arch::Arm64,
+        suites: "bookworm, bookworm-security",
+        pattern: r"^linux-image-6\.1\.0-[0-9]+-cloud-arm64-unsigned$",
+    },
+    Series {
+        name: "6.12",
+        arch: Arch::Arm64,
+        suites: "bookworm-backports, bookworm-security",
+        pattern: r"^linux-image-6\.12\.[0-9]+\+deb12-cloud-arm64-unsigned$",
+    },
 ];
 
-const SOURCES: &str =
-    "# written by `cargo xtask kernels` (podtrace): kernels for the QEMU matrix only
-Types: deb
-URIs: http://deb.debian.org/debian
-Suites: bullseye bookworm bookworm-backports
-Components: main
-Architectures: amd64
-Targets: Packages
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+/// The series of `archs` (all when empty) named in `names` (all when empty), in SERIES order.
+pub fn select(names: &[String], archs: &[Arch]) -> Result<Vec<&'static Series>> {
+    let of_arch: Vec<&'static Series> = SERIES
+        .iter()
+        .filter(|s| archs.is_empty() || archs.contains(&s.arch))
+        .collect();
+    for n in names {
+        ensure!(
+            of_arch.iter().any(|s| s.name == n),
+            "--series {n}: want one of {:?}",
+            of_arch.iter().map(|s| s.label()).collect::<Vec<_>>()
+        );
+    }
+    Ok(of_arch
+        .into_iter()
+        .filter(|s| names.is_empty() || names.iter().any(|n| n == s.name))
+        .collect())
+}
 
-Types: deb
-URIs: http://deb.debian.org/debian-security
-Suites: bookworm-security
-Components: main
-Architectures: amd64
-Targets: Packages
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
-";
-
-const LIST_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
+/// The newest of the package names (numeric version sort).
+fn newest_of(mut names: Vec<String>) -> Option<String> {
+    names.sort_by(|a, b| version_cmp(a, b));
+    names.pop()
+}
 
 /// A kernel ready to boot.
 #[derive(Clone, Debug)]
 pub struct Kernel {
-    pub series: &'static str,
+    /// The series' slug (`6.1`, `6.1-arm64`).
+    pub series: String,
+    pub arch: Arch,
     pub package: String,
     /// The Debian package version, e.g. `6.1.192-3`.
     pub version: String,
@@ -79,126 +122,6 @@ pub struct Kernel {
 
 pub fn dir() -> PathBuf {
     util::workspace_root().join("target/kernels")
-}
-
-struct Apt {
-    root: PathBuf,
-}
-
-impl Apt {
-    fn sources(&self) -> PathBuf {
-        self.root.join("debian.sources")
-    }
-
-    fn stamp(&self) -> PathBuf {
-        self.root.join("updated")
-    }
-
-    fn opts(&self) -> Vec<String> {
-        let o = |k: &str, v: &Path| format!("{k}={}", v.display());
-        let mut v = Vec::new();
-        for (k, p) in [
-            ("Dir::Etc::SourceList", self.sources()),
-            ("Dir::Etc::SourceParts", PathBuf::from("/dev/null")),
-            ("Dir::State::Lists", self.root.join("lists")),
-            ("Dir::Cache", self.root.join("cache")),
-        ] {
-            v.push("-o".to_string());
-            v.push(o(k, &p));
-        }
-        for kv in ["Acquire::Languages=none", "APT::Sandbox::User=root"] {
-            v.push("-o".to_string());
-            v.push(kv.to_string());
-        }
-        v
-    }
-
-    fn cmd(&self, program: &str) -> Command {
-        let mut c = Command::new(program);
-        c.args(self.opts());
-        c
-    }
-
-    /// Writes the sources list; refreshes the lists unless they are younger than a day and were
-    /// made from the same sources. Returns what it did and whether it refreshed.
-    fn ensure_lists(&self, refresh: bool) -> Result<(String, bool)> {
-        for d in ["lists/partial", "cache"] {
-            std::fs::create_dir_all(self.root.join(d))
-                .with_context(|| format!("creating {}", self.root.join(d).display()))?;
-        }
-        std::fs::write(self.sources(), SOURCES)
-            .with_context(|| format!("writing {}", self.sources().display()))?;
-        let age = std::fs::read_to_string(self.stamp())
-            .ok()
-            .filter(|s| s == SOURCES)
-            .and_then(|_| std::fs::metadata(self.stamp()).ok())
-            .and_then(|m| m.modified().ok())
-            .and_then(|t| SystemTime::now().duration_since(t).ok());
-        if let Some(age) = age.filter(|a| !refresh && *a < LIST_MAX_AGE) {
-            return Ok((
-                format!(
-                    "apt lists are {} min old (refreshed after 24 h or with --refresh): no apt-get update",
-                    age.as_secs() / 60
-                ),
-                false,
-            ));
-        }
-        let _ = std::fs::remove_file(self.stamp());
-        eprintln!(
-            "    apt-get update with the private list {}",
-            self.sources().display()
-        );
-        util::run(self.cmd("apt-get").args(["-qq", "update"]))
-            .context("apt-get update of the private kernel list (deb.debian.org)")?;
-        std::fs::write(self.stamp(), SOURCES)?;
-        Ok(("apt lists refreshed".to_string(), true))
-    }
-
-    fn newest(&self, s: &Series) -> Result<String> {
-        let out = self
-            .cmd("apt-cache")
-            .args(["search", "--names-only", s.pattern])
-            .output()
-            .context("cannot run apt-cache")?;
-        ensure!(
-            out.status.success(),
-            "apt-cache search failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-        let mut names: Vec<String> = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| l.split(" - ").next())
-            .map(|n| n.trim().to_string())
-            .filter(|n| !n.is_empty())
-            .collect();
-        names.sort_by(|a, b| version_cmp(a, b));
-        names.pop().with_context(|| {
-            format!(
-                "no package matches {} in {} (deb.debian.org)",
-                s.pattern, s.suites
-            )
-        })
-    }
-
-    /// The `.deb` file name apt would download for `package` (`name_version_arch.deb`).
-    fn deb_name(&self, package: &str) -> Result<String> {
-        let out = self
-            .cmd("apt-get")
-            .args(["--print-uris", "download", package])
-            .output()
-            .context("cannot run apt-get")?;
-        ensure!(
-            out.status.success(),
-            "apt-get --print-uris download {package}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-        let text = String::from_utf8_lossy(&out.stdout);
-        text.split_whitespace()
-            .nth(1)
-            .filter(|f| f.ends_with(".deb"))
-            .map(str::to_string)
-            .with_context(|| format!("apt-get --print-uris download {package} printed {text:?}"))
-    }
 }
 
 /// Compares names like `...-5.10.0-9-...` and `...-5.10.0-32-...`: digit runs as numbers.
@@ -238,9 +161,7 @@ pub fn kernels(
     series: &[&'static Series],
     refresh: bool,
 ) -> Vec<(&'static Series, Result<Kernel>)> {
-    let apt = Apt {
-        root: dir().join("apt"),
-    };
+    let apt = Apt::private();
     let mut refreshed = match apt.ensure_lists(refresh) {
         Ok((what, refreshed)) => {
             eprintln!("    {what}");
@@ -260,7 +181,7 @@ pub fn kernels(
         if let (Err(e), false) = (&r, refreshed) {
             eprintln!(
                 "    {}: {e:#}; refreshing the apt lists and retrying",
-                s.name
+                s.label()
             );
             refreshed = true;
             r = apt.ensure_lists(true).and_then(|_| kernel(&apt, s));
@@ -268,12 +189,12 @@ pub fn kernels(
         match &r {
             Ok(k) => eprintln!(
                 "    {}: {} {} ({})",
-                s.name,
+                s.label(),
                 k.package,
                 k.version,
                 if k.downloaded { "downloaded" } else { "cached" }
             ),
-            Err(e) => eprintln!("    {}: FAILED: {e:#}", s.name),
+            Err(e) => eprintln!("    {}: FAILED: {e:#}", s.label()),
         }
         out.push((*s, r));
     }
@@ -281,8 +202,13 @@ pub fn kernels(
 }
 
 fn kernel(apt: &Apt, s: &'static Series) -> Result<Kernel> {
-    let package = apt.newest(s)?;
-    let deb = apt.deb_name(&package)?;
+    let package = newest_of(apt.search(s.pattern)?).with_context(|| {
+        format!(
+            "no package matches {} in {} (deb.debian.org)",
+            s.pattern, s.suites
+        )
+    })?;
+    let deb = apt.deb_name(&debs::qualified(&package, s.arch))?;
     let stem = deb.trim_end_matches(".deb").to_string();
     let version = stem
         .strip_prefix(&format!("{package}_"))
@@ -301,7 +227,8 @@ fn kernel(apt: &Apt, s: &'static Series) -> Result<Kernel> {
         .trim()
         .to_string();
     Ok(Kernel {
-        series: s.name,
+        series: s.slug(),
+        arch: s.arch,
         package,
         version,
         release,
@@ -317,30 +244,10 @@ fn download(apt: &Apt, s: &Series, package: &str, deb: &str, entry: &Path) -> Re
         std::fs::remove_dir_all(&work).with_context(|| format!("removing {}", work.display()))?;
     }
     std::fs::create_dir_all(work.join("x"))?;
-    eprintln!("    apt-get download {package}");
-    let out = apt
-        .cmd("apt-get")
-        .args(["-q", "download", package])
-        .current_dir(&work)
-        .output()
-        .context("cannot run apt-get")?;
-    if !out.status.success() {
-        let err = String::from_utf8_lossy(&out.stderr);
-        let why: Vec<&str> = err.lines().filter(|l| l.starts_with("E:")).collect();
-        bail!(
-            "apt-get download {package}: {} ({})",
-            if why.is_empty() {
-                err.trim().to_string()
-            } else {
-                why.join(" ")
-            },
-            out.status
-        );
-    }
-    let deb_path = work.join(deb);
+    let deb_path = apt.download(&debs::qualified(package, s.arch), &work)?;
     ensure!(
-        deb_path.is_file(),
-        "apt-get download did not leave {}",
+        deb_path.file_name().is_some_and(|f| f == deb),
+        "apt-get download left {}, not {deb}",
         deb_path.display()
     );
     // dpkg-deb --fsys-tarfile X.deb | tar -x ./boot/vmlinuz-* ./boot/config-*
@@ -392,7 +299,7 @@ fn download(apt: &Apt, s: &Series, package: &str, deb: &str, entry: &Path) -> Re
     }
     std::fs::write(staging.join("release"), format!("{release}\n"))?;
     std::fs::write(staging.join("package"), format!("{package}\n"))?;
-    std::fs::write(staging.join("series"), format!("{}\n", s.name))?;
+    std::fs::write(staging.join("series"), format!("{}\n", s.slug()))?;
     if entry.exists() {
         std::fs::remove_dir_all(entry)?;
     }
@@ -408,7 +315,7 @@ fn prune(cache: &Path, s: &Series, keep: &str) {
     };
     for e in entries.flatten() {
         let same_series = std::fs::read_to_string(e.path().join("series"))
-            .map(|x| x.trim() == s.name)
+            .map(|x| x.trim() == s.slug())
             .unwrap_or(false);
         if same_series && e.file_name() != keep {
             eprintln!(
@@ -423,6 +330,52 @@ fn prune(cache: &Path, s: &Series, keep: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn picked(names: &[&str], archs: &[Arch]) -> Vec<String> {
+        let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+        select(&names, archs)
+            .expect("a valid selection")
+            .iter()
+            .map(|s| s.label())
+            .collect()
+    }
+
+    #[test]
+    fn series_by_name_and_arch() {
+        assert_eq!(
+            picked(&[], &[]),
+            ["5.10", "6.1", "6.12", "6.1 arm64", "6.12 arm64"]
+        );
+        assert_eq!(picked(&[], &[Arch::Arm64]), ["6.1 arm64", "6.12 arm64"]);
+        assert_eq!(picked(&["6.1"], &[]), ["6.1", "6.1 arm64"]);
+        assert_eq!(picked(&["6.12"], &[Arch::Arm64]), ["6.12 arm64"]);
+        assert_eq!(picked(&["5.10"], &[Arch::Amd64]), ["5.10"]);
+        let e = select(&["5.10".to_string()], &[Arch::Arm64]).expect_err("no arm64 5.10");
+        assert!(e.to_string().contains("6.1 arm64"), "{e}");
+        // Slugs name log files and the cache's series mark: unique per series.
+        let slugs: std::collections::BTreeSet<String> = SERIES.iter().map(|s| s.slug()).collect();
+        assert_eq!(slugs.len(), SERIES.len());
+        assert!(slugs.contains("6.1-arm64") && slugs.contains("6.1"));
+        // Each pattern names its own architecture's flavour.
+        for s in SERIES {
+            assert!(s.pattern.contains(&format!("-cloud-{}-unsigned", s.arch)));
+        }
+    }
+
+    #[test]
+    fn newest_is_numeric() {
+        let v = |x: &[&str]| x.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            newest_of(v(&[
+                "linux-image-6.12.95+deb12-cloud-arm64-unsigned",
+                "linux-image-6.12.118+deb12-cloud-arm64-unsigned",
+                "linux-image-6.12.117+deb12-cloud-arm64-unsigned",
+            ]))
+            .as_deref(),
+            Some("linux-image-6.12.118+deb12-cloud-arm64-unsigned")
+        );
+        assert_eq!(newest_of(Vec::new()), None);
+    }
 
     #[test]
     fn version_sort_is_numeric() {

@@ -1,10 +1,13 @@
 //! `cargo xtask kernels`: podtrace on other kernels than the host's, under QEMU.
 //!
-//! 1. Tools (setup.rs style, idempotent): qemu-system-x86, cpio, busybox-static, musl target.
-//! 2. The static (musl) podtrace of `cargo xtask image` and the scenario runner
+//! 1. Tools (setup.rs style, idempotent): qemu-system-x86 (and qemu-system-arm for arm64), cpio,
+//!    busybox-static, musl targets.
+//! 2. Per architecture: the static (musl) podtrace of `cargo xtask image` and the scenario runner
 //!    (`tests/src/bin/kernel-scenario`, also musl), packed with busybox into an initramfs.
-//! 3. The newest Debian `cloud-amd64` kernel of the 5.10, 6.1 and 6.12 series (fetch.rs; cached
-//!    under target/kernels; a kernel that cannot be fetched is a failure).
+//! 3. The newest Debian `cloud-amd64` kernel of the 5.10, 6.1 and 6.12 series and `cloud-arm64`
+//!    of 6.1 and 6.12 (fetch.rs; cached under target/kernels; a kernel that cannot be fetched is
+//!    a failure). `--arch amd64|arm64` picks the architectures; arm64 guests run under
+//!    qemu-system-aarch64 (arch.rs), always TCG on an x86 host.
 //! 4. Each kernel boots twice (boot.rs), with cgroup2 only (`v2`) and with cgroup v1 hierarchies
 //!    only (`v1`): TCG (KVM only when /dev/kvm boots a stock kernel), one vCPU, at most two guests
 //!    at a time, a timeout per boot. The runner checks podtrace's output in the guest and
@@ -18,14 +21,18 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::{image, setup, util};
+use crate::arch::Arch;
+use crate::{setup, util};
 
+mod arch;
 mod boot;
 mod fetch;
 mod initramfs;
 mod report;
 
 use boot::{Accel, Boot};
+
+pub use arch::{qemu, qemu_package};
 
 pub const MODES: &[&str] = &["v2", "v1"];
 /// A TCG boot runs podtrace six times (each configuration, and the memlock case): about a
@@ -43,11 +50,14 @@ pub struct Opts {
     pub series: Vec<String>,
     /// Only these modes (default: v2 and v1).
     pub modes: Vec<String>,
+    /// Only the series of these architectures (default: all).
+    pub archs: Vec<Arch>,
 }
 
 pub fn run(opts: &Opts) -> Result<()> {
     let t0 = Instant::now();
-    let series = select(&opts.series)?;
+    let series = fetch::select(&opts.series, &opts.archs)?;
+    let archs = used_archs(&series);
     let modes: Vec<&'static str> = if opts.modes.is_empty() {
         MODES.to_vec()
     } else {
@@ -62,21 +72,26 @@ pub fn run(opts: &Opts) -> Result<()> {
         }
         v
     };
-    setup::kernel_lab()?;
-    // The binary the image ships (target/image/podtrace), run as the DaemonSet runs it.
-    let podtrace = image::image_binary()?;
-    let caps = image::daemonset::capabilities()?;
+    setup::kernel_lab(&archs)?;
+    // The DaemonSet's capabilities, read from its manifest, for the runs "as deployed".
+    let caps = crate::image::daemonset::capabilities()?;
     let extra_cmdline = format!("klab_caps={}", caps.join(","));
-    let runner = image::musl_binary("podtrace-tests", "kernel-scenario")?;
-    let initrd = initramfs::build(&podtrace, &runner)?;
+    let initrds = initramfs::build_for(&archs)?;
 
     util::step("kernels from deb.debian.org (private apt state in target/kernels/apt)")?;
     let fetched = fetch::kernels(&series, opts.refresh);
     let t_fetch = t0.elapsed();
     let logs = fetch::dir().join("logs");
     std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
-    let first = fetched.iter().find_map(|(_, k)| k.as_ref().ok());
-    let accel = choose_accel(first, &initrd, &logs);
+    // KVM is probed with a kernel of the host's architecture only (arch.rs: no KVM otherwise).
+    let first = fetched
+        .iter()
+        .find_map(|(_, k)| k.as_ref().ok().filter(|k| k.arch == Arch::host()));
+    let host_initrd = initrds.iter().find(|(a, _)| *a == Arch::host());
+    let accel = match host_initrd {
+        Some((_, initrd)) => choose_accel(first, initrd, &logs),
+        None => Accel::Tcg,
+    };
     let t_probe = t0.elapsed() - t_fetch;
 
     let mut legend = Vec::new();
@@ -86,17 +101,17 @@ pub fn run(opts: &Opts) -> Result<()> {
             Ok(k) => {
                 legend.push(format!(
                     "{} = `{}` {} ({}, {})",
-                    s.name,
+                    s.label(),
                     k.release,
                     k.version,
                     s.suites,
                     if k.downloaded { "downloaded" } else { "cached" }
                 ));
                 for m in &modes {
-                    jobs.push((format!("{} {m}", s.name), k, m));
+                    jobs.push((format!("{} {m}", s.label()), k, m));
                 }
             }
-            Err(e) => legend.push(format!("{} = FAILED to fetch: {e:#}", s.name)),
+            Err(e) => legend.push(format!("{} = FAILED to fetch: {e:#}", s.label())),
         }
     }
     util::step(&format!(
@@ -104,14 +119,14 @@ pub fn run(opts: &Opts) -> Result<()> {
         jobs.len(),
         BOOT_TIMEOUT.as_secs()
     ))?;
-    let reports = boot_all(&jobs, &initrd, accel, &logs, &extra_cmdline);
+    let reports = boot_all(&jobs, &initrds, accel, &logs, &extra_cmdline);
 
     // Columns in series x mode order, including kernels that could not be fetched.
     let mut cols = Vec::new();
     let mut reports = reports.into_iter();
     for (s, k) in &fetched {
         for m in &modes {
-            let title = format!("{} {m}", s.name);
+            let title = format!("{} {m}", s.label());
             let report = match k {
                 Ok(_) => reports
                     .next()
@@ -159,21 +174,12 @@ pub fn run(opts: &Opts) -> Result<()> {
     Ok(())
 }
 
-fn select(names: &[String]) -> Result<Vec<&'static fetch::Series>> {
-    if names.is_empty() {
-        return Ok(fetch::SERIES.iter().collect());
-    }
-    names
-        .iter()
-        .map(|n| {
-            fetch::SERIES.iter().find(|s| s.name == n).with_context(|| {
-                format!(
-                    "--series {n}: want one of {:?}",
-                    fetch::SERIES.iter().map(|s| s.name).collect::<Vec<_>>()
-                )
-            })
-        })
-        .collect()
+/// The architectures of the selected series, the host's first.
+fn used_archs(series: &[&fetch::Series]) -> Vec<Arch> {
+    let mut v: Vec<Arch> = series.iter().map(|s| s.arch).collect();
+    v.sort_by_key(|a| (*a != Arch::host(), *a));
+    v.dedup();
+    v
 }
 
 /// KVM only when /dev/kvm boots a stock kernel (a PVM /dev/kvm does not): a short probe boot
@@ -212,6 +218,7 @@ fn choose_accel(k: Option<&fetch::Kernel>, initrd: &Path, logs: &Path) -> Accel 
         return accel;
     }
     let r = Boot {
+        arch: k.arch,
         vmlinuz: &k.vmlinuz,
         initrd,
         mode: "probe",
@@ -244,7 +251,7 @@ fn choose_accel(k: Option<&fetch::Kernel>, initrd: &Path, logs: &Path) -> Accel 
 /// Boots every job, `PARALLEL` at a time; results in job order.
 fn boot_all(
     jobs: &[(String, &fetch::Kernel, &'static str)],
-    initrd: &Path,
+    initrds: &[(Arch, PathBuf)],
     accel: Accel,
     logs: &Path,
     extra_cmdline: &str,
@@ -259,16 +266,28 @@ fn boot_all(
                     break;
                 };
                 let log: PathBuf = logs.join(format!("{}-{mode}.log", k.series));
-                let r = Boot {
-                    vmlinuz: &k.vmlinuz,
-                    initrd,
-                    mode,
-                    accel,
-                    timeout: BOOT_TIMEOUT,
-                    log: log.clone(),
-                    extra_cmdline: extra_cmdline.to_string(),
-                }
-                .run_with_retry();
+                // The initramfs and accelerator of the kernel's architecture (arch.rs).
+                let r = match initrds.iter().find(|(a, _)| *a == k.arch) {
+                    Some((_, initrd)) => Boot {
+                        arch: k.arch,
+                        vmlinuz: &k.vmlinuz,
+                        initrd,
+                        mode,
+                        accel: if arch::accel_possible(k.arch, accel) {
+                            accel
+                        } else {
+                            Accel::Tcg
+                        },
+                        timeout: BOOT_TIMEOUT,
+                        log: log.clone(),
+                        extra_cmdline: extra_cmdline.to_string(),
+                    }
+                    .run_with_retry(),
+                    None => boot::Report {
+                        error: Some(format!("no initramfs for {}", k.arch)),
+                        ..boot::Report::default()
+                    },
+                };
                 let failed = r.results.iter().filter(|(_, ok, _)| !ok).count();
                 eprintln!(
                     "    {title} ({}): {} of {} checks pass, {:.0} s{}{}",
