@@ -3,7 +3,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use podtrace::cli::{Cli, Command, ExportFormat, FilterArgs, RunArgs, TracerArgs, TreeArgs};
+use podtrace::cli::{At, Cli, Command, ExportFormat, FilterArgs, RunArgs, TracerArgs, TreeArgs};
 use podtrace::engine::tree;
 use podtrace::error::{exit_code, Failure};
 use podtrace::filter::{parse_types, EventFilter};
@@ -128,14 +128,10 @@ fn tree_cmd(t: TreeArgs) -> Result<()> {
     };
     let engine = match &t.from {
         Some(file) => {
-            let until = match t.at.as_deref() {
+            let until = match t.at {
                 None => Until::End,
-                Some(at) => match podtrace::cli::parse_offset(at) {
-                    Some(off) => Until::Offset(off),
-                    None => Until::At(podtrace::clock::parse_rfc3339(at).map_err(|e| {
-                        Failure::BadInput(format!("--at: expected RFC 3339 or +OFFSET: {e:#}"))
-                    })?),
-                },
+                Some(At::Offset(off)) => Until::Offset(off),
+                Some(At::Unix(ns)) => Until::At(ns),
             };
             let (engine, summary) = replay::replay(
                 file,
