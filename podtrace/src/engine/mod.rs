@@ -419,12 +419,15 @@ impl Engine {
             .iter()
             .map(|p| (p.pid, process::tick(p.start_ns)))
             .collect();
-        let dead: Vec<u32> = self
+        let mut dead: Vec<u32> = self
             .table
             .live()
             .filter(|p| p.start_ns < ts_ns && !alive.contains(&(p.pid, process::tick(p.start_ns))))
             .map(|p| p.pid)
             .collect();
+        // In pid order, not the hash map's: the order they leave in is kept (it decides which
+        // of them the bound on processes that left drops first).
+        dead.sort_unstable();
         for pid in dead {
             if self.table.get(pid).is_some_and(|p| !p.is_zombie()) {
                 self.stats.vanished += 1;
