@@ -405,7 +405,10 @@ impl Encoder {
         key!(out, "comm");
         string(out, &p.comm);
         key!(out, "cgroup_id");
-        int(out, p.cgroup_id);
+        match p.cgroup_id {
+            Some(id) => int(out, id),
+            None => out.extend_from_slice(b"null"),
+        }
         key!(out, "start_ns");
         int(out, p.start_ns);
         self.placement(out, p);
@@ -611,7 +614,8 @@ mod tests {
             uid: nums.5,
             gid: nums.6,
             comm: comm.into(),
-            cgroup_id: nums.7,
+            // Unplaced (null) a third of the time.
+            cgroup_id: (nums.7 % 3 != 0).then_some(nums.7),
             start_ns: nums.8,
             cgroup: pick_str(&pool.cgroups, picks[0], copy),
             cgroup_hierarchy: pick_str(&pool.hierarchies, picks[1], copy),
@@ -746,7 +750,7 @@ mod tests {
             uid: 0,
             gid: 0,
             comm: "sh".into(),
-            cgroup_id: 3,
+            cgroup_id: Some(3),
             start_ns: 4,
             cgroup: Some("/kubepods.slice/crio-abc.scope".into()),
             cgroup_hierarchy: Some("v2".into()),

@@ -97,9 +97,9 @@ pub struct ProcessFields {
     pub uid: u32,
     pub gid: u32,
     pub comm: Arc<str>,
-    /// Id (directory inode) of the cgroup in `cgroup_hierarchy`; for events not placed in a
-    /// known cgroup, the default (v2) hierarchy's id the kernel reported.
-    pub cgroup_id: u64,
+    /// Id (directory inode) of the cgroup `cgroup` names, in `cgroup_hierarchy`'s hierarchy;
+    /// null with them, when the event could not be placed in a known cgroup.
+    pub cgroup_id: Option<u64>,
     /// Process start, nanoseconds since boot (with pid, the process's identity).
     pub start_ns: u64,
     /// cgroup path in `cgroup_hierarchy`, null when it could not be resolved.

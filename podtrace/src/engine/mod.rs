@@ -832,9 +832,11 @@ fn process_fields(s: Sources<'_>, ev: &KernelEvent, p: &Proc) -> ProcessFields {
                     Hierarchy::V1 => 1,
                 }]
                 .clone(),
-                id,
+                Some(id),
             ),
-            None => (None, None, ev.cgroup_id),
+            // Not placed: no id either (the kernel's v2 id would be of another hierarchy than
+            // a v1 placement's, and on a v1-only node the v2 root's, the same for all).
+            None => (None, None, None),
         };
     let (container, pod) = match (p.container.as_deref(), p.pod_of.as_deref()) {
         (Some(id), _) => s.containers.refs(id),

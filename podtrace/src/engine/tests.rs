@@ -711,7 +711,7 @@ fn v1_only_nodes_place_processes_by_their_v1_cgroup() {
     let p = out.process().expect("process");
     assert_eq!(p.cgroup.as_deref(), Some(crio_path().as_str()));
     assert_eq!(p.cgroup_hierarchy.as_deref(), Some("v1:pids"));
-    assert_eq!(p.cgroup_id, 77);
+    assert_eq!(p.cgroup_id, Some(77));
     assert_eq!(container_id(&out), Some(ID));
     assert_eq!(
         n.asked,
@@ -796,7 +796,64 @@ fn an_unresolvable_cgroup_is_asked_again_only_after_the_retry_time() {
     let out = n.feed(e3);
     assert_eq!(asked_of(&n), 2, "{:?}", n.asked);
     let p = out.process().expect("process");
-    assert_eq!((p.cgroup.as_deref(), p.cgroup_id), (None, 12345));
+    assert_eq!(
+        (p.cgroup.as_deref(), p.cgroup_id),
+        (None, None),
+        "not placed: no cgroup, and no id of some other hierarchy either"
+    );
+}
+
+/// `cgroup_id` is the id in `cgroup_hierarchy`'s hierarchy, or null with it: never the id of
+/// another hierarchy (on a v1-only node the kernel's v2 id is the unmounted v2 root's, the
+/// same for every task).
+#[test]
+fn cgroup_id_is_of_the_hierarchy_named_or_null() {
+    // As printed: (cgroup_hierarchy, cgroup_id).
+    let printed = |out: &Event| {
+        let v = serde_json::to_value(out).expect("json");
+        (v["cgroup_hierarchy"].clone(), v["cgroup_id"].clone())
+    };
+    let null = serde_json::Value::Null;
+    let setup = CgroupSetup {
+        v2: false,
+        v1: Some("pids".into()),
+    };
+    let mut n = Node::with(setup, &[]);
+    n.facts.insert((Hierarchy::V1, 77), Some(crio_path()));
+    // A v1 cgroup nobody can name (it went away): unplaced.
+    n.facts.insert((Hierarchy::V1, 78), None);
+    let mut e = ev(Kind::Fork, 710, 1, "sh");
+    e.cgroup_id = ROOT_CG;
+    e.cgroup_v1_id = 78;
+    let out = n.feed(e);
+    assert_eq!(printed(&out), (null.clone(), null.clone()));
+    let mut e = ev(Kind::Fork, 711, 1, "sh");
+    e.cgroup_id = ROOT_CG;
+    e.cgroup_v1_id = 77;
+    let out = n.feed(e);
+    assert_eq!(printed(&out), ("v1:pids".into(), 77.into()));
+
+    // Hybrid: a task in the v2 root placed by its v1 cgroup carries the v1 id; one placed by
+    // v2, the v2 id; one placed nowhere, null.
+    let setup = CgroupSetup {
+        v2: true,
+        v1: Some("pids".into()),
+    };
+    let mut n = Node::with(setup, &[]);
+    n.facts
+        .insert((Hierarchy::V1, 90), Some("/libpod_parent/conmon".into()));
+    let mut conmon = ev(Kind::Fork, 800, 1, "conmon");
+    conmon.cgroup_v1_id = 90;
+    let out = n.feed(conmon);
+    assert_eq!(printed(&out), ("v1:pids".into(), 90.into()));
+    let mut c = ev(Kind::Fork, 801, 1, "app");
+    c.cgroup_id = CRIO_CG;
+    let out = n.feed(c);
+    assert_eq!(printed(&out), ("v2".into(), CRIO_CG.into()));
+    let mut lost = ev(Kind::Fork, 802, 1, "app");
+    lost.cgroup_id = 4242; // unknown to the resolver
+    let out = n.feed(lost);
+    assert_eq!(printed(&out), (null.clone(), null));
 }
 
 #[test]

@@ -372,7 +372,7 @@ mod tests {
             uid: 0,
             gid: 0,
             comm: "sh".into(),
-            cgroup_id: 0,
+            cgroup_id: None,
             start_ns: u64::from(pid) * 1000,
             cgroup: None,
             cgroup_hierarchy: None,
