@@ -615,7 +615,7 @@ mod tests {
             gid: nums.6,
             comm: comm.into(),
             // Unplaced (null) a third of the time.
-            cgroup_id: (nums.7 % 3 != 0).then_some(nums.7),
+            cgroup_id: (!nums.7.is_multiple_of(3)).then_some(nums.7),
             start_ns: nums.8,
             cgroup: pick_str(&pool.cgroups, picks[0], copy),
             cgroup_hierarchy: pick_str(&pool.hierarchies, picks[1], copy),
