@@ -322,6 +322,7 @@ impl Encoder {
                 signal,
                 core_dumped,
                 duration_ns,
+                inferred,
             } => {
                 self.process(out, b"exit", process);
                 key!(out, "exit_code");
@@ -335,9 +336,17 @@ impl Encoder {
                     None => out.extend_from_slice(b"null"),
                 }
                 key!(out, "core_dumped");
-                boolean(out, *core_dumped);
+                match core_dumped {
+                    Some(b) => boolean(out, *b),
+                    None => out.extend_from_slice(b"null"),
+                }
                 key!(out, "duration_ns");
-                int(out, *duration_ns);
+                match duration_ns {
+                    Some(d) => int(out, *d),
+                    None => out.extend_from_slice(b"null"),
+                }
+                key!(out, "inferred");
+                boolean(out, *inferred);
             }
             Event::Lost {
                 ts,
@@ -672,12 +681,14 @@ mod tests {
                 },
                 1 => Event::Fork { process },
                 2 => Event::Thread { process },
+                // An inferred exit (flags[1]): everything of its outcome null.
                 3 => Event::Exit {
                     process,
-                    exit_code: exit.0,
-                    signal: exit.1,
-                    core_dumped: flags[0],
-                    duration_ns: exit.2,
+                    exit_code: exit.0.filter(|_| !flags[1]),
+                    signal: exit.1.filter(|_| !flags[1]),
+                    core_dumped: (!flags[1]).then_some(flags[0]),
+                    duration_ns: (!flags[1]).then_some(exit.2),
+                    inferred: flags[1],
                 },
                 4 => Event::Lost {
                     ts: s,

@@ -146,13 +146,20 @@ impl Node {
     }
 
     fn reap(&mut self, pid: u32, start_ns: u64) {
+        let out = self.reap_out(pid, start_ns);
+        assert!(
+            out.is_empty(),
+            "a reap of a process whose exit was seen prints nothing"
+        );
+    }
+
+    fn reap_out(&mut self, pid: u32, start_ns: u64) -> Vec<Event> {
         self.ts += 1000;
-        let out = self.apply(Record::Reap(ReapEvent {
+        self.apply(Record::Reap(ReapEvent {
             ts_ns: self.ts,
             pid,
             start_ns,
-        }));
-        assert!(out.is_empty(), "a reap prints nothing");
+        }))
     }
 
     fn lost_exit(&mut self) -> Vec<Event> {
@@ -1090,6 +1097,134 @@ fn replaying_the_same_records_gives_the_same_events() {
             .collect::<Vec<_>>()
     };
     assert_eq!(run(), run());
+}
+
+/// As printed: the fields of an exit that say what is known of how it ended.
+fn exit_outcome(e: &Event) -> serde_json::Value {
+    let v = serde_json::to_value(e).expect("json");
+    serde_json::json!({
+        "type": v["type"],
+        "pid": v["pid"],
+        "exit_code": v["exit_code"],
+        "signal": v["signal"],
+        "core_dumped": v["core_dumped"],
+        "duration_ns": v["duration_ns"],
+        "inferred": v["inferred"],
+    })
+}
+
+/// A lost exit, then the process's reap: the process ended all the same, so it gets its
+/// exit line, one whose outcome is unknown (null) and which says it was inferred; the reap of
+/// a process whose exit was seen still prints nothing, and that exit says it was not inferred.
+#[test]
+fn a_lost_exit_then_its_reap_prints_an_inferred_exit() {
+    let mut n = Node::new();
+    let (_, init) = start_crio_container(&mut n);
+    n.feed(in_ctr(ev(Kind::Fork, 1200, init, "worker"), 5));
+    n.lost_exit();
+    let out = n.reap_out(1200, 1200 * S);
+    assert_eq!(out.len(), 1, "{out:#?}");
+    assert_eq!(
+        exit_outcome(&out[0]),
+        serde_json::json!({"type": "exit", "pid": 1200, "exit_code": null, "signal": null,
+            "core_dumped": null, "duration_ns": null, "inferred": true})
+    );
+    let p = out[0].process().expect("process");
+    assert_eq!(
+        container_id(&out[0]),
+        Some(ID),
+        "attributed as its other events"
+    );
+    assert_eq!(p.ts, Timestamp(n.ts as i64), "stamped with the reap's time");
+    assert!(n.engine.table().get(1200).is_none(), "reaped");
+    // Its real exit, should it come after all, is the second exit of the process: dropped.
+    let late = n.push(Node::exit_event(
+        in_ctr(ev(Kind::Exit, 1200, init, "worker"), 5),
+        0,
+    ));
+    assert!(late.is_empty(), "{late:#?}");
+    // An exit that was seen: not inferred, and its reap prints nothing.
+    n.fork(1201, 1, "sh");
+    let e = n.exit(ev(Kind::Exit, 1201, 1, "sh"), 0);
+    assert_eq!(
+        exit_outcome(&e),
+        serde_json::json!({"type": "exit", "pid": 1201, "exit_code": 0, "signal": null,
+            "core_dumped": false, "duration_ns": 1, "inferred": false})
+    );
+    n.reap(1201, 1201 * S);
+}
+
+/// A resync that finds a process gone whose exit was never seen: its exit may still be on its
+/// way (queued behind the records read so far), so it is printed when it comes; when it has
+/// not come once the records are a second past the resync, an inferred exit is printed,
+/// stamped with the resync's time. Once either way.
+#[test]
+fn a_resync_that_finds_a_process_gone_infers_its_exit_unless_it_comes() {
+    let mut n = Node::new();
+    n.ts = 5_000 * S; // after every start below: the resync may find them gone
+    n.fork(1300, 1, "late"); // its exit comes after the resync
+    n.fork(1301, 1, "lost"); // its exit never comes
+    n.fork(1302, 1, "lives");
+    n.lost_exit();
+    let mut alive = info(1302, 1, 1302, HOST_NS, &["lives"], ("/", ROOT_CG));
+    alive.start_ns = 1302 * S;
+    let out = n.resync(vec![alive]);
+    assert!(out.is_empty(), "nothing printed at the resync: {out:#?}");
+    let resync_ts = n.ts;
+    let out = n.push(Node::exit_event(ev(Kind::Exit, 1300, 1, "late"), 0));
+    assert_eq!(
+        out.iter().map(exit_outcome).collect::<Vec<_>>(),
+        [
+            serde_json::json!({"type": "exit", "pid": 1300, "exit_code": 0, "signal": null,
+            "core_dumped": false, "duration_ns": 1, "inferred": false})
+        ]
+    );
+    // Within the second: nothing yet.
+    n.ts = resync_ts + S / 2;
+    let out = n.push(ev(Kind::Fork, 1303, 1, "tick"));
+    assert_eq!(out.len(), 1, "{out:#?}");
+    // Past it: the inferred exit of 1301, before the event that moved the time on.
+    n.ts = resync_ts + S;
+    let out = n.push(ev(Kind::Fork, 1304, 1, "tick"));
+    assert_eq!(
+        out.iter().map(exit_outcome).collect::<Vec<_>>(),
+        [
+            serde_json::json!({"type": "exit", "pid": 1301, "exit_code": null, "signal": null,
+                "core_dumped": null, "duration_ns": null, "inferred": true}),
+            serde_json::json!({"type": "fork", "pid": 1304, "exit_code": null, "signal": null,
+                "core_dumped": null, "duration_ns": null, "inferred": null}),
+        ]
+    );
+    assert_eq!(
+        out[0].process().map(|p| p.ts),
+        Some(Timestamp(resync_ts as i64)),
+        "stamped with the resync's time"
+    );
+    // Its real exit, should it come after all: dropped.
+    let late = n.push(Node::exit_event(ev(Kind::Exit, 1301, 1, "lost"), 0));
+    assert!(late.is_empty(), "{late:#?}");
+    n.ts += 2 * S;
+    let out = n.push(ev(Kind::Fork, 1305, 1, "tick"));
+    assert_eq!(out.len(), 1, "once: {out:#?}");
+}
+
+/// An inferred exit still waiting when the trace ends is printed at its end (live and in
+/// replay alike: both apply the `end` record).
+#[test]
+fn inferred_exits_still_waiting_are_printed_at_the_end() {
+    let mut n = Node::new();
+    n.ts = 5_000 * S; // after every start below: the resync may find them gone
+    n.fork(1400, 1, "lost");
+    n.lost_exit();
+    n.resync(Vec::new());
+    let out = n.apply(Record::End(crate::trace::EndRecord { events: 1, lost: 1 }));
+    assert_eq!(
+        out.iter().map(exit_outcome).collect::<Vec<_>>(),
+        [
+            serde_json::json!({"type": "exit", "pid": 1400, "exit_code": null, "signal": null,
+            "core_dumped": null, "duration_ns": null, "inferred": true})
+        ]
+    );
 }
 
 /// The processes a resync finds gone leave in pid order, whatever order the table's hash map
