@@ -493,6 +493,12 @@ pub async fn run(mut opts: RunOptions) -> Result<RunSummary> {
     };
     let clock = BootClock::from_system()?;
     let view = CgroupView::new(&mounts, &setup, v1);
+    // Opened now, so that a path podtrace cannot write (or a symlink) stops it before the run,
+    // not after it.
+    let summary_file = match &opts.summary {
+        Some(p) => Some(crate::outfile::open_output_file(p, false).context("the summary")?),
+        None => None,
+    };
     let mut pipe = build_pipeline(&opts, cri.is_some())?;
     let (processes, redacted) = push_snapshot(
         &mut pipe,
@@ -555,7 +561,8 @@ pub async fn run(mut opts: RunOptions) -> Result<RunSummary> {
     drop(loaded.ebpf);
     let mut events = ring.into_inner();
     while live.drain(&mut events, &mut pipe, usize::MAX)? {}
-    live.finish(&loaded.counters, pipe, &cri, opts.summary.as_deref())
+    let summary_file = summary_file.zip(opts.summary.as_deref());
+    live.finish(&loaded.counters, pipe, &cri, summary_file)
 }
 
 /// The kernel path once: what loaded, and what was tried first and why not.
@@ -669,7 +676,7 @@ impl Live {
         counters: &loader::CounterMap,
         mut pipe: Pipeline<'_>,
         cri: &Option<CriService>,
-        summary_path: Option<&std::path::Path>,
+        summary_file: Option<(std::fs::File, &std::path::Path)>,
     ) -> Result<RunSummary> {
         let k = self.read_counters(counters);
         if let Some(k) = &k {
@@ -693,9 +700,9 @@ impl Live {
             lost: summary.lost,
         }))?;
         pipe.finish()?;
-        if let Some(path) = summary_path {
+        if let Some((mut file, path)) = summary_file {
             let text = serde_json::to_string_pretty(&summary).context("encoding the summary")?;
-            std::fs::write(path, text + "\n")
+            std::io::Write::write_all(&mut file, (text + "\n").as_bytes())
                 .with_context(|| format!("writing {}", path.display()))?;
         }
         tracing::info!(

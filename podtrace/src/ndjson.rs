@@ -5,7 +5,6 @@
 //! escapes, nulls and non-ASCII text included), only faster: what repeats from event to event
 //! (the cgroup, container and pod objects; the date and time of day of the timestamp) is
 //! encoded once and copied afterwards.
-use std::fs::File;
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
@@ -32,8 +31,10 @@ impl NdjsonWriter {
         Self::new(Box::new(std::io::stdout()), "stdout".into())
     }
 
+    /// Events to a file (created or truncated 0600; a symlink at the path is refused: see
+    /// [`crate::outfile`]).
     pub fn create(path: &Path) -> Result<Self> {
-        let f = File::create(path).with_context(|| format!("creating {}", path.display()))?;
+        let f = crate::outfile::open_output_file(path, false).context("the events' output")?;
         Ok(Self::new(Box::new(f), path.display().to_string()))
     }
 
