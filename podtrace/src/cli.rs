@@ -73,10 +73,15 @@ pub struct TracerArgs {
     /// Forward the kernel programs' debug log (aya-log) to stderr.
     #[arg(long)]
     pub kernel_debug: bool,
-    /// Write a JSON summary at exit (event counts, loss, kernel run time per program; turns on
-    /// the kernel's BPF run-time statistics while running).
+    /// Write a JSON summary at exit (event counts, loss, the kernel's counters; run time per
+    /// kernel program with --kernel-stats).
     #[arg(long)]
     pub summary: Option<PathBuf>,
+    /// Turn on the kernel's BPF run-time statistics while running (for every BPF program on
+    /// the node; needs CAP_SYS_ADMIN) and put each podtrace program's run count and run time
+    /// in the summary.
+    #[arg(long, requires = "summary")]
+    pub kernel_stats: bool,
     /// Node name added to every event as "node".
     #[arg(long, env = "NODE_NAME")]
     pub node: Option<String>,

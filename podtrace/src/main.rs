@@ -47,6 +47,7 @@ fn run_options(
         record,
         node: tracer.node,
         summary: tracer.summary,
+        kernel_stats: tracer.kernel_stats,
         metrics_addr: tracer.metrics_addr,
         cgroup_mode: tracer.cgroup_mode,
         cri: tracer.cri.config(),

@@ -564,6 +564,89 @@ fn missing_privileges_exit_2_naming_the_capability() {
     assert!(!err.contains("panicked"), "{err}");
 }
 
+/// Root with only what the DaemonSet grants (CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE).
+const DAEMONSET_CAPS: [&str; 2] = [
+    "--inh-caps=-all",
+    "--bounding-set=-all,+bpf,+perfmon,+sys_ptrace",
+];
+
+/// `run --summary F` under the DaemonSet's capabilities: `--summary` alone needs nothing more
+/// than tracing (BPF_ENABLE_STATS needs CAP_SYS_ADMIN, so it is only asked for with
+/// `--kernel-stats`), and the summary says why the per-program figures are missing.
+#[test]
+fn summary_works_with_the_daemonset_capabilities_and_kernel_stats_are_asked_for() {
+    let (_bin_dir, podtrace) = binary_for_everyone();
+    let dir = tempfile::tempdir().expect("tmp");
+    let summary_path = dir.path().join("summary.json");
+    let run = |setpriv: &[&str], extra: &[&str]| {
+        let mut cmd = Command::new("setpriv");
+        cmd.args(setpriv)
+            .arg(&podtrace)
+            .args([
+                "run",
+                "--duration",
+                "1",
+                "--no-cri",
+                "--output",
+                "/dev/null",
+                "--summary",
+            ])
+            .arg(&summary_path)
+            .args(extra);
+        let out = cmd.output().expect("run setpriv (util-linux)");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let summary = || -> Value {
+        serde_json::from_str(&std::fs::read_to_string(&summary_path).expect("summary written"))
+            .expect("summary is JSON")
+    };
+
+    let (code, err) = run(&DAEMONSET_CAPS, &[]);
+    assert_eq!(
+        code,
+        Some(0),
+        "--summary with the DaemonSet's capabilities: {err}"
+    );
+    let s = summary();
+    assert!(s["events"].is_u64(), "{s}");
+    assert!(
+        s["kernel"].is_null(),
+        "no run-time figures were asked for: {s}"
+    );
+    assert!(
+        s["kernel_missing"]
+            .as_str()
+            .is_some_and(|why| why.contains("--kernel-stats")),
+        "says why they are missing: {s}"
+    );
+
+    // Asked for without CAP_SYS_ADMIN: exit 2, saying what is missing.
+    let (code, err) = run(&DAEMONSET_CAPS, &["--kernel-stats"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("--kernel-stats") && err.contains("CAP_SYS_ADMIN"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+
+    // Asked for as root: the figures are there.
+    let (code, err) = run(&[], &["--kernel-stats"]);
+    assert_eq!(code, Some(0), "{err}");
+    let s = summary();
+    let progs = s["kernel"].as_object().expect("kernel figures");
+    assert!(!progs.is_empty(), "{s}");
+    assert!(
+        progs
+            .values()
+            .any(|p| p["run_cnt"].as_u64().unwrap_or(0) > 0),
+        "the programs ran: {s}"
+    );
+    assert!(s["kernel_missing"].is_null(), "{s}");
+}
+
 /// A kernel without BTF (no CONFIG_DEBUG_INFO_BTF): in a private mount namespace an empty file
 /// hides /sys/kernel/btf/vmlinux from podtrace, which exits 2 naming the file, without a panic.
 #[test]
