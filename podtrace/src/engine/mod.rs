@@ -244,12 +244,18 @@ impl Engine {
             let Some(x) = self.inferred_exits.pop_front() else {
                 break;
             };
-            match self.table.gone_mut(x.pid, x.start_ns) {
+            let exit_seen = match self.table.gone_mut(x.pid, x.start_ns) {
+                Some(p) => std::mem::replace(&mut p.exit_seen, true),
+                // Forgotten already (the bound on processes that left): its real exit, had it
+                // come since, made it a table entry again.
+                None => self
+                    .table
+                    .get(x.pid)
+                    .is_some_and(|p| p.same_identity(x.pid, x.start_ns) && p.exit_seen),
+            };
+            if exit_seen {
                 // Its real exit came (and was printed) meanwhile.
-                Some(p) if p.exit_seen => continue,
-                Some(p) => p.exit_seen = true,
-                // Forgotten already (the bound on processes that left): nothing came before.
-                None => {}
+                continue;
             }
             self.stats.inferred_exits += 1;
             out.push(x.event);

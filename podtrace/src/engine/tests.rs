@@ -1251,3 +1251,39 @@ fn a_resync_drops_the_gone_in_pid_order() {
     sorted.sort_unstable();
     assert_eq!(gone, sorted);
 }
+
+/// A process found gone whose entry the bound on processes that left dropped before its real
+/// exit came: the real exit is printed, the inferred one is not (one exit per process).
+#[test]
+fn an_inferred_exit_gives_way_to_a_real_one_even_past_the_bound() {
+    let mut n = Node::new();
+    n.ts = 100_000 * S; // after every start below
+    let pids = 2..(process::GONE_MAX as u32 + 4);
+    for pid in pids.clone() {
+        let mut f = ev(Kind::Fork, pid, 1, "x");
+        f.start_ns = u64::from(pid) * 1_000;
+        n.feed(f);
+    }
+    n.lost_exit();
+    n.resync(Vec::new());
+    n.fork(1, 0, "tick"); // the bound drops the first to leave: pids 2 and 3
+    assert_eq!(n.engine.table.slot(2, 2_000), Slot::New, "forgotten");
+    let mut x = ev(Kind::Exit, 2, 1, "x");
+    x.start_ns = 2_000;
+    let real = n.push(Node::exit_event(x, 0));
+    assert_eq!(real.len(), 1);
+    n.ts += 2 * S;
+    let out = n.push(ev(Kind::Fork, 7, 1, "tick"));
+    let exits_of = |pid: u32| {
+        out.iter()
+            .filter(|e| matches!(e, Event::Exit { process, .. } if process.pid == pid))
+            .count()
+    };
+    assert_eq!(exits_of(2), 0, "its real exit was printed");
+    assert_eq!(exits_of(3), 1, "inferred: forgotten, and nothing came");
+    assert_eq!(
+        out.len(),
+        pids.len() - 1 + 1,
+        "the others' inferred exits, and the fork"
+    );
+}
