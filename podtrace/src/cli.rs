@@ -100,10 +100,11 @@ pub enum ExportFormat {
 
 #[derive(Args, Debug, Clone)]
 pub struct TracerArgs {
-    /// Stop after this many seconds (default: until SIGINT/SIGTERM).
+    /// Stop after this many seconds, from 0.001 to 315360000 (3650 days) (default: until
+    /// SIGINT/SIGTERM).
     #[arg(long, value_parser = parse_seconds)]
     pub duration: Option<Duration>,
-    /// Kernel ring buffer size in bytes (a power of two, at least 4096).
+    /// Kernel ring buffer size in bytes (a power of two from 4096 to 2147483648).
     #[arg(long, default_value_t = 1 << 22, value_parser = parse_ring_size)]
     pub ring_buffer_bytes: u32,
     /// Also report new threads (type "thread"); they are never reported as processes.
@@ -112,10 +113,15 @@ pub struct TracerArgs {
     /// Forward the kernel programs' debug log (aya-log) to stderr.
     #[arg(long)]
     pub kernel_debug: bool,
-    /// Write a JSON summary at exit (event counts, loss, kernel run time per program; turns on
-    /// the kernel's BPF run-time statistics while running).
+    /// Write a JSON summary at exit (event counts, loss, the kernel's counters; run time per
+    /// kernel program with --kernel-stats).
     #[arg(long)]
     pub summary: Option<PathBuf>,
+    /// Turn on the kernel's BPF run-time statistics while running (for every BPF program on
+    /// the node; needs CAP_SYS_ADMIN) and put each podtrace program's run count and run time
+    /// in the summary.
+    #[arg(long, requires = "summary")]
+    pub kernel_stats: bool,
     /// Node name added to every event as "node".
     #[arg(long, env = "NODE_NAME")]
     pub node: Option<String>,
@@ -239,9 +245,10 @@ pub struct TreeArgs {
     /// Build the tree from a trace instead of the live system.
     #[arg(long)]
     pub from: Option<PathBuf>,
-    /// With --from: the time to show, RFC 3339 or an offset from the start such as +5s, +250ms.
-    #[arg(long, requires = "from")]
-    pub at: Option<String>,
+    /// With --from: the time to show, RFC 3339 or an offset from the start such as +5s, +250ms
+    /// (at most 3650 days).
+    #[arg(long, requires = "from", value_parser = parse_at)]
+    pub at: Option<At>,
     /// With --from: skip bad records.
     #[arg(long)]
     pub lenient: bool,
@@ -253,13 +260,20 @@ pub struct TreeArgs {
     pub cri: CriArgs,
 }
 
+/// The longest `--duration`, and the furthest `tree --at +OFFSET`: 3650 days.
+pub const DURATION_MAX_S: u64 = 3650 * 86_400;
+/// The shortest `--duration`: 1 ms.
+pub const DURATION_MIN_NS: u64 = 1_000_000;
+
 fn parse_seconds(s: &str) -> Result<Duration, String> {
+    let range = format!("a number of seconds from 0.001 to {DURATION_MAX_S}");
     let v: f64 = s
         .trim_end_matches('s')
         .parse()
-        .map_err(|_| format!("`{s}` is not a number of seconds"))?;
-    if !(v.is_finite() && v > 0.0) {
-        return Err(format!("`{s}`: the duration must be positive"));
+        .map_err(|_| format!("`{s}` is not {range}"))?;
+    // Compared as floats first: a NaN, an infinity or 1e20 never reaches `Duration`.
+    if !(v.is_finite() && v >= DURATION_MIN_NS as f64 / 1e9 && v <= DURATION_MAX_S as f64) {
+        return Err(format!("`{s}` is out of range: expected {range}"));
     }
     Ok(Duration::from_secs_f64(v))
 }
@@ -284,18 +298,40 @@ fn parse_timeout(s: &str) -> Result<Duration, String> {
 }
 
 fn parse_ring_size(s: &str) -> Result<u32, String> {
+    let range = format!("a power of two from 4096 to {}", 1u32 << 31);
     let v: u32 = s
         .parse()
-        .map_err(|_| format!("`{s}` is not a size in bytes"))?;
+        .map_err(|_| format!("`{s}` is not {range} (bytes)"))?;
     if v < 4096 || !v.is_power_of_two() {
-        return Err(format!(
-            "{v}: the ring buffer size must be a power of two of at least 4096"
-        ));
+        return Err(format!("{v} is out of range: expected {range} (bytes)"));
     }
     Ok(v)
 }
 
-/// `+5s`, `+250ms`, `+2m`, `+1.5s` to nanoseconds.
+/// `tree --at`: a moment of a trace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum At {
+    /// Nanoseconds after the recording started (`+5s`).
+    Offset(i64),
+    /// Unix nanoseconds (RFC 3339).
+    Unix(i64),
+}
+
+fn parse_at(s: &str) -> Result<At, String> {
+    if s.starts_with('+') {
+        return parse_offset(s).map(At::Offset).ok_or_else(|| {
+            format!(
+                "`{s}` is not an offset from +0s to +{DURATION_MAX_S}s (units: ns, us, ms, s, m)"
+            )
+        });
+    }
+    crate::clock::parse_rfc3339(s)
+        .map(At::Unix)
+        .map_err(|e| format!("expected RFC 3339 or +OFFSET: {e:#}"))
+}
+
+/// `+5s`, `+250ms`, `+2m`, `+1.5s` to nanoseconds; None for anything else, and for offsets
+/// beyond [`DURATION_MAX_S`].
 pub fn parse_offset(s: &str) -> Option<i64> {
     let s = s.strip_prefix('+')?;
     let (num, scale) = if let Some(n) = s.strip_suffix("ms") {
@@ -312,7 +348,8 @@ pub fn parse_offset(s: &str) -> Option<i64> {
         (s, 1e9)
     };
     let v: f64 = num.parse().ok()?;
-    (v.is_finite() && v >= 0.0).then_some((v * scale) as i64)
+    let ns = v * scale;
+    (ns.is_finite() && ns >= 0.0 && ns <= DURATION_MAX_S as f64 * 1e9).then_some(ns as i64)
 }
 
 #[cfg(test)]
@@ -343,6 +380,136 @@ mod tests {
         assert!(parse_ring_size("4096").is_ok());
         assert!(parse_ring_size("5000").is_err());
         assert!(parse_ring_size("1024").is_err());
+    }
+
+    /// Text a user might give for a number: every float and integer form, with and without
+    /// a unit, and near-numbers.
+    fn numberish() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let unit = prop_oneof![
+            Just(""),
+            Just("s"),
+            Just("ms"),
+            Just("us"),
+            Just("ns"),
+            Just("m")
+        ];
+        let number = prop_oneof![
+            any::<f64>().prop_map(|v| format!("{v}")),
+            any::<f64>().prop_map(|v| format!("{v:e}")),
+            any::<u64>().prop_map(|v| v.to_string()),
+            any::<i64>().prop_map(|v| v.to_string()),
+            any::<u128>().prop_map(|v| v.to_string()),
+            (0u32..64).prop_map(|b| (1u128 << b).to_string()),
+            "[-+]?[0-9]{0,25}(\\.[0-9]{0,12})?([eE][-+]?[0-9]{1,4})?",
+            "[-+0-9.eEinfaNIF]{0,12}",
+        ];
+        (proptest::option::of(Just("+")), number, unit)
+            .prop_map(|(plus, n, u)| format!("{}{n}{u}", plus.unwrap_or("")))
+    }
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("podtrace").chain(args.iter().copied()))
+    }
+
+    /// A value refused by its parser: clap's error, naming the argument.
+    fn refused(e: &clap::Error, arg: &str) {
+        assert_eq!(
+            e.kind(),
+            clap::error::ErrorKind::ValueValidation,
+            "{arg}: {e}"
+        );
+        assert!(e.to_string().contains(arg), "the error names {arg}: {e}");
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 2000, ..Default::default() })]
+
+        /// `--duration`: no panic; accepted values are positive and a deadline can be made
+        /// of them; the rest are refused by clap, naming the argument.
+        #[test]
+        fn duration_is_bounded_at_parse_time(v in numberish()) {
+            match parse(&["run", &format!("--duration={v}")]) {
+                Ok(Cli { cmd: Command::Run(r), .. }) => {
+                    let d = r.tracer.duration.unwrap_or_else(|| panic!("{v}: no duration"));
+                    assert!(
+                        d >= Duration::from_nanos(DURATION_MIN_NS)
+                            && d <= Duration::from_secs(DURATION_MAX_S),
+                        "{v}: {d:?} is out of bounds"
+                    );
+                    assert!(
+                        std::time::Instant::now().checked_add(d).is_some(),
+                        "{v}: {d:?} makes no deadline"
+                    );
+                }
+                Ok(other) => panic!("{v}: parsed as {other:?}"),
+                Err(e) => refused(&e, "--duration"),
+            }
+        }
+
+        /// `--ring-buffer-bytes`: a power of two of at least 4096, or clap's error.
+        #[test]
+        fn ring_buffer_bytes_is_bounded_at_parse_time(v in numberish()) {
+            match parse(&["record", "-o", "t", &format!("--ring-buffer-bytes={v}")]) {
+                Ok(Cli { cmd: Command::Record { tracer, .. }, .. }) => {
+                    let n = tracer.ring_buffer_bytes;
+                    assert!(n >= 4096 && n.is_power_of_two(), "{v}: {n}");
+                }
+                Ok(other) => panic!("{v}: parsed as {other:?}"),
+                Err(e) => refused(&e, "--ring-buffer-bytes"),
+            }
+        }
+
+        /// `tree --at`: an offset within bounds or a time, or clap's error.
+        #[test]
+        fn tree_at_is_bounded_at_parse_time(v in numberish()) {
+            match parse(&["tree", "--from", "t", &format!("--at={v}")]) {
+                Ok(Cli { cmd: Command::Tree(t), .. }) => match t.at {
+                    Some(At::Offset(ns)) => assert!(
+                        (0..=DURATION_MAX_S as i64 * 1_000_000_000).contains(&ns),
+                        "{v}: {ns}"
+                    ),
+                    Some(At::Unix(ns)) => assert!(ns >= 0, "{v}: {ns}"),
+                    None => panic!("{v}: no --at"),
+                },
+                Ok(other) => panic!("{v}: parsed as {other:?}"),
+                Err(e) => refused(&e, "--at"),
+            }
+        }
+
+        /// `--metrics-addr`: the port is a number too.
+        #[test]
+        fn metrics_port_is_bounded_at_parse_time(v in numberish()) {
+            match parse(&["run", &format!("--metrics-addr=127.0.0.1:{v}")]) {
+                Ok(Cli { cmd: Command::Run(r), .. }) => {
+                    assert!(r.tracer.metrics_addr.is_some(), "{v}");
+                }
+                Ok(other) => panic!("{v}: parsed as {other:?}"),
+                Err(e) => refused(&e, "--metrics-addr"),
+            }
+        }
+    }
+
+    #[test]
+    fn out_of_range_values_name_the_argument_and_the_range() {
+        let err = |args: &[&str]| match parse(args) {
+            Ok(c) => panic!("{args:?} parsed: {c:?}"),
+            Err(e) => e.to_string(),
+        };
+        let e = err(&["run", "--duration", "1e20"]);
+        assert!(e.contains("--duration") && e.contains("315360000"), "{e}");
+        let e = err(&["run", "--duration=-1"]);
+        assert!(e.contains("--duration") && e.contains("0.001"), "{e}");
+        let e = err(&["run", "--ring-buffer-bytes", "99999999999"]);
+        assert!(
+            e.contains("--ring-buffer-bytes") && e.contains("4096") && e.contains("2147483648"),
+            "{e}"
+        );
+        let e = err(&["tree", "--from", "t", "--at", "+1e30s"]);
+        assert!(e.contains("--at") && e.contains("315360000"), "{e}");
+        assert!(parse(&["run", "--duration", "315360000"]).is_ok());
+        assert!(parse(&["run", "--duration", "0.5s"]).is_ok());
+        assert!(parse(&["run", "--ring-buffer-bytes", "2147483648"]).is_ok());
     }
 
     #[test]

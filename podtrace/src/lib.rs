@@ -24,6 +24,7 @@ pub mod loader;
 pub mod metrics;
 pub mod ndjson;
 pub mod now;
+pub mod outfile;
 pub mod output;
 pub mod pipeline;
 pub mod privileges;

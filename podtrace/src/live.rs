@@ -56,8 +56,11 @@ pub struct RunOptions {
     pub filter: EventFilter,
     pub record: Option<PathBuf>,
     pub node: Option<String>,
-    /// Write a JSON summary here at exit (enables the kernel's BPF run-time statistics).
+    /// Write a JSON summary here at exit.
     pub summary: Option<PathBuf>,
+    /// Turn on the kernel's BPF run-time statistics while running, for the summary
+    /// (`--kernel-stats`).
+    pub kernel_stats: bool,
     /// Serve Prometheus metrics here (`--metrics-addr`).
     pub metrics_addr: Option<std::net::SocketAddr>,
     /// Applied to every argv before the engine, the output and the recorder see it.
@@ -94,8 +97,11 @@ pub struct RunSummary {
     pub fallbacks: Vec<String>,
     /// The cgroup hierarchies events are placed by.
     pub cgroups: CgroupSetup,
-    /// Per program: run count and run time from the kernel (with `--summary`).
-    pub kernel: std::collections::BTreeMap<String, loader::ProgramStats>,
+    /// Per program: run count and run time from the kernel (with `--kernel-stats`); null
+    /// without them, and `kernel_missing` says why.
+    pub kernel: Option<std::collections::BTreeMap<String, loader::ProgramStats>>,
+    /// Why `kernel` is null.
+    pub kernel_missing: Option<String>,
     /// The kernel's own counters at exit (ring-buffer drops, records sent, threads); null
     /// when the counter map could not be read.
     pub kernel_counters: Option<loader::KernelCounters>,
@@ -473,6 +479,18 @@ pub async fn run(mut opts: RunOptions) -> Result<RunSummary> {
     };
     let (mounts, setup, v1) = cgroup_setup(opts.cgroup_mode)?;
     let redactor = Arc::new(std::mem::replace(&mut opts.redactor, Redactor::disabled()));
+    // Only when asked: it times every BPF program on the node while held, and needs
+    // CAP_SYS_ADMIN (the DaemonSet does not have it).
+    let stats_fd = if opts.kernel_stats {
+        Some(loader::enable_run_time_stats().map_err(|e| {
+            Failure::Unsupported(format!(
+                "--kernel-stats: {e:#} (turning on BPF run-time statistics needs CAP_SYS_ADMIN; \
+                 --summary without --kernel-stats needs no more than tracing does)"
+            ))
+        })?)
+    } else {
+        None
+    };
     // Attach first, then read /proc: a process that starts in between is in both, never in
     // neither.
     let mut loaded = loader::load(&LoadOptions {
@@ -487,12 +505,14 @@ pub async fn run(mut opts: RunOptions) -> Result<RunSummary> {
         Some(cfg) => start_cri(cfg, Arc::clone(&redactor)).await?,
         None => None,
     };
-    let _stats_fd = match &opts.summary {
-        Some(_) => Some(loader::enable_run_time_stats()?),
-        None => None,
-    };
     let clock = BootClock::from_system()?;
     let view = CgroupView::new(&mounts, &setup, v1);
+    // Opened now, so that a path podtrace cannot write (or a symlink) stops it before the run,
+    // not after it.
+    let summary_file = match &opts.summary {
+        Some(p) => Some(crate::outfile::open_output_file(p, false).context("the summary")?),
+        None => None,
+    };
     let mut pipe = build_pipeline(&opts, cri.is_some())?;
     let (processes, redacted) = push_snapshot(
         &mut pipe,
@@ -551,11 +571,21 @@ pub async fn run(mut opts: RunOptions) -> Result<RunSummary> {
         .await?;
 
     // Detach, then drain what the kernel already queued, then the final loss count.
-    live.summary.kernel = loader::program_stats(&loaded.ebpf);
+    if stats_fd.is_some() {
+        live.summary.kernel = Some(loader::program_stats(&loaded.ebpf));
+    } else {
+        live.summary.kernel_missing = Some(
+            "the kernel's BPF run-time statistics were not turned on: --kernel-stats turns them \
+             on (for every BPF program on the node; needs CAP_SYS_ADMIN)"
+                .to_string(),
+        );
+    }
+    drop(stats_fd);
     drop(loaded.ebpf);
     let mut events = ring.into_inner();
     while live.drain(&mut events, &mut pipe, usize::MAX)? {}
-    live.finish(&loaded.counters, pipe, &cri, opts.summary.as_deref())
+    let summary_file = summary_file.zip(opts.summary.as_deref());
+    live.finish(&loaded.counters, pipe, &cri, summary_file)
 }
 
 /// The kernel path once: what loaded, and what was tried first and why not.
@@ -674,7 +704,7 @@ impl Live {
         counters: &loader::CounterMap,
         mut pipe: Pipeline<'_>,
         cri: &Option<CriService>,
-        summary_path: Option<&std::path::Path>,
+        summary_file: Option<(std::fs::File, &std::path::Path)>,
     ) -> Result<RunSummary> {
         let k = self.read_counters(counters);
         if let Some(k) = &k {
@@ -698,9 +728,9 @@ impl Live {
             lost: summary.lost,
         }))?;
         pipe.finish()?;
-        if let Some(path) = summary_path {
+        if let Some((mut file, path)) = summary_file {
             let text = serde_json::to_string_pretty(&summary).context("encoding the summary")?;
-            std::fs::write(path, text + "\n")
+            std::io::Write::write_all(&mut file, (text + "\n").as_bytes())
                 .with_context(|| format!("writing {}", path.display()))?;
         }
         tracing::info!(

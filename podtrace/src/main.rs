@@ -5,7 +5,8 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use podtrace::check::{self, CheckOptions, Verdict};
 use podtrace::cli::{
-    CheckArgs, Cli, Command, ExportFormat, FilterArgs, HealthArgs, RunArgs, TracerArgs, TreeArgs,
+    At, CheckArgs, Cli, Command, ExportFormat, FilterArgs, HealthArgs, RunArgs, TracerArgs,
+    TreeArgs,
 };
 use podtrace::engine::tree;
 use podtrace::error::{exit_code, Failure, EXIT_FAILURE};
@@ -50,6 +51,7 @@ fn run_options(
         record,
         node: tracer.node,
         summary: tracer.summary,
+        kernel_stats: tracer.kernel_stats,
         metrics_addr: tracer.metrics_addr,
         cgroup_mode: tracer.cgroup_mode,
         cri: tracer.cri.config(),
@@ -131,14 +133,10 @@ fn tree_cmd(t: TreeArgs) -> Result<()> {
     };
     let engine = match &t.from {
         Some(file) => {
-            let until = match t.at.as_deref() {
+            let until = match t.at {
                 None => Until::End,
-                Some(at) => match podtrace::cli::parse_offset(at) {
-                    Some(off) => Until::Offset(off),
-                    None => Until::At(podtrace::clock::parse_rfc3339(at).map_err(|e| {
-                        Failure::BadInput(format!("--at: expected RFC 3339 or +OFFSET: {e:#}"))
-                    })?),
-                },
+                Some(At::Offset(off)) => Until::Offset(off),
+                Some(At::Unix(ns)) => Until::At(ns),
             };
             let (engine, summary) = replay::replay(
                 file,

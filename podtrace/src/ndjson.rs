@@ -5,7 +5,6 @@
 //! escapes, nulls and non-ASCII text included), only faster: what repeats from event to event
 //! (the cgroup, container and pod objects; the date and time of day of the timestamp) is
 //! encoded once and copied afterwards.
-use std::fs::File;
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
@@ -32,8 +31,10 @@ impl NdjsonWriter {
         Self::new(Box::new(std::io::stdout()), "stdout".into())
     }
 
+    /// Events to a file (created or truncated 0600; a symlink at the path is refused: see
+    /// [`crate::outfile`]).
     pub fn create(path: &Path) -> Result<Self> {
-        let f = File::create(path).with_context(|| format!("creating {}", path.display()))?;
+        let f = crate::outfile::open_output_file(path, false).context("the events' output")?;
         Ok(Self::new(Box::new(f), path.display().to_string()))
     }
 
@@ -322,6 +323,7 @@ impl Encoder {
                 signal,
                 core_dumped,
                 duration_ns,
+                inferred,
             } => {
                 self.process(out, b"exit", process);
                 key!(out, "exit_code");
@@ -335,9 +337,17 @@ impl Encoder {
                     None => out.extend_from_slice(b"null"),
                 }
                 key!(out, "core_dumped");
-                boolean(out, *core_dumped);
+                match core_dumped {
+                    Some(b) => boolean(out, *b),
+                    None => out.extend_from_slice(b"null"),
+                }
                 key!(out, "duration_ns");
-                int(out, *duration_ns);
+                match duration_ns {
+                    Some(d) => int(out, *d),
+                    None => out.extend_from_slice(b"null"),
+                }
+                key!(out, "inferred");
+                boolean(out, *inferred);
             }
             Event::Lost {
                 ts,
@@ -405,7 +415,10 @@ impl Encoder {
         key!(out, "comm");
         string(out, &p.comm);
         key!(out, "cgroup_id");
-        int(out, p.cgroup_id);
+        match p.cgroup_id {
+            Some(id) => int(out, id),
+            None => out.extend_from_slice(b"null"),
+        }
         key!(out, "start_ns");
         int(out, p.start_ns);
         self.placement(out, p);
@@ -611,7 +624,8 @@ mod tests {
             uid: nums.5,
             gid: nums.6,
             comm: comm.into(),
-            cgroup_id: nums.7,
+            // Unplaced (null) a third of the time.
+            cgroup_id: (!nums.7.is_multiple_of(3)).then_some(nums.7),
             start_ns: nums.8,
             cgroup: pick_str(&pool.cgroups, picks[0], copy),
             cgroup_hierarchy: pick_str(&pool.hierarchies, picks[1], copy),
@@ -668,12 +682,14 @@ mod tests {
                 },
                 1 => Event::Fork { process },
                 2 => Event::Thread { process },
+                // An inferred exit (flags[1]): everything of its outcome null.
                 3 => Event::Exit {
                     process,
-                    exit_code: exit.0,
-                    signal: exit.1,
-                    core_dumped: flags[0],
-                    duration_ns: exit.2,
+                    exit_code: exit.0.filter(|_| !flags[1]),
+                    signal: exit.1.filter(|_| !flags[1]),
+                    core_dumped: (!flags[1]).then_some(flags[0]),
+                    duration_ns: (!flags[1]).then_some(exit.2),
+                    inferred: flags[1],
                 },
                 4 => Event::Lost {
                     ts: s,
@@ -746,7 +762,7 @@ mod tests {
             uid: 0,
             gid: 0,
             comm: "sh".into(),
-            cgroup_id: 3,
+            cgroup_id: Some(3),
             start_ns: 4,
             cgroup: Some("/kubepods.slice/crio-abc.scope".into()),
             cgroup_hierarchy: Some("v2".into()),

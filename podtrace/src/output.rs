@@ -97,9 +97,9 @@ pub struct ProcessFields {
     pub uid: u32,
     pub gid: u32,
     pub comm: Arc<str>,
-    /// Id (directory inode) of the cgroup in `cgroup_hierarchy`; for events not placed in a
-    /// known cgroup, the default (v2) hierarchy's id the kernel reported.
-    pub cgroup_id: u64,
+    /// Id (directory inode) of the cgroup `cgroup` names, in `cgroup_hierarchy`'s hierarchy;
+    /// null with them, when the event could not be placed in a known cgroup.
+    pub cgroup_id: Option<u64>,
     /// Process start, nanoseconds since boot (with pid, the process's identity).
     pub start_ns: u64,
     /// cgroup path in `cgroup_hierarchy`, null when it could not be resolved.
@@ -146,12 +146,18 @@ pub enum Event {
     Exit {
         #[serde(flatten)]
         process: ProcessFields,
-        /// 0–255, null when killed by a signal.
+        /// 0–255, null when killed by a signal (or when the exit is inferred).
         exit_code: Option<u8>,
-        /// Terminating signal number, null when it exited.
+        /// Terminating signal number, null when it exited (or when the exit is inferred).
         signal: Option<u8>,
-        core_dumped: bool,
-        duration_ns: u64,
+        /// null when the exit is inferred.
+        core_dumped: Option<bool>,
+        /// Exit time − start, null when the exit is inferred.
+        duration_ns: Option<u64>,
+        /// The kernel's record of this exit was lost: the process was found gone (its reap, or
+        /// /proc read again after a loss), so how and exactly when it ended are unknown; `ts` is
+        /// when it was found gone.
+        inferred: bool,
     },
     /// A new thread in an existing process (only with `--threads`).
     Thread {

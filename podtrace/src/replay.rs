@@ -19,7 +19,15 @@ pub struct ReplaySummary {
     pub cut_short: Option<String>,
 }
 
-/// When to stop: replay everything, or only records up to a time.
+/// How far out of time order records of a trace can be: records come in the order they
+/// reached podtrace, and records of different CPUs are not strictly in time order (the ring
+/// buffer: by microseconds; perf buffers: by at most one drain). [`Until`] reads on this far
+/// past its time for records stamped before it.
+pub const REORDER_NS: u64 = 1_000_000_000;
+
+/// When to stop: replay everything, or only records up to a time. Stopping at a time applies
+/// every record stamped at or before it (and the facts, which carry no time), and none
+/// stamped after it, up to the first record stamped more than [`REORDER_NS`] after it.
 #[derive(Clone, Copy, Debug)]
 pub enum Until {
     End,
@@ -54,6 +62,8 @@ pub fn replay(
     let mut summary = ReplaySummary::default();
     let mut stop_boot_ns = u64::MAX;
     let mut snapshot_done = false;
+    // Inside a resync that started after the stop time: its /proc picture is of later.
+    let mut skipping_resync = false;
     // One record for the whole trace: the reader reuses its allocations.
     let mut rec = Record::SnapshotEnd {};
     while reader.next_record_into(&mut rec)?.is_some() {
@@ -71,8 +81,19 @@ pub fn replay(
         if matches!(rec, Record::SnapshotEnd {}) {
             snapshot_done = true;
         }
-        if record_ts(&rec).is_some_and(|ts| ts > stop_boot_ns) {
-            break;
+        match (record_ts(&rec), &rec) {
+            (Some(ts), _) if ts > stop_boot_ns.saturating_add(REORDER_NS) => break,
+            (Some(ts), Record::ResyncStart(_)) if ts > stop_boot_ns => {
+                skipping_resync = true;
+                continue;
+            }
+            (Some(ts), _) if ts > stop_boot_ns => continue,
+            (_, Record::ResyncEnd {}) if skipping_resync => {
+                skipping_resync = false;
+                continue;
+            }
+            (_, Record::Proc(_) | Record::Cgroup(_)) if skipping_resync => continue,
+            _ => {}
         }
         pipeline.push(&rec)?;
     }
@@ -87,5 +108,109 @@ pub fn replay(
             "{}: trace has no complete snapshot (no snapshot_end record)",
             path.display()
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::filter::EventFilter;
+    use crate::kernel_event::Kind;
+    use crate::trace::synth;
+    use crate::trace::{EndRecord, Header, FORMAT_VERSION};
+
+    const MS: u64 = 1_000_000;
+    /// The moment asked for (boot ns; the header's offset is 0, so also unix ns).
+    const T: u64 = 1_000_000 * MS;
+
+    fn header() -> Record {
+        Record::Header(Header {
+            format: FORMAT_VERSION,
+            podtrace_version: "test".into(),
+            kernel_release: "test".into(),
+            hostname: "test".into(),
+            boot_offset_ns: 0,
+            host_pidns: 4026531836,
+            node: None,
+            started_unix_ns: (T - 1_000 * MS) as i64,
+            cgroups: crate::cgroups::CgroupSetup::v2_only(),
+        })
+    }
+
+    fn fork(pid: u32, ts_ns: u64) -> Record {
+        Record::Event(synth::event(Kind::Fork, ts_ns, pid, 1, "sh", 0))
+    }
+
+    /// /proc as a resync reads it.
+    fn proc(pid: u32, start_ns: u64) -> Record {
+        Record::Proc(crate::snapshot::ProcInfo {
+            pid,
+            ppid: 1,
+            start_ns,
+            nspid: pid,
+            pidns: 4026531836,
+            uid: 0,
+            gid: 0,
+            comm: "sh".into(),
+            exe: None,
+            argv: Vec::new(),
+            argv_truncated: false,
+            zombie: false,
+            cgroup: None,
+            cgroup_id: 0,
+            cgroup_v1: None,
+            cgroup_v1_id: 0,
+        })
+    }
+
+    fn engine_at(records: &[Record], until: Until) -> Engine {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("t.trace");
+        std::fs::write(&path, synth::to_ndjson(records)).expect("write the trace");
+        let (engine, _) =
+            replay(&path, false, until, Pipeline::new(EventFilter::default())).expect("replay");
+        engine
+    }
+
+    /// Records from different CPUs are not strictly in time order: a fork stamped just before
+    /// T that arrives after one stamped just after T happened before T, and is in the picture.
+    #[test]
+    fn tree_at_a_time_takes_every_record_stamped_before_it() {
+        let records = [
+            header(),
+            Record::SnapshotEnd {},
+            fork(10, T - 10 * MS),
+            fork(11, T + 5 * MS), // another CPU, a little ahead
+            fork(12, T - MS),     // stamped before T, arrives after 11
+            fork(13, T),          // at T: in
+            // A resync after T (it lists a process 20 not seen before): not applied.
+            Record::ResyncStart(crate::trace::ResyncStart { ts_ns: T + 10 * MS }),
+            proc(10, T - 10 * MS),
+            proc(11, T + 5 * MS),
+            proc(12, T - MS),
+            proc(13, T),
+            proc(20, T - 500 * MS),
+            Record::ResyncEnd {},
+            fork(14, T + 3_000 * MS),
+            fork(15, T - 2 * MS), // before T, but long after later records: the window is shut
+            Record::End(EndRecord { events: 6, lost: 0 }),
+        ];
+        let e = engine_at(&records, Until::At(T as i64));
+        let live = |pid| e.table().get(pid).is_some();
+        assert!(live(10) && live(12) && live(13), "before or at T");
+        assert!(!live(11) && !live(14), "after T");
+        assert!(!live(15), "read up to a second past T, not to the end");
+        assert!(!live(20), "the resync after T is not applied");
+        assert!(
+            e.now_ns() <= T,
+            "the engine's clock stops at T: {}",
+            e.now_ns()
+        );
+        let e = engine_at(&records, Until::Offset(1_000 * MS as i64));
+        assert!(e.table().get(12).is_some() && e.table().get(11).is_none());
+        let e = engine_at(&records, Until::End);
+        assert!([10, 11, 12, 13, 14, 15, 20]
+            .iter()
+            .all(|&pid| e.table().get(pid).is_some()));
     }
 }

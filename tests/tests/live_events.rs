@@ -45,6 +45,7 @@ fn exit_code_and_exec_argv_of_a_shell() {
     assert_eq!(exit["exit_code"], 7);
     assert!(exit["signal"].is_null());
     assert_eq!(exit["core_dumped"], false);
+    assert_eq!(exit["inferred"], false, "the kernel's own exit record");
     assert_eq!(exit["start_ns"], exec["start_ns"], "same process identity");
     assert!(exit["duration_ns"].as_u64().unwrap_or(0) > 0);
     // Timestamps agree with the wall clock (`date`).
@@ -258,7 +259,24 @@ fn lost_events_are_counted_and_reported() {
         lost, drops,
         "every dropped record is reported, exactly once"
     );
-    let delivered = run.events.iter().filter(|e| e["type"] != "lost").count() as u64;
+    // Exits inferred after a loss (the process found gone: at its reap, or by the resync)
+    // are podtrace's lines, not kernel records; at most one per lost exit.
+    let inferred = run
+        .events
+        .iter()
+        .filter(|e| e["type"] == "exit" && e["inferred"] == true)
+        .count() as u64;
+    let lost_exits: u64 = run
+        .events
+        .iter()
+        .filter(|e| e["type"] == "lost")
+        .map(|e| e["kinds"]["exit"].as_u64().expect("lost exits"))
+        .sum();
+    assert!(
+        inferred <= lost_exits,
+        "{inferred} inferred exits, {lost_exits} exits lost"
+    );
+    let delivered = run.events.iter().filter(|e| e["type"] != "lost").count() as u64 - inferred;
     let reaps = summary["reaps"].as_u64().expect("reaps");
     assert_eq!(
         delivered + reaps,
@@ -339,7 +357,9 @@ fn without_any_cgroup_mount_podtrace_traces_with_cgroup_null() {
         .find(|e| e["type"] == "exit" && e["exit_code"] == 7)
         .expect("the exit 7, traced");
     assert!(
-        exit["cgroup"].is_null() && exit["cgroup_hierarchy"].is_null(),
+        exit["cgroup"].is_null()
+            && exit["cgroup_hierarchy"].is_null()
+            && exit["cgroup_id"].is_null(),
         "{exit}"
     );
     assert!(exit["container"].is_null());

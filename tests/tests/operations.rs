@@ -1,5 +1,6 @@
 //! Issue 6, operations: Prometheus metrics during a run, argv redaction in output and records,
-//! the chrome-trace export of a recorded run, and the error for missing privileges (root).
+//! the chrome-trace export of a recorded run, the error for missing privileges, and the files
+//! podtrace writes (no symlinks, 0600) (root).
 // Test code: helpers panic with a message saying what failed.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 use std::io::{Read, Write};
@@ -563,6 +564,89 @@ fn missing_privileges_exit_2_naming_the_capability() {
     assert!(!err.contains("panicked"), "{err}");
 }
 
+/// Root with only what the DaemonSet grants (CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE).
+const DAEMONSET_CAPS: [&str; 2] = [
+    "--inh-caps=-all",
+    "--bounding-set=-all,+bpf,+perfmon,+sys_ptrace",
+];
+
+/// `run --summary F` under the DaemonSet's capabilities: `--summary` alone needs nothing more
+/// than tracing (BPF_ENABLE_STATS needs CAP_SYS_ADMIN, so it is only asked for with
+/// `--kernel-stats`), and the summary says why the per-program figures are missing.
+#[test]
+fn summary_works_with_the_daemonset_capabilities_and_kernel_stats_are_asked_for() {
+    let (_bin_dir, podtrace) = binary_for_everyone();
+    let dir = tempfile::tempdir().expect("tmp");
+    let summary_path = dir.path().join("summary.json");
+    let run = |setpriv: &[&str], extra: &[&str]| {
+        let mut cmd = Command::new("setpriv");
+        cmd.args(setpriv)
+            .arg(&podtrace)
+            .args([
+                "run",
+                "--duration",
+                "1",
+                "--no-cri",
+                "--output",
+                "/dev/null",
+                "--summary",
+            ])
+            .arg(&summary_path)
+            .args(extra);
+        let out = cmd.output().expect("run setpriv (util-linux)");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let summary = || -> Value {
+        serde_json::from_str(&std::fs::read_to_string(&summary_path).expect("summary written"))
+            .expect("summary is JSON")
+    };
+
+    let (code, err) = run(&DAEMONSET_CAPS, &[]);
+    assert_eq!(
+        code,
+        Some(0),
+        "--summary with the DaemonSet's capabilities: {err}"
+    );
+    let s = summary();
+    assert!(s["events"].is_u64(), "{s}");
+    assert!(
+        s["kernel"].is_null(),
+        "no run-time figures were asked for: {s}"
+    );
+    assert!(
+        s["kernel_missing"]
+            .as_str()
+            .is_some_and(|why| why.contains("--kernel-stats")),
+        "says why they are missing: {s}"
+    );
+
+    // Asked for without CAP_SYS_ADMIN: exit 2, saying what is missing.
+    let (code, err) = run(&DAEMONSET_CAPS, &["--kernel-stats"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("--kernel-stats") && err.contains("CAP_SYS_ADMIN"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+
+    // Asked for as root: the figures are there.
+    let (code, err) = run(&[], &["--kernel-stats"]);
+    assert_eq!(code, Some(0), "{err}");
+    let s = summary();
+    let progs = s["kernel"].as_object().expect("kernel figures");
+    assert!(!progs.is_empty(), "{s}");
+    assert!(
+        progs
+            .values()
+            .any(|p| p["run_cnt"].as_u64().unwrap_or(0) > 0),
+        "the programs ran: {s}"
+    );
+    assert!(s["kernel_missing"].is_null(), "{s}");
+}
+
 /// A kernel without BTF (no CONFIG_DEBUG_INFO_BTF): in a private mount namespace an empty file
 /// hides /sys/kernel/btf/vmlinux from podtrace, which exits 2 naming the file, without a panic.
 #[test]
@@ -610,4 +694,70 @@ fn tree_redacts_argv_like_run() {
     assert!(text.contains("tree-redact"), "the process is in the tree");
     assert!(!text.contains("hunter2"), "the secret is not");
     assert!(text.contains("--password=<redacted>"));
+}
+
+/// Root writes where it is told: a symlink planted at `--output`, `--record` or `--summary`
+/// (in a directory others can write, say) must not make podtrace write through it. Each is
+/// refused with exit 2 naming the path, the file it points at is untouched; files podtrace
+/// creates are 0600 (argv may hold secrets), and an existing file it truncates becomes 0600.
+#[test]
+fn files_podtrace_writes_refuse_a_symlink_and_are_0600() {
+    use std::os::unix::fs::PermissionsExt;
+    podtrace_tests::lab::require_root();
+    let dir = tempfile::tempdir().expect("tmp");
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, "precious\n").expect("victim file");
+    std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let link = dir.path().join("link");
+    std::os::unix::fs::symlink(&victim, &link).expect("plant the symlink");
+    let out_file = dir.path().join("out.ndjson");
+    for flag in ["--output", "--record", "--summary"] {
+        let mut cmd = Command::new(bin());
+        cmd.args(["run", "--duration", "1", "--no-cri"]);
+        if flag != "--output" {
+            cmd.arg("--output").arg(&out_file);
+        }
+        let out = cmd.arg(flag).arg(&link).output().expect("run podtrace");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{flag} through a symlink: {err}"
+        );
+        assert!(
+            err.contains(&link.display().to_string()) && err.contains("symbolic link"),
+            "{flag}: the error names the path and why: {err}"
+        );
+        assert!(!err.contains("panicked"), "{err}");
+        assert_eq!(
+            std::fs::read_to_string(&victim).expect("victim"),
+            "precious\n",
+            "{flag}: the file behind the link is untouched"
+        );
+    }
+    // Created 0600 whatever the umask; an existing 0644 file truncated becomes 0600.
+    let (out, rec, sum) = (
+        dir.path().join("new.ndjson"),
+        dir.path().join("new.trace"),
+        dir.path().join("summary.json"),
+    );
+    std::fs::write(&sum, "old").expect("an old summary");
+    std::fs::set_permissions(&sum, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let status = Command::new(bin())
+        .args(["run", "--duration", "1", "--no-cri", "--output"])
+        .arg(&out)
+        .arg("--record")
+        .arg(&rec)
+        .arg("--summary")
+        .arg(&sum)
+        .status()
+        .expect("run podtrace");
+    assert!(status.success());
+    for f in [&out, &rec, &sum] {
+        let mode = std::fs::metadata(f).expect("written").permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o600, "{}: {mode:o}", f.display());
+    }
+    let summary: Value =
+        serde_json::from_str(&std::fs::read_to_string(&sum).expect("summary")).expect("JSON");
+    assert!(summary["events"].is_u64(), "{summary}");
 }

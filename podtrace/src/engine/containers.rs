@@ -213,14 +213,22 @@ impl Registry {
         }
     }
 
+    /// Makes room: the container finished longest ago, else the one with the fewest
+    /// processes; a tie goes to the least id (never to the hash map's order, which a new
+    /// version of the hasher may change, and a replay with it).
     fn evict_one(&mut self) {
         let victim = self
             .by_id
             .values()
-            .filter(|c| c.finished_ns.is_some())
-            .min_by_key(|c| c.finished_ns)
-            .or_else(|| self.by_id.values().min_by_key(|c| c.processes))
-            .map(|c| c.id.clone());
+            .filter_map(|c| c.finished_ns.map(|t| (t, &c.id)))
+            .min()
+            .or_else(|| {
+                self.by_id
+                    .values()
+                    .map(|c| (u64::from(c.processes), &c.id))
+                    .min()
+            })
+            .map(|(_, id)| id.clone());
         if let Some(id) = victim {
             self.remove(&id);
         }
@@ -416,13 +424,14 @@ impl Registry {
         was_helper
     }
 
-    /// Drops containers finished for longer than `grace_ns` (looked at once a second).
+    /// Drops containers finished for longer than `grace_ns` (looked at once a second), in id
+    /// order (the CRI service is told to forget them in that order).
     pub fn evict(&mut self, now_ns: u64, grace_ns: u64) {
         if now_ns.saturating_sub(self.last_evict_ns) < 1_000_000_000 {
             return;
         }
         self.last_evict_ns = now_ns;
-        let old: Vec<Arc<str>> = self
+        let mut old: Vec<Arc<str>> = self
             .by_id
             .values()
             .filter(|c| {
@@ -432,6 +441,7 @@ impl Registry {
             })
             .map(|c| c.id.clone())
             .collect();
+        old.sort_unstable();
         for id in old {
             self.remove(&id);
         }
@@ -456,5 +466,55 @@ impl Registry {
 
     pub fn pidns_len(&self) -> usize {
         self.by_pidns.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn forgotten(r: &mut Registry) -> Vec<String> {
+        r.take_requests()
+            .into_iter()
+            .filter_map(|q| match q {
+                Request::CriForget(id) => Some(id.to_string()),
+                Request::CriLookup(_) => None,
+            })
+            .collect()
+    }
+
+    /// At the bound, the container that goes is the oldest finished one, and among those
+    /// finished at the same time the least id: not whichever the hash map yields first.
+    #[test]
+    fn eviction_at_the_bound_breaks_ties_by_id() {
+        let mut r = Registry::default();
+        // All finished at the same time (none ever had a process), made in descending order.
+        for i in (0..CONTAINERS_MAX).rev() {
+            r.entry(&format!("{i:08}"), 5);
+        }
+        r.take_requests();
+        r.entry("new", 6);
+        assert_eq!(forgotten(&mut r), ["00000000"]);
+        assert!(r.get("00000000").is_none() && r.get("00000001").is_some());
+        r.entry("newer", 7);
+        assert_eq!(forgotten(&mut r), ["00000001"]);
+    }
+
+    /// Containers past their grace go in id order (the CRI service is told in that order).
+    #[test]
+    fn eviction_after_the_grace_is_in_id_order() {
+        let mut r = Registry::default();
+        let ids: Vec<String> = (0..300u32)
+            .map(|i| format!("{:08}", (i * 7919) % 1000))
+            .collect();
+        for id in &ids {
+            r.entry(id, 5);
+        }
+        r.take_requests();
+        r.evict(5 + 20_000_000_000, 10_000_000_000);
+        let mut sorted = ids.clone();
+        sorted.sort();
+        assert_eq!(forgotten(&mut r), sorted);
+        assert!(r.is_empty());
     }
 }

@@ -30,6 +30,10 @@ use process::{Proc, Slot, Table};
 
 /// Finished containers stay this long (for late events and the tree).
 pub const CONTAINER_GRACE_NS: u64 = 10_000_000_000;
+/// A process a resync found gone without its exit gets an inferred exit when its real one has
+/// not come this long (event time) after the resync: records queued before the resync come
+/// well within it (they are at most `replay::REORDER_NS` out of order).
+pub const INFER_EXIT_AFTER_NS: u64 = 1_000_000_000;
 
 /// What the engine wants to know before it takes an event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,12 +55,23 @@ pub struct Stats {
     /// Events about an older process than the table's for their pid (changed nothing).
     pub stale_events: u64,
     pub reaps: u64,
-    /// Processes a resync found gone (their exit was lost).
+    /// Processes found gone without their exit (at their reap, or by a resync).
     pub vanished: u64,
+    /// Exits printed as inferred (their kernel record was lost).
+    pub inferred_exits: u64,
     /// Processes a resync found that the table did not have.
     pub resync_added: u64,
     pub resyncs: u64,
     pub malformed: u64,
+}
+
+/// The exit of a process a resync found gone, printed unless its real exit comes first.
+struct InferredExit {
+    due_ns: u64,
+    pid: u32,
+    start_ns: u64,
+    /// Made when it was found gone (attributed as it was then).
+    event: Event,
 }
 
 /// Records collected before they are applied: the start-up snapshot, or a resync's /proc.
@@ -78,6 +93,8 @@ pub struct Engine {
     cgroups: CgroupCache,
     texts: Interner,
     pending: Pending,
+    /// Exits to infer, in the order they were found gone (so also by `due_ns`).
+    inferred_exits: std::collections::VecDeque<InferredExit>,
     /// The kernel side reports reaps (trace format 2 on): an exited process is a zombie until
     /// its reap. Format 1 traces have none: there the exit removes it.
     reaps: bool,
@@ -121,6 +138,7 @@ impl Engine {
             cgroups: CgroupCache::default(),
             texts: Interner::default(),
             pending: Pending::Snapshot(Vec::new()),
+            inferred_exits: std::collections::VecDeque::new(),
             reaps: h.format >= 2,
             now_ns: 0,
             ts: TsFormatter::default(),
@@ -161,7 +179,9 @@ impl Engine {
     /// Applies one record; appends the events to print to `out`.
     pub fn apply(&mut self, rec: &Record, out: &mut Vec<Event>) {
         match rec {
-            Record::Header(_) | Record::End(_) => {}
+            Record::Header(_) => {}
+            // The trace ends: exits still waiting for their real one will not get it.
+            Record::End(_) => self.infer_exits(u64::MAX, out),
             Record::Proc(p) => match &mut self.pending {
                 Pending::Snapshot(v) | Pending::Resync { procs: v, .. } => v.push(p.clone()),
                 // The reader keeps proc records inside a snapshot or a resync.
@@ -198,7 +218,7 @@ impl Engine {
                 }
             }
             Record::Event(ev) => self.ingest(ev, out),
-            Record::Reap(r) => self.reap(r),
+            Record::Reap(r) => self.reap(r, out),
             Record::Lost(l) => self.lost(l, out),
             Record::Malformed(m) => self.malformed(m, out),
         }
@@ -206,6 +226,75 @@ impl Engine {
 
     fn advance(&mut self, ts_ns: u64) {
         self.now_ns = self.now_ns.max(ts_ns);
+    }
+
+    /// Advances to `ts_ns` and prints the inferred exits then due (before what the record
+    /// itself prints).
+    fn advance_printing(&mut self, ts_ns: u64, out: &mut Vec<Event>) {
+        self.advance(ts_ns);
+        self.infer_exits(self.now_ns, out);
+    }
+
+    /// Prints the inferred exits due at `now_ns` whose real exit did not come.
+    fn infer_exits(&mut self, now_ns: u64, out: &mut Vec<Event>) {
+        while self
+            .inferred_exits
+            .front()
+            .is_some_and(|x| x.due_ns <= now_ns)
+        {
+            let Some(x) = self.inferred_exits.pop_front() else {
+                break;
+            };
+            let exit_seen = match self.table.gone_mut(x.pid, x.start_ns) {
+                Some(p) => std::mem::replace(&mut p.exit_seen, true),
+                // Forgotten already (the bound on processes that left): its real exit, had it
+                // come since, made it a table entry again.
+                None => self
+                    .table
+                    .get(x.pid)
+                    .is_some_and(|p| p.same_identity(x.pid, x.start_ns) && p.exit_seen),
+            };
+            if exit_seen {
+                // Its real exit came (and was printed) meanwhile.
+                continue;
+            }
+            self.stats.inferred_exits += 1;
+            out.push(x.event);
+        }
+    }
+
+    /// The exit of a process whose kernel record was lost: how it ended is unknown.
+    fn inferred_exit(process: ProcessFields) -> Event {
+        Event::Exit {
+            process,
+            exit_code: None,
+            signal: None,
+            core_dumped: None,
+            duration_ns: None,
+            inferred: true,
+        }
+    }
+
+    /// What a kernel exit record of `p` would have said of its process, at `ts_ns`.
+    fn exit_of(p: &Proc, ts_ns: u64, start_ns: u64) -> KernelEvent {
+        KernelEvent {
+            kind: Kind::Exit,
+            ts_ns,
+            pid: p.pid,
+            tid: p.pid,
+            ppid: p.ppid,
+            nspid: p.nspid,
+            pidns: p.pidns,
+            uid: p.uid,
+            gid: p.gid,
+            comm: p.comm.to_string(),
+            cgroup_id: 0,
+            cgroup_v1_id: 0,
+            start_ns,
+            partial: false,
+            exec: None,
+            exit: None,
+        }
     }
 
     // ------------------------------------------------------------------------------------
@@ -420,15 +509,27 @@ impl Engine {
             .iter()
             .map(|p| (p.pid, process::tick(p.start_ns)))
             .collect();
-        let dead: Vec<u32> = self
+        let mut dead: Vec<u32> = self
             .table
             .live()
             .filter(|p| p.start_ns < ts_ns && !alive.contains(&(p.pid, process::tick(p.start_ns))))
             .map(|p| p.pid)
             .collect();
+        // In pid order, not the hash map's: the order they leave in is kept (it decides which
+        // of them the bound on processes that left drops first).
+        dead.sort_unstable();
         for pid in dead {
-            if self.table.get(pid).is_some_and(|p| !p.is_zombie()) {
+            if let Some(p) = self.table.get(pid).filter(|p| !p.exit_seen) {
+                // Its exit was lost, or is still on its way: inferred unless it comes.
                 self.stats.vanished += 1;
+                let ev = Self::exit_of(p, ts_ns, p.start_ns);
+                let event = Self::inferred_exit(self.fields(&ev));
+                self.inferred_exits.push_back(InferredExit {
+                    due_ns: ts_ns.saturating_add(INFER_EXIT_AFTER_NS),
+                    pid,
+                    start_ns: ev.start_ns,
+                    event,
+                });
             }
             self.remove(pid);
         }
@@ -456,7 +557,7 @@ impl Engine {
     // events
 
     fn ingest(&mut self, ev: &KernelEvent, out: &mut Vec<Event>) {
-        self.advance(ev.ts_ns);
+        self.advance_printing(ev.ts_ns, out);
         self.stats.events += 1;
         match ev.kind {
             Kind::Exec => self.on_exec(ev, out),
@@ -653,8 +754,9 @@ impl Engine {
             process,
             exit_code: o.exit_code,
             signal: o.signal,
-            core_dumped: o.core_dumped,
-            duration_ns,
+            core_dumped: Some(o.core_dumped),
+            duration_ns: Some(duration_ns),
+            inferred: false,
         }
     }
 
@@ -686,15 +788,21 @@ impl Engine {
         }
     }
 
-    fn reap(&mut self, r: &ReapEvent) {
-        self.advance(r.ts_ns);
+    fn reap(&mut self, r: &ReapEvent, out: &mut Vec<Event>) {
+        self.advance_printing(r.ts_ns, out);
         if self.table.slot(r.pid, r.start_ns) != Slot::Current {
             return;
         }
         self.stats.reaps += 1;
-        if self.table.get(r.pid).is_some_and(|p| !p.is_zombie()) {
-            // Its exit was lost: it is gone all the same.
+        if let Some(p) = self.table.get(r.pid).filter(|p| !p.is_zombie()) {
+            // Its exit was lost: it ended all the same, at the latest now. Its exit is printed,
+            // inferred (how it ended is unknown), and the process exits as at an exit record.
             self.stats.vanished += 1;
+            self.stats.inferred_exits += 1;
+            let ev = Self::exit_of(p, r.ts_ns, r.start_ns);
+            let process = self.fields(&ev);
+            out.push(Self::inferred_exit(process));
+            self.process_exited(&ev);
         }
         self.remove(r.pid);
         self.housekeeping();
@@ -760,7 +868,7 @@ impl Engine {
 
     /// Reports events the kernel could not deliver.
     fn lost(&mut self, l: &LostRecord, out: &mut Vec<Event>) {
-        self.advance(l.ts_ns);
+        self.advance_printing(l.ts_ns, out);
         self.stats.lost += l.count;
         out.push(Event::Lost {
             ts: self.ts.format(self.clock.unix_ns(l.ts_ns)),
@@ -771,7 +879,7 @@ impl Engine {
     }
 
     fn malformed(&mut self, m: &MalformedRecord, out: &mut Vec<Event>) {
-        self.advance(m.ts_ns);
+        self.advance_printing(m.ts_ns, out);
         self.stats.malformed += 1;
         out.push(Event::Malformed {
             ts: self.ts.format(self.clock.unix_ns(m.ts_ns)),
@@ -830,9 +938,11 @@ fn process_fields(s: Sources<'_>, ev: &KernelEvent, p: &Proc) -> ProcessFields {
                     Hierarchy::V1 => 1,
                 }]
                 .clone(),
-                id,
+                Some(id),
             ),
-            None => (None, None, ev.cgroup_id),
+            // Not placed: no id either (the kernel's v2 id would be of another hierarchy than
+            // a v1 placement's, and on a v1-only node the v2 root's, the same for all).
+            None => (None, None, None),
         };
     let (container, pod) = match (p.container.as_deref(), p.pod_of.as_deref()) {
         (Some(id), _) => s.containers.refs(id),

@@ -146,13 +146,42 @@ impl Node {
     }
 
     fn reap(&mut self, pid: u32, start_ns: u64) {
+        let out = self.reap_out(pid, start_ns);
+        assert!(
+            out.is_empty(),
+            "a reap of a process whose exit was seen prints nothing"
+        );
+    }
+
+    fn reap_out(&mut self, pid: u32, start_ns: u64) -> Vec<Event> {
         self.ts += 1000;
-        let out = self.apply(Record::Reap(ReapEvent {
+        self.apply(Record::Reap(ReapEvent {
             ts_ns: self.ts,
             pid,
             start_ns,
-        }));
-        assert!(out.is_empty(), "a reap prints nothing");
+        }))
+    }
+
+    fn lost_exit(&mut self) -> Vec<Event> {
+        self.apply(Record::Lost(LostRecord {
+            ts_ns: self.ts,
+            count: 1,
+            kinds: LostKinds {
+                exit: 1,
+                ..LostKinds::default()
+            },
+        }))
+    }
+
+    /// A resync that finds these processes (pid, ppid, nspid, pidns, argv, cgroup).
+    fn resync(&mut self, procs: Vec<ProcInfo>) -> Vec<Event> {
+        self.ts += 1000;
+        let mut out = self.apply(Record::ResyncStart(ResyncStart { ts_ns: self.ts }));
+        for p in procs {
+            out.extend(self.apply(Record::Proc(p)));
+        }
+        out.extend(self.apply(Record::ResyncEnd {}));
+        out
     }
 }
 
@@ -689,7 +718,7 @@ fn v1_only_nodes_place_processes_by_their_v1_cgroup() {
     let p = out.process().expect("process");
     assert_eq!(p.cgroup.as_deref(), Some(crio_path().as_str()));
     assert_eq!(p.cgroup_hierarchy.as_deref(), Some("v1:pids"));
-    assert_eq!(p.cgroup_id, 77);
+    assert_eq!(p.cgroup_id, Some(77));
     assert_eq!(container_id(&out), Some(ID));
     assert_eq!(
         n.asked,
@@ -774,7 +803,64 @@ fn an_unresolvable_cgroup_is_asked_again_only_after_the_retry_time() {
     let out = n.feed(e3);
     assert_eq!(asked_of(&n), 2, "{:?}", n.asked);
     let p = out.process().expect("process");
-    assert_eq!((p.cgroup.as_deref(), p.cgroup_id), (None, 12345));
+    assert_eq!(
+        (p.cgroup.as_deref(), p.cgroup_id),
+        (None, None),
+        "not placed: no cgroup, and no id of some other hierarchy either"
+    );
+}
+
+/// `cgroup_id` is the id in `cgroup_hierarchy`'s hierarchy, or null with it: never the id of
+/// another hierarchy (on a v1-only node the kernel's v2 id is the unmounted v2 root's, the
+/// same for every task).
+#[test]
+fn cgroup_id_is_of_the_hierarchy_named_or_null() {
+    // As printed: (cgroup_hierarchy, cgroup_id).
+    let printed = |out: &Event| {
+        let v = serde_json::to_value(out).expect("json");
+        (v["cgroup_hierarchy"].clone(), v["cgroup_id"].clone())
+    };
+    let null = serde_json::Value::Null;
+    let setup = CgroupSetup {
+        v2: false,
+        v1: Some("pids".into()),
+    };
+    let mut n = Node::with(setup, &[]);
+    n.facts.insert((Hierarchy::V1, 77), Some(crio_path()));
+    // A v1 cgroup nobody can name (it went away): unplaced.
+    n.facts.insert((Hierarchy::V1, 78), None);
+    let mut e = ev(Kind::Fork, 710, 1, "sh");
+    e.cgroup_id = ROOT_CG;
+    e.cgroup_v1_id = 78;
+    let out = n.feed(e);
+    assert_eq!(printed(&out), (null.clone(), null.clone()));
+    let mut e = ev(Kind::Fork, 711, 1, "sh");
+    e.cgroup_id = ROOT_CG;
+    e.cgroup_v1_id = 77;
+    let out = n.feed(e);
+    assert_eq!(printed(&out), ("v1:pids".into(), 77.into()));
+
+    // Hybrid: a task in the v2 root placed by its v1 cgroup carries the v1 id; one placed by
+    // v2, the v2 id; one placed nowhere, null.
+    let setup = CgroupSetup {
+        v2: true,
+        v1: Some("pids".into()),
+    };
+    let mut n = Node::with(setup, &[]);
+    n.facts
+        .insert((Hierarchy::V1, 90), Some("/libpod_parent/conmon".into()));
+    let mut conmon = ev(Kind::Fork, 800, 1, "conmon");
+    conmon.cgroup_v1_id = 90;
+    let out = n.feed(conmon);
+    assert_eq!(printed(&out), ("v1:pids".into(), 90.into()));
+    let mut c = ev(Kind::Fork, 801, 1, "app");
+    c.cgroup_id = CRIO_CG;
+    let out = n.feed(c);
+    assert_eq!(printed(&out), ("v2".into(), CRIO_CG.into()));
+    let mut lost = ev(Kind::Fork, 802, 1, "app");
+    lost.cgroup_id = 4242; // unknown to the resolver
+    let out = n.feed(lost);
+    assert_eq!(printed(&out), (null.clone(), null));
 }
 
 #[test]
@@ -1011,4 +1097,193 @@ fn replaying_the_same_records_gives_the_same_events() {
             .collect::<Vec<_>>()
     };
     assert_eq!(run(), run());
+}
+
+/// As printed: the fields of an exit that say what is known of how it ended.
+fn exit_outcome(e: &Event) -> serde_json::Value {
+    let v = serde_json::to_value(e).expect("json");
+    serde_json::json!({
+        "type": v["type"],
+        "pid": v["pid"],
+        "exit_code": v["exit_code"],
+        "signal": v["signal"],
+        "core_dumped": v["core_dumped"],
+        "duration_ns": v["duration_ns"],
+        "inferred": v["inferred"],
+    })
+}
+
+/// A lost exit, then the process's reap: the process ended all the same, so it gets its
+/// exit line, one whose outcome is unknown (null) and which says it was inferred; the reap of
+/// a process whose exit was seen still prints nothing, and that exit says it was not inferred.
+#[test]
+fn a_lost_exit_then_its_reap_prints_an_inferred_exit() {
+    let mut n = Node::new();
+    let (_, init) = start_crio_container(&mut n);
+    n.feed(in_ctr(ev(Kind::Fork, 1200, init, "worker"), 5));
+    n.lost_exit();
+    let out = n.reap_out(1200, 1200 * S);
+    assert_eq!(out.len(), 1, "{out:#?}");
+    assert_eq!(
+        exit_outcome(&out[0]),
+        serde_json::json!({"type": "exit", "pid": 1200, "exit_code": null, "signal": null,
+            "core_dumped": null, "duration_ns": null, "inferred": true})
+    );
+    let p = out[0].process().expect("process");
+    assert_eq!(
+        container_id(&out[0]),
+        Some(ID),
+        "attributed as its other events"
+    );
+    assert_eq!(p.ts, Timestamp(n.ts as i64), "stamped with the reap's time");
+    assert!(n.engine.table().get(1200).is_none(), "reaped");
+    // Its real exit, should it come after all, is the second exit of the process: dropped.
+    let late = n.push(Node::exit_event(
+        in_ctr(ev(Kind::Exit, 1200, init, "worker"), 5),
+        0,
+    ));
+    assert!(late.is_empty(), "{late:#?}");
+    // An exit that was seen: not inferred, and its reap prints nothing.
+    n.fork(1201, 1, "sh");
+    let e = n.exit(ev(Kind::Exit, 1201, 1, "sh"), 0);
+    assert_eq!(
+        exit_outcome(&e),
+        serde_json::json!({"type": "exit", "pid": 1201, "exit_code": 0, "signal": null,
+            "core_dumped": false, "duration_ns": 1, "inferred": false})
+    );
+    n.reap(1201, 1201 * S);
+}
+
+/// A resync that finds a process gone whose exit was never seen: its exit may still be on its
+/// way (queued behind the records read so far), so it is printed when it comes; when it has
+/// not come once the records are a second past the resync, an inferred exit is printed,
+/// stamped with the resync's time. Once either way.
+#[test]
+fn a_resync_that_finds_a_process_gone_infers_its_exit_unless_it_comes() {
+    let mut n = Node::new();
+    n.ts = 5_000 * S; // after every start below: the resync may find them gone
+    n.fork(1300, 1, "late"); // its exit comes after the resync
+    n.fork(1301, 1, "lost"); // its exit never comes
+    n.fork(1302, 1, "lives");
+    n.lost_exit();
+    let mut alive = info(1302, 1, 1302, HOST_NS, &["lives"], ("/", ROOT_CG));
+    alive.start_ns = 1302 * S;
+    let out = n.resync(vec![alive]);
+    assert!(out.is_empty(), "nothing printed at the resync: {out:#?}");
+    let resync_ts = n.ts;
+    let out = n.push(Node::exit_event(ev(Kind::Exit, 1300, 1, "late"), 0));
+    assert_eq!(
+        out.iter().map(exit_outcome).collect::<Vec<_>>(),
+        [
+            serde_json::json!({"type": "exit", "pid": 1300, "exit_code": 0, "signal": null,
+            "core_dumped": false, "duration_ns": 1, "inferred": false})
+        ]
+    );
+    // Within the second: nothing yet.
+    n.ts = resync_ts + S / 2;
+    let out = n.push(ev(Kind::Fork, 1303, 1, "tick"));
+    assert_eq!(out.len(), 1, "{out:#?}");
+    // Past it: the inferred exit of 1301, before the event that moved the time on.
+    n.ts = resync_ts + S;
+    let out = n.push(ev(Kind::Fork, 1304, 1, "tick"));
+    assert_eq!(
+        out.iter().map(exit_outcome).collect::<Vec<_>>(),
+        [
+            serde_json::json!({"type": "exit", "pid": 1301, "exit_code": null, "signal": null,
+                "core_dumped": null, "duration_ns": null, "inferred": true}),
+            serde_json::json!({"type": "fork", "pid": 1304, "exit_code": null, "signal": null,
+                "core_dumped": null, "duration_ns": null, "inferred": null}),
+        ]
+    );
+    assert_eq!(
+        out[0].process().map(|p| p.ts),
+        Some(Timestamp(resync_ts as i64)),
+        "stamped with the resync's time"
+    );
+    // Its real exit, should it come after all: dropped.
+    let late = n.push(Node::exit_event(ev(Kind::Exit, 1301, 1, "lost"), 0));
+    assert!(late.is_empty(), "{late:#?}");
+    n.ts += 2 * S;
+    let out = n.push(ev(Kind::Fork, 1305, 1, "tick"));
+    assert_eq!(out.len(), 1, "once: {out:#?}");
+}
+
+/// An inferred exit still waiting when the trace ends is printed at its end (live and in
+/// replay alike: both apply the `end` record).
+#[test]
+fn inferred_exits_still_waiting_are_printed_at_the_end() {
+    let mut n = Node::new();
+    n.ts = 5_000 * S; // after every start below: the resync may find them gone
+    n.fork(1400, 1, "lost");
+    n.lost_exit();
+    n.resync(Vec::new());
+    let out = n.apply(Record::End(crate::trace::EndRecord { events: 1, lost: 1 }));
+    assert_eq!(
+        out.iter().map(exit_outcome).collect::<Vec<_>>(),
+        [
+            serde_json::json!({"type": "exit", "pid": 1400, "exit_code": null, "signal": null,
+            "core_dumped": null, "duration_ns": null, "inferred": true})
+        ]
+    );
+}
+
+/// The processes a resync finds gone leave in pid order, whatever order the table's hash map
+/// holds them in: what depends on that order (which of them the bound on processes that left
+/// drops first) is the same after a change of hasher.
+#[test]
+fn a_resync_drops_the_gone_in_pid_order() {
+    let mut n = Node::new();
+    n.ts = 5_000 * S; // after every start below: the resync may find them gone
+    let pids: Vec<u32> = (0..200u32).map(|i| 3000 + (i * 7919) % 1000).collect();
+    for &pid in &pids {
+        n.fork(pid, 1, "x");
+    }
+    n.lost_exit();
+    n.resync(Vec::new());
+    let gone: Vec<u32> = n
+        .engine
+        .table()
+        .gone()
+        .map(|p| p.pid)
+        .filter(|p| (3000..4000).contains(p))
+        .collect();
+    let mut sorted = pids.clone();
+    sorted.sort_unstable();
+    assert_eq!(gone, sorted);
+}
+
+/// A process found gone whose entry the bound on processes that left dropped before its real
+/// exit came: the real exit is printed, the inferred one is not (one exit per process).
+#[test]
+fn an_inferred_exit_gives_way_to_a_real_one_even_past_the_bound() {
+    let mut n = Node::new();
+    n.ts = 100_000 * S; // after every start below
+    let pids = 2..(process::GONE_MAX as u32 + 4);
+    for pid in pids.clone() {
+        let mut f = ev(Kind::Fork, pid, 1, "x");
+        f.start_ns = u64::from(pid) * 1_000;
+        n.feed(f);
+    }
+    n.lost_exit();
+    n.resync(Vec::new());
+    n.fork(1, 0, "tick"); // the bound drops the first to leave: pids 2 and 3
+    assert_eq!(n.engine.table.slot(2, 2_000), Slot::New, "forgotten");
+    let mut x = ev(Kind::Exit, 2, 1, "x");
+    x.start_ns = 2_000;
+    let real = n.push(Node::exit_event(x, 0));
+    assert_eq!(real.len(), 1);
+    n.ts += 2 * S;
+    let out = n.push(ev(Kind::Fork, 7, 1, "tick"));
+    let exits_of = |pid: u32| {
+        out.iter()
+            .filter(|e| matches!(e, Event::Exit { process, .. } if process.pid == pid))
+            .count()
+    };
+    assert_eq!(exits_of(2), 0, "its real exit was printed");
+    assert_eq!(exits_of(3), 1, "inferred: forgotten, and nothing came");
+    assert_eq!(
+        out.len(),
+        pids.len() - 1 + 1,
+        "the others' inferred exits, and the fork"
+    );
 }

@@ -42,6 +42,8 @@ struct Slice {
     exit_code: Option<u8>,
     signal: Option<u8>,
     core_dumped: bool,
+    /// Its exit was inferred (the kernel's record of it was lost).
+    exit_inferred: bool,
     container: Option<String>,
 }
 
@@ -140,13 +142,15 @@ impl ChromeTrace {
                 signal,
                 core_dumped,
                 duration_ns,
+                inferred,
             } => {
                 let s = self.slice(process, ts_ns);
                 s.exited = Some(ts_ns);
-                s.run_ns = Some(*duration_ns);
+                s.run_ns = *duration_ns;
                 s.exit_code = *exit_code;
                 s.signal = *signal;
-                s.core_dumped = *core_dumped;
+                s.core_dumped = core_dumped.unwrap_or(false);
+                s.exit_inferred = *inferred;
             }
         }
     }
@@ -188,6 +192,7 @@ impl ChromeTrace {
                     exit_code: None,
                     signal: None,
                     core_dumped: false,
+                    exit_inferred: false,
                     container: None,
                 });
                 self.index.insert(key, self.slices.len() - 1);
@@ -289,6 +294,10 @@ impl ChromeTrace {
                 if s.core_dumped {
                     obj.insert("core_dumped".into(), json!(true));
                 }
+                if s.exit_inferred {
+                    // The slice ends when the process was found gone, not when it exited.
+                    obj.insert("exit_inferred".into(), json!(true));
+                }
                 if let Some(r) = s.role {
                     obj.insert("role".into(), json!(r));
                 }
@@ -372,7 +381,7 @@ mod tests {
             uid: 0,
             gid: 0,
             comm: "sh".into(),
-            cgroup_id: 0,
+            cgroup_id: None,
             start_ns: u64::from(pid) * 1000,
             cgroup: None,
             cgroup_hierarchy: None,
@@ -416,8 +425,9 @@ mod tests {
             process: p,
             exit_code: code,
             signal,
-            core_dumped: false,
-            duration_ns: run_us * 1000,
+            core_dumped: Some(false),
+            duration_ns: Some(run_us * 1000),
+            inferred: false,
         }
     }
 

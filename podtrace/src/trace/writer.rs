@@ -1,7 +1,6 @@
-//! Writing trace files: created 0600 (they hold argv), flushed at least every second.
-use std::fs::OpenOptions;
+//! Writing trace files: created (or truncated) 0600 (they hold argv), never through a
+//! symlink (see [`crate::outfile`]), flushed at least every second.
 use std::io::{BufWriter, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -25,13 +24,7 @@ pub struct TraceWriter {
 
 impl TraceWriter {
     pub fn create(path: &Path) -> Result<Self> {
-        let file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(path)
-            .with_context(|| format!("creating trace {}", path.display()))?;
+        let file = crate::outfile::open_output_file(path, false).context("the trace file")?;
         let buf = BufWriter::with_capacity(1 << 16, file);
         let sink = if path.extension().and_then(|e| e.to_str()) == Some("zst") {
             Sink::Zstd(zstd::stream::write::Encoder::new(buf, 3).context("starting zstd")?)

@@ -176,7 +176,7 @@ pub fn render(c: &Churn) -> String {
         "`storm cgroups`: {} cgroups created one after the other as `crio-<id>.scope` in one pod \
          slice (kubelet systemd layout), in every hierarchy of the host ({}), below the bench's own \
          cgroup; a `/bin/busybox true` joins each (all hierarchies) and exits, and the cgroup is \
-         removed {} ms later. podtrace: `podtrace run --output OUT --summary SUMMARY`; memory read once it \
+         removed {} ms later. podtrace: `podtrace run --output OUT --summary SUMMARY --kernel-stats`; memory read once it \
          has caught up after each {} cgroups. It attributed {} of the {} execs to their container; \
          lost {}.\n",
         c.total,

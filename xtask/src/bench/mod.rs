@@ -399,7 +399,12 @@ fn render(
         .into_iter()
         .filter(|c| *c == Config::NoTracer || plan.configs.contains(c))
     {
-        let _ = writeln!(t, "  - {}: `{}`", c.label(), c.shown(tools.summary));
+        let _ = writeln!(
+            t,
+            "  - {}: `{}`",
+            c.label(),
+            c.shown(tools.summary, tools.kernel_stats)
+        );
     }
     if !samples.is_empty() {
         let _ = writeln!(

@@ -259,7 +259,7 @@ pub fn render(s: &Soak, head: &str, plot: &str) -> String {
     t.push_str(head);
     let _ = writeln!(
         t,
-        "- command: `cargo xtask bench --soak`: {} × fork+exec+wait of `/bin/busybox true` from {} workers at {:.0} starts/s ({}), interleaved over the whole run with {} cgroups created one after the other as `crio-<id>.scope` in one pod slice in every hierarchy ({}), a `busybox true` run in each, then removed; against one `podtrace run --output /dev/null --summary SUMMARY --metrics-addr 127.0.0.1:PORT`; memory (/proc/PID/status) and CPU time (/proc/PID/stat utime+stime) read every {} s",
+        "- command: `cargo xtask bench --soak`: {} × fork+exec+wait of `/bin/busybox true` from {} workers at {:.0} starts/s ({}), interleaved over the whole run with {} cgroups created one after the other as `crio-<id>.scope` in one pod slice in every hierarchy ({}), a `busybox true` run in each, then removed; against one `podtrace run --output /dev/null --summary SUMMARY --kernel-stats --metrics-addr 127.0.0.1:PORT`; memory (/proc/PID/status) and CPU time (/proc/PID/stat utime+stime) read every {} s",
         s.execs,
         s.workers,
         s.rate,

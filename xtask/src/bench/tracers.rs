@@ -77,8 +77,12 @@ impl Config {
     }
 
     /// The command line, as documented in BENCHMARKS.md.
-    pub fn shown(self, summary: bool) -> String {
-        let sum = if summary { " --summary SUMMARY" } else { "" };
+    pub fn shown(self, summary: bool, kernel_stats: bool) -> String {
+        let sum = match (summary, kernel_stats) {
+            (true, true) => " --summary SUMMARY --kernel-stats",
+            (true, false) => " --summary SUMMARY",
+            (false, _) => "",
+        };
         match self {
             Config::NoTracer => "-".into(),
             Config::Podtrace => format!("podtrace run --output OUT{sum}"),
@@ -100,6 +104,9 @@ pub struct Tools {
     pub podtrace: PathBuf,
     /// podtrace knows `run --summary FILE`.
     pub summary: bool,
+    /// podtrace knows `run --kernel-stats` (before it, `--summary` alone turned the kernel's
+    /// run-time statistics on and reported them).
+    pub kernel_stats: bool,
     /// podtrace knows `run --metrics-addr ADDR`.
     pub metrics: bool,
     pub bpftrace_script: PathBuf,
@@ -115,6 +122,7 @@ impl Tools {
             .with_context(|| format!("running {} run --help", podtrace.display()))?;
         let help = String::from_utf8_lossy(&help.stdout);
         let summary = help.contains("--summary");
+        let kernel_stats = help.contains("--kernel-stats");
         let metrics = help.contains("--metrics-addr");
         let bpftrace_script = dir.join("exec_fork_exit.bt");
         std::fs::write(&bpftrace_script, include_str!("exec_fork_exit.bt"))
@@ -134,6 +142,7 @@ impl Tools {
         Ok(Self {
             podtrace,
             summary,
+            kernel_stats,
             metrics,
             bpftrace_script,
             bpftrace_empty,
@@ -202,12 +211,17 @@ pub fn start(config: Config, tools: &Tools, dir: &Path, tag: &str) -> Result<Opt
     spawn(config, cmd, out, summary).map(Some)
 }
 
-/// `podtrace run --output OUT [--summary SUMMARY] EXTRA...`, logging at info without colours.
+/// `podtrace run --output OUT [--summary SUMMARY [--kernel-stats]] EXTRA...`, logging at info
+/// without colours. With a summary, its own kernel figures are asked for (a cross-check of the
+/// bench's; a podtrace without `--kernel-stats` gave them with `--summary` alone).
 fn podtrace_command(tools: &Tools, out: &Path, summary: Option<&Path>, extra: &[&str]) -> Command {
     let mut c = Command::new(&tools.podtrace);
     c.args(["run", "--output"]).arg(out);
     if let Some(s) = summary {
         c.arg("--summary").arg(s);
+        if tools.kernel_stats {
+            c.arg("--kernel-stats");
+        }
     }
     c.args(extra);
     c.env("NO_COLOR", "1").env("PODTRACE_LOG", "info");
@@ -215,7 +229,7 @@ fn podtrace_command(tools: &Tools, out: &Path, summary: Option<&Path>, extra: &[
     c
 }
 
-/// Starts `podtrace run --output OUT [--summary SUMMARY] EXTRA...` outside the side-by-side
+/// Starts `podtrace run --output OUT [--summary SUMMARY [--kernel-stats]] EXTRA...` outside the side-by-side
 /// configurations (the churn and soak runs: their own output and options).
 pub fn start_podtrace(
     tools: &Tools,
@@ -404,6 +418,7 @@ mod tests {
         Tools {
             podtrace: PathBuf::from(podtrace),
             summary: false,
+            kernel_stats: false,
             metrics: false,
             bpftrace_script: dir.join("unused.bt"),
             bpftrace_empty: dir.join("unused-empty.bt"),

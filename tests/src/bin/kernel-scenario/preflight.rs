@@ -19,7 +19,9 @@ pub const CHECKS: &[&str] = &["check: deployed", "check: memlock", "check: pidns
 
 /// (exit code, the JSON report) of `podtrace check --json --no-cri` started by `cmd`.
 fn run(mut cmd: Command) -> Result<(i32, Value), String> {
-    let out = cmd.output().map_err(|e| format!("cannot run podtrace check: {e}"))?;
+    let out = cmd
+        .output()
+        .map_err(|e| format!("cannot run podtrace check: {e}"))?;
     let code = out.status.code().unwrap_or(-1);
     let report = serde_json::from_slice::<Value>(&out.stdout).map_err(|e| {
         format!(
@@ -105,12 +107,18 @@ fn memlock_short(caps: &[(String, u32)]) -> Outcome {
 
 fn own_pidns() -> Outcome {
     let mut c = Command::new("/bin/unshare");
-    c.args(["--pid", "--fork", "--mount-proc", PODTRACE, "check", "--json", "--no-cri"]);
+    c.args([
+        "--pid",
+        "--fork",
+        "--mount-proc",
+        PODTRACE,
+        "check",
+        "--json",
+        "--no-cri",
+    ]);
     match run(c) {
         Ok((1, r)) => match item(&r, "pid-namespace") {
-            Some(("fail", what)) if what.contains("hostPID") => {
-                pass(format!("exit 1: {what}"))
-            }
+            Some(("fail", what)) if what.contains("hostPID") => pass(format!("exit 1: {what}")),
             other => fail(format!("exit 1 but the pid-namespace line is {other:?}")),
         },
         Ok((code, r)) => fail(format!("want exit 1, got {code}: {}", r["lines"])),
