@@ -107,6 +107,11 @@ pub struct TracerArgs {
     /// Kernel ring buffer size in bytes (a power of two from 4096 to 2147483648).
     #[arg(long, default_value_t = 1 << 22, value_parser = parse_ring_size)]
     pub ring_buffer_bytes: u32,
+    /// With a CRI: hold the events of a kubelet container for up to this many milliseconds
+    /// (0 to 60000) until the CRI names it and its image, so they go out named from its first
+    /// event; 0 prints them at once, unnamed until the answer (docs/events.md).
+    #[arg(long, default_value_t = HOLD_MS_DEFAULT, value_parser = parse_hold_ms)]
+    pub hold_ms: u64,
     /// Also report new threads (type "thread"); they are never reported as processes.
     #[arg(long)]
     pub threads: bool,
@@ -297,6 +302,24 @@ fn parse_timeout(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
+/// `--hold-ms` by default: past what containerd and cri-o take here to answer for a new
+/// container (docs/events.md, "When names appear").
+pub const HOLD_MS_DEFAULT: u64 = 2000;
+/// `--hold-ms` at most: a minute.
+pub const HOLD_MS_MAX: u64 = 60_000;
+
+fn parse_hold_ms(s: &str) -> Result<u64, String> {
+    let range = format!("from 0 to {HOLD_MS_MAX} (milliseconds)");
+    let v: u64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number {range}"))?;
+    if v > HOLD_MS_MAX {
+        return Err(format!("{v} is out of range: expected {range}"));
+    }
+    Ok(v)
+}
+
 fn parse_ring_size(s: &str) -> Result<u32, String> {
     let range = format!("a power of two from 4096 to {}", 1u32 << 31);
     let v: u32 = s
@@ -457,6 +480,18 @@ mod tests {
                 }
                 Ok(other) => panic!("{v}: parsed as {other:?}"),
                 Err(e) => refused(&e, "--ring-buffer-bytes"),
+            }
+        }
+
+        /// `--hold-ms`: within 0..=60000, or clap's error.
+        #[test]
+        fn hold_ms_is_bounded_at_parse_time(v in numberish()) {
+            match parse(&["run", &format!("--hold-ms={v}")]) {
+                Ok(Cli { cmd: Command::Run(r), .. }) => {
+                    assert!(r.tracer.hold_ms <= HOLD_MS_MAX, "{v}: {}", r.tracer.hold_ms);
+                }
+                Ok(other) => panic!("{v}: parsed as {other:?}"),
+                Err(e) => refused(&e, "--hold-ms"),
             }
         }
 

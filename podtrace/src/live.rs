@@ -28,7 +28,7 @@ use crate::snapshot;
 use crate::trace::writer::TraceWriter;
 use crate::trace::{
     self, CgroupFact, ClockRecord, EndRecord, Header, LostKinds, LostRecord, MalformedRecord,
-    Record, ResyncStart,
+    Record, ResyncStart, TickRecord,
 };
 use crate::transport::{Source, Transport};
 
@@ -68,6 +68,8 @@ pub struct RunOptions {
     pub cgroup_mode: CgroupMode,
     /// Ask the CRI for names (None: `--no-cri`).
     pub cri: Option<CriConfig>,
+    /// How long a kubelet container's events may wait for its CRI answer (with a CRI).
+    pub hold: Duration,
     /// Forced attach type / transport (None: the fallback chain).
     pub attach: Option<Attach>,
     pub transport: Option<Transport>,
@@ -107,6 +109,31 @@ pub struct RunSummary {
     pub kernel_counters: Option<loader::KernelCounters>,
     /// Times the kernel's counters could not be read (the loss then is unknown, not zero).
     pub counter_read_errors: u64,
+    /// Events held for kubelet containers' CRI answers, and how they went out.
+    pub hold: Option<HoldSummary>,
+}
+
+/// `--summary`'s account of the hold for CRI answers.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct HoldSummary {
+    /// The bound (`--hold-ms`; 0: nothing is held, as without a CRI).
+    pub bound_ms: u64,
+    #[serde(flatten)]
+    pub stats: crate::engine::hold::HoldStats,
+    /// Delay quantiles (the upper bound of the histogram bucket, ms; null: nothing held).
+    pub delay_p50_ms: Option<u64>,
+    pub delay_p99_ms: Option<u64>,
+}
+
+impl HoldSummary {
+    pub fn of(bound_ns: u64, s: &crate::engine::hold::HoldStats) -> Self {
+        Self {
+            bound_ms: bound_ns / 1_000_000,
+            stats: s.clone(),
+            delay_p50_ms: s.delay_quantile_ms(0.5),
+            delay_p99_ms: s.delay_quantile_ms(0.99),
+        }
+    }
 }
 
 fn boot_now_ns() -> u64 {
@@ -152,7 +179,9 @@ pub fn cgroup_setup(mode: CgroupMode) -> Result<(Mounts, CgroupSetup, Option<cgr
 /// The start of a trace into `pipe`: the header, then one `proc` per process (redacted),
 /// each pushed as /proc is read (nothing of the snapshot is held here: with 10,000 processes
 /// a second copy was ~4 MiB of peak memory). `snapshot_end` is left to the caller (CRI
-/// answers may come first). Returns the processes pushed and the argv elements redacted.
+/// answers may come first). `hold_ns` goes in the header: how long the engine holds a
+/// kubelet container's events for its CRI answer (0 without a CRI). Returns the processes
+/// pushed and the argv elements redacted.
 pub fn push_snapshot(
     pipe: &mut Pipeline<'_>,
     clock: BootClock,
@@ -160,6 +189,7 @@ pub fn push_snapshot(
     setup: &CgroupSetup,
     view: &CgroupView,
     redactor: &Redactor,
+    hold_ns: u64,
 ) -> Result<(usize, u64)> {
     pipe.push(&Record::Header(Header {
         format: trace::FORMAT_VERSION,
@@ -171,6 +201,7 @@ pub fn push_snapshot(
         node,
         started_unix_ns: clock.unix_ns(boot_now_ns()),
         cgroups: setup.clone(),
+        hold_ns,
     }))?;
     let mut redacted = 0;
     let processes = snapshot::scan_each(view, std::process::id(), |mut p| {
@@ -514,6 +545,12 @@ pub async fn run(mut opts: RunOptions) -> Result<RunSummary> {
         None => None,
     };
     let mut pipe = build_pipeline(&opts, cri.is_some())?;
+    // Held for a CRI answer only where there is a CRI to answer.
+    let hold_ns = if cri.is_some() {
+        u64::try_from(opts.hold.as_nanos()).unwrap_or(u64::MAX)
+    } else {
+        0
+    };
     let (processes, redacted) = push_snapshot(
         &mut pipe,
         clock,
@@ -521,6 +558,7 @@ pub async fn run(mut opts: RunOptions) -> Result<RunSummary> {
         &setup,
         &view,
         &redactor,
+        hold_ns,
     )?;
     finish_start(&mut pipe, &mut cri)?;
     // The snapshot's reading buffers and the engine's pending list are freed by now.
@@ -678,6 +716,13 @@ impl Live {
     ) -> Result<()> {
         self.drain(ring, pipe, DRAIN_BUDGET)?;
         self.check_clock(pipe)?;
+        // Events held for a CRI answer go out when the bound passes, also on a quiet node:
+        // the clock reaches the engine as a record (replay releases them at the same place).
+        if pipe.engine().is_some_and(|e| e.holding()) {
+            pipe.push(&Record::Tick(TickRecord {
+                ts_ns: boot_now_ns(),
+            }))?;
+        }
         let k = self.read_counters(counters);
         if let Some(k) = &k {
             self.report_drops(k.drops, pipe)?;
@@ -722,11 +767,15 @@ impl Live {
         summary.kernel_counters = k;
         summary.threads = k.map_or(0, |k| k.threads);
         summary.read_errors = k.map_or(0, |k| k.read_errors);
-        summary.printed = pipe.counts.printed;
         pipe.push(&Record::End(EndRecord {
             events: summary.events,
             lost: summary.lost,
         }))?;
+        // After the end record: it releases what was still held.
+        summary.printed = pipe.counts.printed;
+        summary.hold = pipe
+            .engine()
+            .map(|e| HoldSummary::of(e.hold_ns(), e.hold_stats()));
         pipe.finish()?;
         if let Some((mut file, path)) = summary_file {
             let text = serde_json::to_string_pretty(&summary).context("encoding the summary")?;

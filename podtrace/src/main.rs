@@ -55,6 +55,7 @@ fn run_options(
         metrics_addr: tracer.metrics_addr,
         cgroup_mode: tracer.cgroup_mode,
         cri: tracer.cri.config(),
+        hold: std::time::Duration::from_millis(tracer.hold_ms),
         attach: tracer.kernel.attach,
         transport: tracer.kernel.transport,
     })

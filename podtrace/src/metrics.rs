@@ -33,6 +33,9 @@ use crate::loader::KernelCounters;
 /// The `type` label of `podtrace_events_total`.
 type TypeLabel = [(&'static str, &'static str); 1];
 
+/// `podtrace_released_events_total{how}` label values.
+const RELEASES: [&str; 5] = ["named", "after_bound", "unanswered", "full", "at_end"];
+
 /// OpenMetrics text, what `prometheus_client::encoding::text` writes.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -112,6 +115,8 @@ pub struct Metrics {
     kernel_threads: Counter,
     kernel_read_errors: Counter,
     kernel_counters_readable: Gauge,
+    held: Gauge,
+    released: Family<TypeLabel, Counter>,
     cri: CriMetrics,
     heartbeat: Heartbeat,
     stall_after: Duration,
@@ -281,8 +286,26 @@ impl Metrics {
              tick; 0: losses are unknown, not zero",
             kernel_counters_readable.clone(),
         );
+        let held = Gauge::default();
+        registry.register(
+            "held_events",
+            "Events held now for their kubelet container's CRI answer (--hold-ms)",
+            held.clone(),
+        );
+        let released = Family::<TypeLabel, Counter>::default();
+        for how in RELEASES {
+            drop(released.get_or_create(&[("how", how)]));
+        }
+        registry.register(
+            "released_events",
+            "Held events released, by how: named (the CRI answered), after_bound (unnamed), \
+             unanswered (the CRI had none), full (too many held), at_end",
+            released.clone(),
+        );
         let cri = CriMetrics::register(&mut registry);
         Self {
+            held,
+            released,
             kernel_counters_readable,
             cri,
             heartbeat: Heartbeat::new(),
@@ -355,6 +378,17 @@ impl Metrics {
             &self.cri.disagreements,
             engine.containers().stats.cri_disagreements,
         );
+        let h = engine.hold_stats();
+        self.held.set(i64::try_from(h.held_now).unwrap_or(i64::MAX));
+        for (how, total) in RELEASES.iter().zip([
+            h.released_named,
+            h.released_after_bound,
+            h.released_unanswered,
+            h.released_full,
+            h.released_at_end,
+        ]) {
+            catch_up(&self.released.get_or_create(&[("how", how)]), total);
+        }
     }
 
     /// Brings the kernel-side counters up to the kernel's totals (None: they could not be
@@ -672,6 +706,9 @@ mod tests {
             "podtrace_kernel_threads_total 7",
             "podtrace_kernel_read_errors_total 1",
             "podtrace_kernel_counters_readable 1",
+            "podtrace_held_events 0",
+            "podtrace_released_events_total{how=\"named\"} 0",
+            "podtrace_released_events_total{how=\"after_bound\"} 0",
             "# TYPE podtrace_events counter",
             "# UNIT podtrace_ring_buffer_size_bytes bytes",
             "# EOF",
@@ -746,6 +783,7 @@ mod tests {
             node: None,
             started_unix_ns: 0,
             cgroups: crate::cgroups::CgroupSetup::v2_only(),
+            hold_ns: 0,
         });
         let mut out = Vec::new();
         for p in procs {

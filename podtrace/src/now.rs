@@ -51,6 +51,7 @@ pub fn engine_from_proc(
         &setup,
         &view,
         &redactor,
+        0,
     )?;
     for rec in cri_facts
         .into_iter()

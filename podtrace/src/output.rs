@@ -186,6 +186,17 @@ pub enum Event {
 }
 
 impl Event {
+    /// The process fields of a process event (exec, fork, exit, thread), to change.
+    pub fn process_mut(&mut self) -> Option<&mut ProcessFields> {
+        match self {
+            Event::Exec { process, .. }
+            | Event::Fork { process }
+            | Event::Exit { process, .. }
+            | Event::Thread { process } => Some(process),
+            Event::Lost { .. } | Event::Malformed { .. } => None,
+        }
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             Event::Exec { .. } => "exec",

@@ -134,6 +134,7 @@ mod tests {
             node: None,
             started_unix_ns: (T - 1_000 * MS) as i64,
             cgroups: crate::cgroups::CgroupSetup::v2_only(),
+            hold_ns: 0,
         })
     }
 

@@ -70,6 +70,7 @@ proptest! {
             node: None,
             started_unix_ns: 0,
             cgroups: CgroupSetup { v2: true, v1: Some("pids".into()) },
+            hold_ns: 0,
         });
         let mut out = Vec::new();
         engine.apply(&Record::SnapshotEnd {}, &mut out);

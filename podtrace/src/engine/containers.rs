@@ -57,12 +57,24 @@ pub struct Container {
     pub processes: u32,
     /// Set when its last live process left.
     pub finished_ns: Option<u64>,
+    /// When the engine first heard of it (its events may be held until then + the bound).
+    pub first_seen_ns: u64,
     /// What events carry, built once per change (names and pod change rarely): dropped by
     /// whatever changes a field it is made of.
     refs: Option<(Arc<ContainerRef>, Option<Arc<PodRef>>)>,
 }
 
 impl Container {
+    /// A kubelet container (a pod uid from its cgroup or its monitor's argv, cri-o's monitor,
+    /// or containerd's CRI namespace) whose names and image the CRI has not given yet, nor
+    /// said it has none: its events wait for them.
+    pub fn awaits_cri(&self) -> bool {
+        let kubelet = self.pod_uid.is_some()
+            || self.runtime == Some(Runtime::Crio)
+            || self.ctr_namespace.as_deref() == Some(CRI_NAMESPACE);
+        kubelet && !self.cri && !self.cri_unknown
+    }
+
     pub fn reference(&self) -> ContainerRef {
         ContainerRef {
             id: self.id.to_string(),
@@ -168,6 +180,7 @@ impl Registry {
             Container {
                 id: key.clone(),
                 finished_ns: Some(now_ns),
+                first_seen_ns: now_ns,
                 ..Container::default()
             }
         })

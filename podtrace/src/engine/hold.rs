@@ -61,6 +61,8 @@ pub struct HoldStats {
     pub containers: u64,
     /// The most events held at once.
     pub peak: u64,
+    /// Events held now.
+    pub held_now: u64,
     /// Hold delays: counts per `DELAY_BOUNDS_MS` bucket (and one over the last).
     pub delay_ms_buckets: Vec<u64>,
     pub delay_max_ns: u64,
@@ -167,6 +169,7 @@ impl Holds {
         });
         self.held += 1;
         self.stats.held += 1;
+        self.stats.held_now = self.held as u64;
         self.stats.peak = self.stats.peak.max(self.held as u64);
         if self.held > HELD_MAX {
             if let Some(oldest) = self.by_age.values().next().cloned() {
@@ -191,6 +194,7 @@ impl Holds {
         self.held -= q.events.len();
         let n = q.events.len() as u64;
         let s = &mut self.stats;
+        s.held_now = self.held as u64;
         match why {
             Release::Answered => s.released_named += n,
             Release::Unknown => s.released_unanswered += n,
@@ -228,7 +232,13 @@ impl Holds {
 
     /// Releases the queues whose first event was held at or before `until_ns` (the bound
     /// passed), oldest first.
-    pub fn expire(&mut self, until_ns: u64, now_ns: u64, registry: &mut Registry, out: &mut Vec<Event>) {
+    pub fn expire(
+        &mut self,
+        until_ns: u64,
+        now_ns: u64,
+        registry: &mut Registry,
+        out: &mut Vec<Event>,
+    ) {
         while let Some((&(t, _), id)) = self.by_age.iter().next() {
             if t > until_ns {
                 return;

@@ -9,6 +9,7 @@
 pub mod attribute;
 pub mod cgroups;
 pub mod containers;
+pub mod hold;
 mod intern;
 pub mod process;
 pub mod tree;
@@ -25,6 +26,7 @@ use crate::wait_status;
 use cgroups::{CgroupCache, CgroupKey, Lookup};
 use containers::Registry;
 pub use containers::Request;
+use hold::{Holds, Member, Release};
 use intern::Interner;
 use process::{Proc, Slot, Table};
 
@@ -95,6 +97,11 @@ pub struct Engine {
     pending: Pending,
     /// Exits to infer, in the order they were found gone (so also by `due_ns`).
     inferred_exits: std::collections::VecDeque<InferredExit>,
+    /// How long events of a kubelet container may wait for its CRI answer (the header's
+    /// `hold_ns`; 0: never held).
+    hold_ns: u64,
+    /// Events held for their container's CRI answer.
+    holds: Holds,
     /// The kernel side reports reaps (trace format 2 on): an exited process is a zombie until
     /// its reap. Format 1 traces have none: there the exit removes it.
     reaps: bool,
@@ -139,6 +146,8 @@ impl Engine {
             texts: Interner::default(),
             pending: Pending::Snapshot(Vec::new()),
             inferred_exits: std::collections::VecDeque::new(),
+            hold_ns: h.hold_ns,
+            holds: Holds::default(),
             reaps: h.format >= 2,
             now_ns: 0,
             ts: TsFormatter::default(),
@@ -176,10 +185,98 @@ impl Engine {
         self.containers.take_requests()
     }
 
+    /// Events are held for a CRI answer now (the live loop then sends `tick`s, so that the
+    /// bound is kept on a quiet node too).
+    pub fn holding(&self) -> bool {
+        !self.holds.is_empty()
+    }
+
+    /// The hold's bound (the header's `hold_ns`).
+    pub fn hold_ns(&self) -> u64 {
+        self.hold_ns
+    }
+
+    /// How many events were held and how they went out.
+    pub fn hold_stats(&self) -> &hold::HoldStats {
+        &self.holds.stats
+    }
+
     /// Applies one record; appends the events to print to `out`.
     pub fn apply(&mut self, rec: &Record, out: &mut Vec<Event>) {
+        // A record's time first releases what waited past the bound: those events are older
+        // than whatever the record itself prints.
+        if let Some(ts) = rec.ts_ns() {
+            self.advance(ts);
+            self.expire_holds(out);
+        }
+        let start = out.len();
+        self.apply_record(rec, out);
+        self.route(start, out);
         match rec {
-            Record::Header(_) => {}
+            Record::Cri(f) => self.release(&f.id, Release::Answered, out),
+            Record::CriUnknown(u) => self.release(&u.id, Release::Unknown, out),
+            Record::End(_) => {
+                let now = self.now_ns;
+                self.holds.release_all(now, &mut self.containers, out);
+            }
+            _ => {}
+        }
+    }
+
+    fn release(&mut self, id: &str, why: Release, out: &mut Vec<Event>) {
+        let now = self.now_ns;
+        self.holds.release(id, why, now, &mut self.containers, out);
+    }
+
+    /// Releases the queues held for longer than the bound.
+    fn expire_holds(&mut self, out: &mut Vec<Event>) {
+        if self.holds.is_empty() {
+            return;
+        }
+        let now = self.now_ns;
+        self.holds.expire(
+            now.saturating_sub(self.hold_ns),
+            now,
+            &mut self.containers,
+            out,
+        );
+    }
+
+    /// Holds the events from `start` on whose container waits for its CRI answer, or has
+    /// events held already (its order is kept); the others stay in `out`.
+    fn route(&mut self, start: usize, out: &mut Vec<Event>) {
+        if out.len() == start || (self.hold_ns == 0 && self.holds.is_empty()) {
+            return;
+        }
+        let made: Vec<Event> = out.drain(start..).collect();
+        for ev in made {
+            let key = ev
+                .process()
+                .and_then(|p| p.container.as_ref())
+                .and_then(|c| self.hold_key(&c.id));
+            match key {
+                Some(key) => {
+                    let now = self.now_ns;
+                    self.holds
+                        .hold(&key, Member::Container, now, ev, &mut self.containers, out);
+                }
+                None => out.push(ev),
+            }
+        }
+    }
+
+    /// The container's shared id when its events are to be held.
+    fn hold_key(&self, id: &str) -> Option<Arc<str>> {
+        let c = self.containers.get(id)?;
+        let waits = self.hold_ns > 0
+            && c.awaits_cri()
+            && self.now_ns < c.first_seen_ns.saturating_add(self.hold_ns);
+        (waits || self.holds.has(id)).then(|| c.id.clone())
+    }
+
+    fn apply_record(&mut self, rec: &Record, out: &mut Vec<Event>) {
+        match rec {
+            Record::Tick(_) | Record::Header(_) => {}
             // The trace ends: exits still waiting for their real one will not get it.
             Record::End(_) => self.infer_exits(u64::MAX, out),
             Record::Proc(p) => match &mut self.pending {

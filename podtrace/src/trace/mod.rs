@@ -22,9 +22,10 @@ use crate::kernel_event::{KernelEvent, ReapEvent};
 use crate::snapshot::ProcInfo;
 
 /// The trace format version this build writes.
-pub const FORMAT_VERSION: u32 = 2;
-/// Versions this build reads (1: before cgroup v1, reap, CRI and resync records).
-pub const READS_VERSIONS: [u32; 2] = [1, 2];
+pub const FORMAT_VERSION: u32 = 3;
+/// Versions this build reads (1: before cgroup v1, reap, CRI and resync records; 2: before
+/// the hold for CRI answers: `hold_ns`, `tick` and `cri_unknown`).
+pub const READS_VERSIONS: [u32; 3] = [1, 2, 3];
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -46,6 +47,10 @@ pub struct Header {
     /// The cgroup hierarchies events are placed by (format 1: v2 only).
     #[serde(default = "CgroupSetup::v2_only")]
     pub cgroups: CgroupSetup,
+    /// How long events of a kubelet container may be held for its CRI answer (`--hold-ms`;
+    /// 0: never, as without a CRI; absent before format 3).
+    #[serde(default)]
+    pub hold_ns: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -97,6 +102,14 @@ pub struct ClockRecord {
     pub offset_ns: i64,
 }
 
+/// The live loop's clock while events are held for CRI answers: what was held longer than
+/// the bound at `ts_ns` goes out here, in replay as it did live.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TickRecord {
+    pub ts_ns: u64,
+}
+
 /// /proc is read again (after a loss) at `ts_ns`: the `proc` records up to `resync_end` are
 /// every process alive then.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -132,6 +145,7 @@ pub enum Record {
     /// The CRI will not answer for an id (not found or failed after its retries).
     CriUnknown(CriUnknown),
     Clock(ClockRecord),
+    Tick(TickRecord),
     ResyncStart(ResyncStart),
     ResyncEnd {},
     Event(KernelEvent),
@@ -139,4 +153,20 @@ pub enum Record {
     Lost(LostRecord),
     Malformed(MalformedRecord),
     End(EndRecord),
+}
+
+impl Record {
+    /// The boot-clock time a record carries (what moves the engine's clock).
+    pub fn ts_ns(&self) -> Option<u64> {
+        match self {
+            Record::Event(e) => Some(e.ts_ns),
+            Record::Reap(r) => Some(r.ts_ns),
+            Record::Lost(l) => Some(l.ts_ns),
+            Record::Malformed(m) => Some(m.ts_ns),
+            Record::Clock(c) => Some(c.ts_ns),
+            Record::Tick(t) => Some(t.ts_ns),
+            Record::ResyncStart(r) => Some(r.ts_ns),
+            _ => None,
+        }
+    }
 }

@@ -265,6 +265,7 @@ impl TraceReader {
                 | Record::Cri(_)
                 | Record::CriUnknown(_)
                 | Record::Clock(_)
+                | Record::Tick(_)
                 | Record::Lost(_)
                 | Record::Malformed(_),
             ) => Events,

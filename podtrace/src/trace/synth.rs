@@ -55,6 +55,7 @@ pub fn event(
 pub fn trace(events: usize, containers: usize, seed: u64) -> Vec<Record> {
     let mut rng = Rng(seed | 1);
     let mut out = vec![Record::Header(Header {
+        hold_ns: 0,
         format: FORMAT_VERSION,
         podtrace_version: env!("CARGO_PKG_VERSION").to_string(),
         kernel_release: "6.18.0-synthetic".into(),

@@ -26,6 +26,10 @@ fn crio_path() -> String {
 }
 
 fn header(setup: CgroupSetup) -> Header {
+    header_holding(setup, 0)
+}
+
+fn header_holding(setup: CgroupSetup, hold_ns: u64) -> Header {
     Header {
         format: crate::trace::FORMAT_VERSION,
         podtrace_version: "test".into(),
@@ -36,6 +40,7 @@ fn header(setup: CgroupSetup) -> Header {
         node: None,
         started_unix_ns: 0,
         cgroups: setup,
+        hold_ns,
     }
 }
 
@@ -64,7 +69,15 @@ fn in_ctr(mut e: KernelEvent, nspid: u32) -> KernelEvent {
 
 impl Node {
     fn with(setup: CgroupSetup, procs: &[ProcInfo]) -> Self {
-        let h = header(setup);
+        Self::from_header(header(setup), procs)
+    }
+
+    /// A node whose kubelet containers' events wait up to `hold_ns` for the CRI.
+    fn holding(hold_ns: u64) -> Self {
+        Self::from_header(header_holding(CgroupSetup::v2_only(), hold_ns), &[])
+    }
+
+    fn from_header(h: Header, procs: &[ProcInfo]) -> Self {
         let mut n = Self {
             engine: Engine::new(&h),
             facts: HashMap::new(),
@@ -120,16 +133,8 @@ impl Node {
         self.feed(ev(Kind::Fork, pid, ppid, comm))
     }
 
-    fn exec(&mut self, mut e: KernelEvent, argv: &[&str]) -> Event {
-        e.kind = Kind::Exec;
-        e.exec = Some(ExecPayload {
-            filename: argv.first().copied().unwrap_or("").to_string(),
-            argv: argv.iter().map(|s| s.to_string()).collect(),
-            argv_truncated: false,
-            filename_truncated: false,
-            trimmed: false,
-        });
-        self.feed(e)
+    fn exec(&mut self, e: KernelEvent, argv: &[&str]) -> Event {
+        self.feed(exec_of(e, argv))
     }
 
     fn exit_event(mut e: KernelEvent, status: u32) -> KernelEvent {
@@ -183,6 +188,19 @@ impl Node {
         out.extend(self.apply(Record::ResyncEnd {}));
         out
     }
+}
+
+/// `e` as an exec of `argv`.
+fn exec_of(mut e: KernelEvent, argv: &[&str]) -> KernelEvent {
+    e.kind = Kind::Exec;
+    e.exec = Some(ExecPayload {
+        filename: argv.first().copied().unwrap_or("").to_string(),
+        argv: argv.iter().map(|s| s.to_string()).collect(),
+        argv_truncated: false,
+        filename_truncated: false,
+        trimmed: false,
+    });
+    e
 }
 
 fn container_id(e: &Event) -> Option<&str> {
@@ -1287,3 +1305,5 @@ fn an_inferred_exit_gives_way_to_a_real_one_even_past_the_bound() {
         "the others' inferred exits, and the fork"
     );
 }
+
+mod holds;
