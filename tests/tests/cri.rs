@@ -1,7 +1,9 @@
-//! Issue 11: names and images from the CRI, on pods that containerd's own CRI plugin creates
-//! the way kubelet does, checked against what the CRI itself reports (ContainerStatus,
-//! PodSandboxStatus), live, in `tree`, in a replay with no containerd at all, and with
-//! containerd going away while podtrace runs.
+//! Issues 11 and 17: names and images from the CRI, on pods that containerd's own CRI plugin
+//! and a real cri-o 1.25.5 (`../shared/crio`) create the way kubelet does, checked against what
+//! the CRI itself reports (ContainerStatus, PodSandboxStatus, the verbose info's pid, conmon's
+//! pidfile): on every event of a container from its first (the engine holds them for the
+//! answer), live, in `tree`, in a replay with no runtime at all, and with containerd going
+//! away while podtrace runs.
 // Test code: helpers panic with a message saying what failed.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -9,7 +11,7 @@ use std::os::unix::net::UnixListener;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use podtrace_tests::lab::{self, ContainerSpec, CriLab, FakeContainer, KubeContainer};
+use podtrace_tests::lab::{self, ContainerSpec, CriLab, FakeContainer, KubeContainer, PodOpts};
 use podtrace_tests::tracer::{bin, tree_containers, tree_json, Run, Tracer};
 use serde_json::Value;
 
@@ -88,6 +90,199 @@ fn assert_named_from_some_point(run: &Run, c: &KubeContainer, min: usize) -> Dur
     }
     let ts = |e: &Value| podtrace_ts(e["ts"].as_str().expect("ts"));
     Duration::from_nanos(ts(evs[first]).saturating_sub(ts(evs[0])))
+}
+
+/// Every event of the container is named and imaged as the CRI says, from its first; there
+/// are at least `min`.
+fn assert_named_from_the_first(run: &Run, c: &KubeContainer, min: usize) {
+    let t = truth(c);
+    let evs = events_of(run, &c.id);
+    assert!(
+        evs.len() >= min,
+        "{} events of {} ({}), want {min}",
+        evs.len(),
+        c.name,
+        c.id
+    );
+    let unnamed: Vec<_> = evs.iter().filter(|e| !is_named(e, &t)).collect();
+    assert!(
+        unnamed.is_empty(),
+        "{} of {} events of {} ({}) not named as the CRI says ({} / {} / {} {}): first {:#}",
+        unnamed.len(),
+        evs.len(),
+        c.name,
+        c.id,
+        t.name,
+        t.image,
+        t.namespace,
+        t.pod,
+        unnamed[0]
+    );
+}
+
+/// The init's fork and its exec of the container's command: attributed to the container,
+/// named, and the exec marked as the container's init (the process the CRI reports as
+/// info.pid, PID 1 of its pid namespace or not).
+fn assert_init_named(run: &Run, c: &KubeContainer, argv0: &str) {
+    let t = truth(c);
+    let fork = run
+        .events
+        .iter()
+        .find(|e| e["type"] == "fork" && e["pid"] == c.pid)
+        .unwrap_or_else(|| panic!("no fork of {}'s init {}", c.name, c.pid));
+    assert!(is_named(fork, &t), "{}: the init's fork: {fork:#}", c.name);
+    let exec = run
+        .events
+        .iter()
+        .find(|e| e["type"] == "exec" && e["pid"] == c.pid && e["argv"][0] == argv0)
+        .unwrap_or_else(|| panic!("no exec of {argv0} by {}'s init {}", c.name, c.pid));
+    assert!(is_named(exec, &t), "{}: the init's exec: {exec:#}", c.name);
+    assert_eq!(exec["role"], "container-init", "{}: {exec:#}", c.name);
+}
+
+const LOOP: &[&str] = &["/bin/sh", "-c", "while true; do sleep 1; done"];
+
+/// Pods before and after podtrace, two containers, a restart (attempt 1), ExecSync, a
+/// streaming exec and a pod sharing its pid namespace: every event of every container
+/// started while tracing is named from its first; `--pod` keeps a container's start; the
+/// trace replays byte for byte with no runtime.
+fn names_from_the_first_event(cri: CriLab) {
+    let before = cri.run_pod("before");
+    let a = before.run("work", SLEEP);
+    let dir = tempfile::tempdir().expect("tmp");
+    let trace = dir.path().join("names.trace");
+    let t = Tracer::start(&[
+        "--cri-endpoint",
+        &cri.endpoint(),
+        "--record",
+        &trace.display().to_string(),
+    ]);
+    let after = cri.run_pod("after");
+    let work = after.run("work", LOOP);
+    let sidecar = after.run("sidecar", SLEEP);
+    work.stop();
+    let restarted = after.run_with(ContainerSpec {
+        name: "work".into(),
+        attempt: 1,
+        command: SLEEP.iter().map(|s| s.to_string()).collect(),
+    });
+    let (code, _, _) = sidecar.exec_sync(&["/bin/sh", "-c", "exit 3"]);
+    assert_eq!(code, 3, "ExecSync");
+    // crictl 1.25 exits 1 for any non-zero code of a streaming exec: this one succeeds.
+    let (code, out) = restarted.exec_streaming(&["/bin/sh", "-c", "echo streamed; exit 0"]);
+    assert_eq!((code, out.trim()), (0, "streamed"), "streaming exec");
+    let (code, _, _) = a.exec_sync(&["/bin/sh", "-c", "exit 5"]);
+    assert_eq!(code, 5);
+    let shared = cri.run_pod_with("shared", PodOpts { share_pid: true });
+    let main = shared.run("main", SLEEP);
+    // The main process of a container in a shared pid namespace is not its PID 1.
+    let nspid = lab::proc_status(main.pid).nspid;
+    assert_ne!(nspid.last(), Some(&1), "shared pid namespace: {nspid:?}");
+    std::thread::sleep(Duration::from_millis(1500));
+    let run = t.stop();
+
+    for (c, min) in [(&work, 4), (&sidecar, 2), (&restarted, 2), (&main, 2)] {
+        assert_named_from_the_first(&run, c, min);
+    }
+    assert_init_named(&run, &work, "/bin/sh");
+    assert_init_named(&run, &sidecar, "/bin/sleep");
+    assert_init_named(&run, &restarted, "/bin/sleep");
+    assert_init_named(&run, &main, "/bin/sleep");
+    if let Some(conmon) = work.conmon_pid() {
+        // cri-o: the container's monitor, from the pidfile cri-o gave it.
+        let monitor: Vec<_> = run.events.iter().filter(|e| e["pid"] == conmon).collect();
+        assert!(!monitor.is_empty(), "no event of conmon {conmon}");
+        for e in monitor {
+            assert!(is_named(e, &truth(&work)), "conmon: {e:#}");
+            assert_eq!(e["role"], "conmon", "{e:#}");
+        }
+    }
+    for (c, argv) in [
+        (&sidecar, ["/bin/sh", "-c", "exit 3"]),
+        (&restarted, ["/bin/sh", "-c", "echo streamed; exit 0"]),
+        (&a, ["/bin/sh", "-c", "exit 5"]),
+    ] {
+        let e = exec_of(&run, &c.id, &argv);
+        assert!(is_named(e, &truth(c)), "{argv:?}: {e:#}");
+        let exit = run
+            .events
+            .iter()
+            .find(|x| x["type"] == "exit" && x["pid"] == e["pid"])
+            .unwrap_or_else(|| panic!("no exit of {argv:?}"));
+        assert!(is_named(exit, &truth(c)), "{exit:#}");
+    }
+    let s = run.summary.as_ref().expect("summary");
+    assert_eq!(
+        s["hold"]["released_after_bound"], 0,
+        "every hold ended with the CRI's answer: {:#}",
+        s["hold"]
+    );
+    assert!(
+        s["hold"]["released_named"].as_u64().unwrap_or(0) > 0,
+        "{:#}",
+        s["hold"]
+    );
+    eprintln!(
+        "{}: hold delays p50 {} ms, p99 {} ms, max {} ns, {} events held",
+        cri.runtime_name(),
+        s["hold"]["delay_p50_ms"],
+        s["hold"]["delay_p99_ms"],
+        s["hold"]["delay_max_ns"],
+        s["hold"]["held"]
+    );
+    let truths: Vec<(String, Truth)> = [&work, &main]
+        .iter()
+        .map(|c| (c.id.clone(), truth(c)))
+        .collect();
+    let (work_pid, pod_name) = (work.pid, truths[0].1.pod.clone());
+
+    // No runtime from here on.
+    drop((a, work, sidecar, restarted, main, before, after, shared));
+    drop(cri);
+    let live = std::fs::read(run.dir.path().join("events.ndjson")).expect("live output");
+    let replay = Command::new(bin())
+        .arg("replay")
+        .arg(&trace)
+        .output()
+        .expect("podtrace replay");
+    assert!(
+        replay.status.success(),
+        "{}",
+        String::from_utf8_lossy(&replay.stderr)
+    );
+    assert!(replay.stdout == live, "replay differs from the live output");
+    // `--pod` keeps the container's start: the init's fork and exec.
+    let filtered = Command::new(bin())
+        .args(["replay", "--pod", &pod_name])
+        .arg(&trace)
+        .output()
+        .expect("podtrace replay --pod");
+    let lines: Vec<Value> = String::from_utf8_lossy(&filtered.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON"))
+        .collect();
+    for kind in ["fork", "exec"] {
+        assert!(
+            lines
+                .iter()
+                .any(|e| e["type"] == kind && e["pid"] == work_pid),
+            "--pod {pod_name} lost the init's {kind}"
+        );
+    }
+    assert!(lines.iter().all(|e| e["pod"]["name"] == pod_name.as_str()));
+    let _ = truths;
+}
+
+#[test]
+fn crio_names_every_event_of_a_container_from_its_first() {
+    lab::require_root();
+    names_from_the_first_event(CriLab::crio());
+}
+
+#[test]
+fn containerd_names_every_event_of_a_container_from_its_first() {
+    lab::require_root();
+    names_from_the_first_event(CriLab::start());
 }
 
 /// RFC 3339 with nanoseconds -> ns (only differences matter here).

@@ -320,15 +320,33 @@ fn cri_service_names_pods_containers_and_sandboxes() {
         "pause's cgroup is named by the sandbox id"
     );
 
-    // An id the runtime does not know: no answer, counted.
+    // An id the runtime does not know: asked again after each of the default waits, then
+    // an answer that there is none, counted.
     let unknown = "0".repeat(64);
+    let before = s.stats();
     s.request(&unknown);
+    let t0 = Instant::now();
     assert_eq!(
-        answer_for(&rt, &mut s, &unknown, Duration::from_secs(2)),
+        answer_for(&rt, &mut s, &unknown, Duration::from_secs(10)),
         None
     );
+    let waited = t0.elapsed();
     let st = s.stats();
-    assert_eq!(st.not_found, 1, "{st:#?}");
+    let retries = podtrace::cri::RETRIES_MS.len() as u64;
+    assert_eq!(st.not_found - before.not_found, 1 + retries, "{st:#?}");
+    assert_eq!(
+        (
+            st.retries - before.retries,
+            st.unanswered - before.unanswered
+        ),
+        (retries, 1),
+        "{st:#?}"
+    );
+    let total: u64 = podtrace::cri::RETRIES_MS.iter().sum();
+    assert!(
+        waited >= Duration::from_millis(total),
+        "the retries waited {waited:?}, less than {total} ms"
+    );
     assert_eq!((st.failures, st.outages, st.gave_up), (0, 0, 0), "{st:#?}");
 
     // Lookup latency against the real CRI: N fresh lookups of one container.

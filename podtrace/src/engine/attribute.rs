@@ -12,6 +12,7 @@
 //! (except the init step, which decides the role).
 use std::sync::Arc;
 
+use super::cgroups::CgroupKey;
 use super::process::Proc;
 use super::Engine;
 use crate::attribution::{parse_helper, CgroupInfo, Helper, HelperKind};
@@ -35,6 +36,7 @@ struct Facts {
     no_argv: bool,
     prev_role: Option<Role>,
     helper: Option<Helper>,
+    cgroup: Option<CgroupKey>,
 }
 
 pub fn is_helper(role: Option<Role>) -> bool {
@@ -73,6 +75,7 @@ impl Engine {
             no_argv: p.argv.is_empty(),
             prev_role: p.role,
             helper: parse_helper(exe_of(p), &p.argv),
+            cgroup: p.cgroup,
         };
         let key = p.cgroup;
 
@@ -153,8 +156,11 @@ impl Engine {
     /// Step 6, the container's init: PID 1 of the first pid namespace made under the container's
     /// monitor or runtime (a pid namespace that a container process makes for itself, such
     /// as `unshare -p`, bubblewrap or a browser sandbox, is nested: its PID 1 is an ordinary
-    /// process of the container); in containers without a pid namespace of their own, the
-    /// first non-runtime child of a monitor.
+    /// process of the container); in containers without a pid namespace of their own (a pod
+    /// sharing one, where PID 1 is the infra container), the first process under a monitor
+    /// to exec something other than a runtime in the container's own cgroup (not the
+    /// monitor's: a runtime wrapper that conmon or the shim runs there first, such as a
+    /// script that execs runc, is not the init). The runtime itself never is.
     fn init(&mut self, f: &Facts, d: &mut Decision) {
         let Some(id) = d.container.clone() else {
             if d.role == Some(Role::ContainerInit) {
@@ -179,6 +185,11 @@ impl Engine {
                 && matches!(p.role, None | Some(Role::ContainerInit))
         });
         let parent_is_monitor = parent.is_some_and(|p| is_helper(p.role));
+        // Placed in the container's own cgroup (None: placement unknown).
+        let in_container_cgroup = f
+            .cgroup
+            .and_then(|k| self.cgroups.get(k))
+            .map(|c| c.info.container_id.as_deref() == Some(&*id) && !c.info.conmon);
         let own_ns_init =
             f.nspid == 1 && f.pidns != self.host_pidns && f.pidns != 0 && self.host_pidns != 0;
         let is_init = if own_ns_init {
@@ -187,8 +198,12 @@ impl Engine {
                 None => !parent_is_member,
             }
         } else {
-            c_init == Some(f.pid)
-                || (d.role.is_none() && f.helper.is_none() && parent_is_monitor && !had_init)
+            (c_init == Some(f.pid) && d.role != Some(Role::Runtime))
+                || (d.role.is_none()
+                    && f.helper.is_none()
+                    && parent_is_monitor
+                    && !had_init
+                    && in_container_cgroup != Some(false))
         };
         if is_init {
             d.role = Some(Role::ContainerInit);

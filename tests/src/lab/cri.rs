@@ -26,6 +26,7 @@ use tonic::transport::{Channel, Endpoint, Uri};
 
 use super::cgroup::{self, TreeLock};
 use super::cmd::{self, Teardown};
+use super::crio_lab::{self, KubeLock};
 use super::process::{self, ProcessRef};
 use super::rootfs;
 
@@ -191,6 +192,19 @@ struct Daemon {
     client: Client,
     /// Sandbox ids ever started here (their shim sockets are checked at teardown).
     sandboxes: Mutex<Vec<String>>,
+    /// The real cri-o of `../shared/crio` instead of a private containerd.
+    crio: bool,
+    /// Kubelet-style labs one at a time: they share /kubepods (and cri-o is one per box).
+    /// Declared last: released after everything above is torn down.
+    _kube: KubeLock,
+}
+
+/// How a pod is made: [`CriLab::run_pod_with`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PodOpts {
+    /// `shareProcessNamespace: true`: one pid namespace for the pod (cri-o then keeps an infra
+    /// container, `/usr/bin/pod`, as PID 1 of it).
+    pub share_pid: bool,
 }
 
 /// A private containerd with its CRI plugin. Cheap to clone; the daemon stops and everything it
@@ -271,6 +285,8 @@ impl CriLab {
                 pid: 0,
             }),
             sandboxes: Mutex::new(Vec::new()),
+            crio: false,
+            _kube: KubeLock::acquire(),
         }));
         lab.start_daemon();
         for archive in [&imgs.pause, &imgs.busybox] {
@@ -292,6 +308,50 @@ impl CriLab {
         lab
     }
 
+    /// The real cri-o 1.25.5 of `../shared/crio` (`lab.sh up`), through its CRI; one per box,
+    /// so this waits while another lab has it. `lab.sh down` when the last clone is dropped,
+    /// which must leave nothing behind.
+    pub fn crio() -> Self {
+        let lock = KubeLock::acquire();
+        crio_lab::up();
+        let dir = tempfile::Builder::new()
+            .prefix("podtrace-lab-crio-")
+            .tempdir()
+            .expect("create a temp dir for the cri-o lab");
+        let socket = PathBuf::from(crio_lab::SOCKET);
+        let lab = CriLab(Arc::new(Daemon {
+            client: Client::new(&socket),
+            log: crio_lab::log(),
+            socket,
+            config: PathBuf::new(),
+            dir,
+            state: Mutex::new(DaemonState {
+                child: None,
+                pid: crio_lab::crio_pid(),
+            }),
+            sandboxes: Mutex::new(Vec::new()),
+            crio: true,
+            _kube: lock,
+        }));
+        let v = lab.version().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(v.runtime_name, "cri-o", "{v:?}");
+        lab
+    }
+
+    /// This lab is the real cri-o (else a private containerd).
+    pub fn is_crio(&self) -> bool {
+        self.0.crio
+    }
+
+    /// The runtime's name as the CRI gives it (`containerd`, `cri-o`).
+    pub fn runtime_name(&self) -> &'static str {
+        if self.is_crio() {
+            "cri-o"
+        } else {
+            "containerd"
+        }
+    }
+
     /// The CRI socket.
     pub fn socket(&self) -> &Path {
         &self.0.socket
@@ -302,8 +362,11 @@ impl CriLab {
         format!("unix://{}", self.0.socket.display())
     }
 
-    /// containerd's pid (0 while stopped).
+    /// containerd's (or cri-o's) pid (0 while stopped).
     pub fn pid(&self) -> u32 {
+        if self.is_crio() {
+            return crio_lab::crio_pid();
+        }
         self.state().pid
     }
 
@@ -311,8 +374,11 @@ impl CriLab {
         self.0.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Whether containerd runs.
+    /// Whether containerd (or cri-o) runs.
     pub fn daemon_running(&self) -> bool {
+        if self.is_crio() {
+            return process::is_alive(crio_lab::crio_pid());
+        }
         match self.state().child.as_mut() {
             Some(c) => matches!(c.try_wait(), Ok(None)),
             None => false,
@@ -322,6 +388,7 @@ impl CriLab {
     /// Starts containerd (again) with the lab's config; waits until the CRI answers Version.
     /// The CRI plugin finds the pods and containers that lived on.
     pub fn start_daemon(&self) {
+        assert!(!self.is_crio(), "the cri-o lab does not restart cri-o");
         assert!(!self.daemon_running(), "containerd already runs");
         let out = File::options()
             .create(true)
@@ -356,6 +423,7 @@ impl CriLab {
 
     /// Stops containerd (SIGTERM, waits): shims, pause and containers keep running.
     pub fn stop_daemon(&self) {
+        assert!(!self.is_crio(), "the cri-o lab does not stop cri-o");
         let mut st = self.state();
         let Some(mut child) = st.child.take() else {
             panic!("containerd is not running");
@@ -441,15 +509,26 @@ impl CriLab {
     /// `linux.cgroup_parent = /kubepods/besteffort/pod<uid>`, hostNetwork (network NODE, pid
     /// CONTAINER, ipc POD) and an empty hostname.
     pub fn run_pod(&self, name: &str) -> KubePod {
+        self.run_pod_with(name, PodOpts::default())
+    }
+
+    /// [`CriLab::run_pod`] with options. On cri-o as kubelet does with the cgroupfs driver:
+    /// the pod cgroup made in every hierarchy first, the log directory under /var/log/pods,
+    /// and a pod sharing its pid namespace run by the handler that clamps the infra
+    /// container's negative oom_score_adj (root here lacks CAP_SYS_RESOURCE).
+    pub fn run_pod_with(&self, name: &str, opts: PodOpts) -> KubePod {
         let uid = cmd::random_uuid();
         let name = format!("{name}-{}", cmd::random_hex(3));
         let cgroup_parent = format!("/kubepods/besteffort/pod{uid}");
-        let log_directory = self
-            .0
-            .dir
-            .path()
-            .join("pods")
-            .join(format!("{POD_NAMESPACE}_{name}_{uid}"));
+        let log_directory = if self.is_crio() {
+            crio_lab::pod_log_dir(POD_NAMESPACE, &name, &uid)
+        } else {
+            self.0
+                .dir
+                .path()
+                .join("pods")
+                .join(format!("{POD_NAMESPACE}_{name}_{uid}"))
+        };
         std::fs::create_dir_all(&log_directory).expect("create the pod log directory");
         let labels = HashMap::from([
             ("io.kubernetes.pod.name".to_string(), name.clone()),
@@ -477,7 +556,7 @@ impl CriLab {
             linux: Some(api::LinuxPodSandboxConfig {
                 cgroup_parent: cgroup_parent.clone(),
                 security_context: Some(api::LinuxSandboxSecurityContext {
-                    namespace_options: Some(namespace_options()),
+                    namespace_options: Some(namespace_options(opts.share_pid)),
                     ..Default::default()
                 }),
                 ..Default::default()
@@ -490,20 +569,30 @@ impl CriLab {
             name,
             uid,
             cgroup_parent,
+            log_directory,
             config: config.clone(),
+            opts,
             pause_pid: 0,
             shim_pid: 0,
             pause: None,
             shim: None,
         };
         let mut rt = self.0.client.runtime.clone();
+        let runtime_handler = if self.is_crio() && opts.share_pid {
+            crio_lab::OOM_CLAMP_HANDLER.to_string()
+        } else {
+            String::new()
+        };
         let req = api::RunPodSandboxRequest {
             config: Some(config),
-            runtime_handler: String::new(),
+            runtime_handler,
         };
         // Creating the pod's cgroup parents races with pruning them elsewhere.
         let run = {
             let _lock = TreeLock::acquire();
+            if self.is_crio() {
+                crio_lab::make_pod_cgroup(&pod.cgroup_parent);
+            }
             self.0.client.call("RunPodSandbox", rt.run_pod_sandbox(req))
         };
         let id = match run {
@@ -511,7 +600,7 @@ impl CriLab {
             Err(e) => {
                 // Nothing to tear down but the cgroup parents.
                 let _lock = TreeLock::acquire();
-                let _ = cgroup::remove_everywhere(&pod.cgroup_parent);
+                let _ = crio_lab::remove_pod_cgroup(&pod.cgroup_parent);
                 cgroup::prune_ancestors(&pod.cgroup_parent);
                 pod.cgroup_parent.clear();
                 panic!("{e}\n{}", cmd::read_for_message(&self.0.log));
@@ -524,15 +613,21 @@ impl CriLab {
             .unwrap_or_else(|p| p.into_inner())
             .push(id.clone());
         let st = self.sandbox_status(&id).unwrap_or_else(|e| panic!("{e}"));
-        pod.pause_pid = info_pid(&st.info, &format!("sandbox {id}"));
-        pod.pause = ProcessRef::try_of(pod.pause_pid);
-        pod.shim_pid = self.find_shim(&id).unwrap_or_else(|| {
-            panic!(
-                "no containerd-shim-runc-v2 -namespace k8s.io -id {id} -address {}",
-                self.0.socket.display()
-            )
-        });
-        pod.shim = ProcessRef::try_of(pod.shim_pid);
+        // cri-o drops the infra container (drop_infra_ctr) unless the pod shares its pid
+        // namespace; containerd always runs pause, under the pod's shim.
+        if !self.is_crio() || opts.share_pid {
+            pod.pause_pid = info_pid(&st.info, &format!("sandbox {id}"));
+            pod.pause = ProcessRef::try_of(pod.pause_pid);
+        }
+        if !self.is_crio() {
+            pod.shim_pid = self.find_shim(&id).unwrap_or_else(|| {
+                panic!(
+                    "no containerd-shim-runc-v2 -namespace k8s.io -id {id} -address {}",
+                    self.0.socket.display()
+                )
+            });
+            pod.shim = ProcessRef::try_of(pod.shim_pid);
+        }
         KubePod(Arc::new(pod))
     }
 
@@ -557,10 +652,14 @@ impl CriLab {
     }
 }
 
-fn namespace_options() -> api::NamespaceOption {
+fn namespace_options(share_pid: bool) -> api::NamespaceOption {
     api::NamespaceOption {
         network: api::NamespaceMode::Node as i32,
-        pid: api::NamespaceMode::Container as i32,
+        pid: if share_pid {
+            api::NamespaceMode::Pod
+        } else {
+            api::NamespaceMode::Container
+        } as i32,
         ipc: api::NamespaceMode::Pod as i32,
         ..Default::default()
     }
@@ -582,6 +681,12 @@ fn info_pid(info: &HashMap<String, String>, what: &str) -> u32 {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
+        if self.crio {
+            let mut t = Teardown::new("the cri-o lab (lab.sh down)".to_string());
+            t.check(crio_lab::down());
+            t.finish();
+            return;
+        }
         let mut t = Teardown::new(format!("CRI containerd at {}", self.socket.display()));
         let st = self.state.get_mut().unwrap_or_else(|p| p.into_inner());
         if let Some(mut child) = st.child.take() {
@@ -655,7 +760,9 @@ struct KubePodInner {
     name: String,
     uid: String,
     cgroup_parent: String,
+    log_directory: PathBuf,
     config: api::PodSandboxConfig,
+    opts: PodOpts,
     pause_pid: u32,
     shim_pid: u32,
     pause: Option<ProcessRef>,
@@ -703,11 +810,13 @@ impl KubePod {
     pub fn cgroup_parent(&self) -> &str {
         &self.0.cgroup_parent
     }
-    /// Host pid of pause (from PodSandboxStatus verbose info).
+    /// Host pid of pause (from PodSandboxStatus verbose info); 0 on cri-o for a pod whose
+    /// infra container it dropped (one that does not share its pid namespace).
     pub fn pause_pid(&self) -> u32 {
         self.0.pause_pid
     }
-    /// The pod's `containerd-shim-runc-v2 -namespace k8s.io -id <sandbox id>`, found in /proc.
+    /// The pod's `containerd-shim-runc-v2 -namespace k8s.io -id <sandbox id>`, found in /proc
+    /// (0 on cri-o: a conmon per container instead).
     pub fn shim_pid(&self) -> u32 {
         self.0.shim_pid
     }
@@ -731,6 +840,11 @@ impl KubePod {
         assert!(!spec.command.is_empty(), "KubePod::run: empty command");
         let lab = &self.0.lab;
         let image_id = lab.image_id(BUSYBOX_IMAGE);
+        if lab.is_crio() {
+            // conmon opens the log there; kubelet makes the directory.
+            std::fs::create_dir_all(self.0.log_directory.join(&spec.name))
+                .expect("create the container log directory");
+        }
         let config = api::ContainerConfig {
             metadata: Some(api::ContainerMetadata {
                 name: spec.name.clone(),
@@ -761,7 +875,7 @@ impl KubePod {
             log_path: format!("{}/{}.log", spec.name, spec.attempt),
             linux: Some(api::LinuxContainerConfig {
                 security_context: Some(api::LinuxContainerSecurityContext {
-                    namespace_options: Some(namespace_options()),
+                    namespace_options: Some(namespace_options(self.0.opts.share_pid)),
                     ..Default::default()
                 }),
                 ..Default::default()
@@ -852,6 +966,17 @@ impl Drop for KubePodInner {
                 }
             }
         }
+        if self.lab.is_crio() {
+            // The pod cgroup is kubelet's to remove, with what cri-o leaves in it under
+            // cgroupfs (conmon's crio-conmon-<id>, the dropped infra's crio-<sandbox id>).
+            let _lock = TreeLock::acquire();
+            t.check(crio_lab::remove_pod_cgroup(&self.cgroup_parent));
+            t.check(cgroup::assert_gone_everywhere(&self.cgroup_parent));
+            cgroup::prune_ancestors(&self.cgroup_parent);
+            let _ = std::fs::remove_dir_all(&self.log_directory);
+            t.finish();
+            return;
+        }
         let sandbox_cgroup = format!("{}/{}", self.cgroup_parent, self.id);
         if !cmd::poll_until(Duration::from_secs(5), || {
             !cgroup::cgroup_dir(&sandbox_cgroup).exists()
@@ -912,6 +1037,20 @@ impl KubeContainer {
             String::from_utf8_lossy(&r.stdout).into_owned(),
             String::from_utf8_lossy(&r.stderr).into_owned(),
         )
+    }
+
+    /// A streaming exec (kubectl exec's path: `crictl exec` without `--sync`): (exit code,
+    /// stdout).
+    pub fn exec_streaming(&self, command: &[&str]) -> (i32, String) {
+        crio_lab::exec_streaming(&self.pod.0.lab.endpoint(), &self.id, command)
+    }
+
+    /// conmon's pid from the pidfile cri-o gave it (cri-o only; None elsewhere).
+    pub fn conmon_pid(&self) -> Option<u32> {
+        if !self.pod.0.lab.is_crio() {
+            return None;
+        }
+        crio_lab::conmon_pid(&self.id)
     }
 
     /// ContainerStatus(verbose) now.
@@ -981,11 +1120,15 @@ impl Drop for KubeContainer {
                 .call("RemoveContainer", rt.remove_container(req))
                 .map(drop),
         );
-        let expected = format!("{}/{}", self.pod.0.cgroup_parent, self.id);
+        let expected = if lab.is_crio() {
+            format!("{}/crio-{}", self.pod.0.cgroup_parent, self.id)
+        } else {
+            format!("{}/{}", self.pod.0.cgroup_parent, self.id)
+        };
         if !cmd::poll_until(Duration::from_secs(5), || {
             !cgroup::cgroup_dir(&expected).exists()
         }) {
-            t.fail(format!("containerd left {expected}"));
+            t.fail(format!("{} left {expected}", lab.runtime_name()));
             t.check(cgroup::remove_everywhere(&expected));
         }
         t.finish();

@@ -1307,3 +1307,81 @@ fn an_inferred_exit_gives_way_to_a_real_one_even_past_the_bound() {
 }
 
 mod holds;
+
+/// A pod sharing its pid namespace (cri-o keeps an infra container as its PID 1), a runtime
+/// wrapper that conmon runs in its cgroup (cri-o's, with cgroupfs) before runc (as the cri-o lab's
+/// `runc-oomclamp`, or nvidia-container-runtime): the container's main process, pid 7 of the
+/// shared namespace, is its init; the wrapper and runc are not.
+#[test]
+fn in_a_shared_pid_namespace_the_main_process_is_the_init_and_a_runtime_wrapper_is_not() {
+    const CONMON_CG: u64 = 5001;
+    const INFRA_CG: u64 = 5002;
+    const INFRA: &str = "2222222222222222222222222222222222222222222222222222222222222222";
+    let mut n = Node::new();
+    let pod = format!(
+        "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{}.slice",
+        UID.replace('-', "_")
+    );
+    // cgroupfs on a hybrid node (the cri-o lab here): conmon's v2 cgroup stays cri-o's.
+    n.facts.insert(
+        (Hierarchy::V2, CONMON_CG),
+        Some("/system.slice/crio.service".into()),
+    );
+    n.facts.insert(
+        (Hierarchy::V2, INFRA_CG),
+        Some(format!("{pod}/crio-{INFRA}.scope")),
+    );
+    // The infra container: PID 1 of the shared namespace.
+    let mut infra = in_ctr(ev(Kind::Exec, 90, 80, "pod"), 1);
+    infra.cgroup_id = INFRA_CG;
+    let e = n.exec(infra, &["/usr/bin/pod"]);
+    assert_eq!(role(&e), Some(Role::ContainerInit));
+    // conmon of the main container, in its conmon cgroup.
+    let argv = conmon_argv();
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    let mut conmon = ev(Kind::Exec, 100, 50, "conmon");
+    conmon.cgroup_id = CONMON_CG;
+    assert_eq!(role(&n.exec(conmon, &argv)), Some(Role::Conmon));
+    let mut fork = ev(Kind::Fork, 102, 100, "conmon");
+    fork.cgroup_id = CONMON_CG;
+    n.feed(fork.clone());
+    // The wrapper: a script under conmon, in conmon's cgroup.
+    let mut wrapper = fork.clone();
+    wrapper.comm = "runc-oomclamp".into();
+    let e = n.exec(
+        wrapper,
+        &["/bin/sh", "/var/lib/runc-oomclamp", "create", ID],
+    );
+    assert_ne!(
+        role(&e),
+        Some(Role::ContainerInit),
+        "a runtime wrapper is not the init: {e:#?}"
+    );
+    let mut runc = fork.clone();
+    runc.comm = "runc".into();
+    let e = n.exec(
+        runc,
+        &["/usr/sbin/runc", "create", "--bundle", "/run/b", ID],
+    );
+    assert_eq!(role(&e), Some(Role::Runtime));
+    // runc's child joins the shared namespace as pid 7, and the container's cgroup.
+    let mut child = in_ctr(ev(Kind::Fork, 110, 102, "runc:[1:CHILD]"), 7);
+    child.cgroup_id = CONMON_CG;
+    n.feed(child.clone());
+    n.exit(ev(Kind::Exit, 102, 100, "runc"), 0);
+    let mut main = child;
+    main.kind = Kind::Exec;
+    main.ppid = 100;
+    main.comm = "sleep".into();
+    main.cgroup_id = CRIO_CG;
+    let e = n.exec(main, &["/bin/sleep", "600"]);
+    assert_eq!(container_id(&e), Some(ID));
+    assert_eq!(role(&e), Some(Role::ContainerInit), "{e:#?}");
+    // Its later events keep the mark; its children are not the init.
+    let mut kid = in_ctr(ev(Kind::Fork, 111, 110, "sleep"), 8);
+    kid.cgroup_id = CRIO_CG;
+    assert_eq!(role(&n.feed(kid)), None);
+    let mut exit = in_ctr(ev(Kind::Exit, 110, 100, "sleep"), 7);
+    exit.cgroup_id = CRIO_CG;
+    assert_eq!(role(&n.exit(exit, 0)), Some(Role::ContainerInit));
+}
