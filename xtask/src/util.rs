@@ -13,8 +13,16 @@ pub fn workspace_root() -> PathBuf {
 }
 
 /// Prints a step banner to stderr.
+/// Prints a step's banner with the time since this xtask started (where a long run's time
+/// goes, read off its log).
 pub fn step(what: &str) -> Result<()> {
-    eprintln!("==> {what}");
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let t = START.get_or_init(std::time::Instant::now).elapsed();
+    eprintln!(
+        "==> [{:02}:{:02}] {what}",
+        t.as_secs() / 60,
+        t.as_secs() % 60
+    );
     Ok(())
 }
 

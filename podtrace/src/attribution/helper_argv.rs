@@ -12,7 +12,8 @@ pub use super::k8s_name::K8sName;
 #[serde(rename_all = "lowercase")]
 pub enum HelperKind {
     /// conmon: one per container (and per `exec` session), parent of the container's init;
-    /// also conmon-rs (`conmonrs`), one per pod ([`Helper::pod_level`]).
+    /// also conmon-rs (`conmonrs`; OpenShift's `crio-conmonrs`), one per pod
+    /// ([`Helper::pod_level`]).
     Conmon,
     /// A containerd shim (`containerd-shim-runc-v2`, `containerd-shim`, ...).
     Shim,
@@ -103,9 +104,15 @@ const HELPERS: &[HelperSpec] = &[
         kind: HelperKind::Conmon,
         parse: parse_conmon,
     },
-    // conmon-rs installs as "conmonrs" (its Go client's binaryName).
+    // conmon-rs installs as "conmonrs" (its Go client's binaryName); OpenShift ships it as
+    // /usr/bin/crio-conmonrs (cri-o's `monitor_path` points there).
     HelperSpec {
         name: NameMatch::Exact("conmonrs"),
+        kind: HelperKind::Conmon,
+        parse: parse_conmonrs,
+    },
+    HelperSpec {
+        name: NameMatch::Exact("crio-conmonrs"),
         kind: HelperKind::Conmon,
         parse: parse_conmonrs,
     },

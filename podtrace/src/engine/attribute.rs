@@ -185,6 +185,8 @@ impl Engine {
                 && matches!(p.role, None | Some(Role::ContainerInit))
         });
         let parent_is_monitor = parent.is_some_and(|p| is_helper(p.role));
+        let parent_is_runtime =
+            parent.is_some_and(|p| is_helper(p.role) || p.role == Some(Role::Runtime));
         // Placed in the container's own cgroup (None: placement unknown).
         let in_container_cgroup = f
             .cgroup
@@ -194,7 +196,9 @@ impl Engine {
             f.nspid == 1 && f.pidns != self.host_pidns && f.pidns != 0 && self.host_pidns != 0;
         let is_init = if own_ns_init {
             match c_pidns {
-                Some(ns) => ns == f.pidns,
+                // Or, once the container's init has gone, a new one made by its monitor or
+                // runtime: a restart under the same id, in a new pid namespace.
+                Some(ns) => ns == f.pidns || (c_init.is_none() && parent_is_runtime),
                 None => !parent_is_member,
             }
         } else {

@@ -39,6 +39,8 @@ pub struct Container {
     pub cri: bool,
     /// The CRI said it has no answer for this container (not found or failed after retries).
     pub cri_unknown: bool,
+    /// The pod uid this container is counted under in the registry's pod names.
+    pod_counted: Option<String>,
     /// The pod's labels and annotations, from the CRI with `--cri-labels` (for `tree`).
     pub pod_labels: Option<std::collections::BTreeMap<String, String>>,
     pub pod_annotations: Option<std::collections::BTreeMap<String, String>>,
@@ -124,13 +126,79 @@ pub struct RegistryStats {
     pub cri_answers: u64,
 }
 
+/// A pod's names, kept by its uid for all its containers (a second container is named by
+/// its pod at once), while any container of it is tracked.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct PodNames {
+    name: String,
+    namespace: String,
+    /// Tracked containers with this pod uid.
+    containers: u32,
+}
+
 #[derive(Default)]
 pub struct Registry {
     by_id: HashMap<Arc<str>, Container>,
     by_pidns: HashMap<u32, PidnsOwner>,
+    /// Pod names by pod uid.
+    pods: HashMap<String, PodNames>,
     last_evict_ns: u64,
     requests: Vec<Request>,
     pub stats: RegistryStats,
+}
+
+/// Counts `c` under its pod uid (once), and fills the pod names it lacks from what another
+/// container of the pod said.
+fn join_pod(pods: &mut HashMap<String, PodNames>, c: &mut Container) {
+    let Some(uid) = c.pod_uid.clone() else { return };
+    if c.pod_counted.as_deref() != Some(uid.as_str()) {
+        leave_pod(pods, c);
+        if let Some(p) = pods.get_mut(&uid) {
+            p.containers += 1;
+        } else {
+            pods.insert(
+                uid.clone(),
+                PodNames {
+                    containers: 1,
+                    ..PodNames::default()
+                },
+            );
+        }
+        c.pod_counted = Some(uid.clone());
+    }
+    if c.pod_name.is_none() && c.namespace.is_none() {
+        if let Some(p) = pods.get(&uid).filter(|p| !p.name.is_empty()) {
+            c.pod_name = Some(p.name.clone());
+            c.namespace = Some(p.namespace.clone());
+            c.refs = None;
+        }
+    }
+}
+
+/// Uncounts `c` from its pod; the pod's names go with its last container.
+fn leave_pod(pods: &mut HashMap<String, PodNames>, c: &mut Container) {
+    let Some(uid) = c.pod_counted.take() else {
+        return;
+    };
+    if let Some(p) = pods.get_mut(&uid) {
+        p.containers = p.containers.saturating_sub(1);
+        if p.containers == 0 {
+            pods.remove(&uid);
+        }
+    }
+}
+
+/// What `c` says of its pod's names (the CRI's or conmon's word), for its other containers.
+fn teach_pod(pods: &mut HashMap<String, PodNames>, c: &Container) {
+    let (Some(uid), Some(name), Some(ns)) = (&c.pod_uid, &c.pod_name, &c.namespace) else {
+        return;
+    };
+    if let Some(p) = pods.get_mut(uid) {
+        if p.name != *name || p.namespace != *ns {
+            p.name.clone_from(name);
+            p.namespace.clone_from(ns);
+        }
+    }
 }
 
 /// Sets `slot` to the CRI's `value`, counting a disagreement with what was there.
@@ -248,7 +316,8 @@ impl Registry {
     }
 
     pub fn remove(&mut self, id: &str) {
-        if let Some(c) = self.by_id.remove(id) {
+        if let Some(mut c) = self.by_id.remove(id) {
+            leave_pod(&mut self.pods, &mut c);
             if let Some(ns) = c.pidns {
                 let owned = match self.by_pidns.get(&ns) {
                     Some(PidnsOwner::Container(k)) | Some(PidnsOwner::Pod(k)) => **k == *id,
@@ -265,7 +334,10 @@ impl Registry {
     /// What a runtime helper's argv says about its container.
     pub fn learn_helper(&mut self, h: &Helper, pid: u32, now_ns: u64) -> Option<Arc<str>> {
         let id = h.container_id.as_deref()?;
-        let c = self.entry(id, now_ns);
+        self.entry(id, now_ns);
+        // The container and the pod names are different fields: borrowed apart.
+        let (by_id, pods) = (&mut self.by_id, &mut self.pods);
+        let c = by_id.get_mut(id)?;
         // Names and runtime may change (rare: once per helper exec).
         c.refs = None;
         if let Some(k) = &h.k8s {
@@ -276,8 +348,18 @@ impl Registry {
                 c.namespace = Some(k.namespace.clone());
             }
             c.pod_uid.get_or_insert_with(|| k.pod_uid.clone());
+            join_pod(pods, c);
+            teach_pod(pods, c);
         } else if let Some(n) = &h.name {
             c.name.get_or_insert_with(|| n.clone());
+        }
+        // A new monitor for a container whose init has gone: a restart under the same id
+        // (podman, docker); its next init is looked for afresh.
+        if matches!(h.kind, HelperKind::Conmon | HelperKind::Shim)
+            && c.helper_pid != Some(pid)
+            && c.init_pid.is_none()
+        {
+            c.had_init = false;
         }
         match h.kind {
             HelperKind::Conmon => {
@@ -319,7 +401,14 @@ impl Registry {
         path: &str,
         now_ns: u64,
     ) -> Arc<str> {
-        let c = self.entry(id, now_ns);
+        if !self.by_id.contains_key(id) {
+            self.entry(id, now_ns);
+        }
+        // The container and the pod names are different fields: borrowed apart.
+        let (by_id, pods) = (&mut self.by_id, &mut self.pods);
+        let Some(c) = by_id.get_mut(id) else {
+            return Arc::from(id);
+        };
         // Called for each event of a process in a container, and it mostly says again what
         // is known: only a change is written (and drops what events carry).
         if info.runtime.is_some() && c.runtime != info.runtime {
@@ -330,6 +419,7 @@ impl Registry {
         if info.pod_uid.is_some() && c.pod_uid != info.pod_uid {
             c.pod_uid.clone_from(&info.pod_uid);
             c.refs = None;
+            join_pod(pods, c);
         }
         if info.qos.is_some() && c.qos != info.qos {
             c.qos.clone_from(&info.qos);
@@ -344,7 +434,11 @@ impl Registry {
     pub fn learn_cri(&mut self, f: &CriFact, now_ns: u64) {
         let mut disagreements = 0;
         // The answer itself: nothing more to ask.
-        let c = self.entry_asking(&f.id, now_ns, false);
+        self.entry_asking(&f.id, now_ns, false);
+        let (by_id, pods) = (&mut self.by_id, &mut self.pods);
+        let Some(c) = by_id.get_mut(f.id.as_str()) else {
+            return;
+        };
         c.refs = None;
         c.cri = true;
         if f.sandbox {
@@ -364,6 +458,8 @@ impl Registry {
             cri_wins(&mut c.pod_name, &p.name, &mut disagreements);
             cri_wins(&mut c.namespace, &p.namespace, &mut disagreements);
             cri_wins(&mut c.pod_uid, &p.uid, &mut disagreements);
+            join_pod(pods, c);
+            teach_pod(pods, c);
         }
         self.stats.cri_disagreements += disagreements;
         self.stats.cri_answers += 1;
@@ -383,7 +479,14 @@ impl Registry {
         c.had_init = true;
         let key = c.id.clone();
         let Some(ns) = pidns else { return };
-        c.pidns.get_or_insert(ns);
+        // A restart under the same id (podman, docker) makes a new pid namespace: it is the
+        // container's now, and the old one no longer names it.
+        let old = c.pidns.replace(ns).filter(|old| *old != ns);
+        if let Some(old) = old {
+            if matches!(self.by_pidns.get(&old), Some(PidnsOwner::Container(k)) if **k == *id) {
+                self.by_pidns.remove(&old);
+            }
+        }
         let owner = match self.by_pidns.get(&ns) {
             None => PidnsOwner::Container(key),
             Some(PidnsOwner::Container(other)) if **other != *id => PidnsOwner::Pod(other.clone()),
@@ -479,6 +582,11 @@ impl Registry {
 
     pub fn pidns_len(&self) -> usize {
         self.by_pidns.len()
+    }
+
+    /// Pods whose names are kept by uid.
+    pub fn pods_len(&self) -> usize {
+        self.pods.len()
     }
 }
 

@@ -458,6 +458,8 @@ fn conmonrs_is_a_pod_level_monitor() {
         format!("conmonrs -r/usr/bin/crun -l info -d none -c cgroupfs --runtime-dir {dir}"),
         format!("conmonrs -er=/usr/bin/crun --skip-fork --runtime-dir {dir} --runtime-root /run/runc"),
         format!("conmonrs --runtime-dir {dir}/ -r /usr/bin/crun"),
+        // OpenShift's name for it.
+        format!("/usr/bin/crio-conmonrs --runtime /usr/bin/crun --runtime-dir {dir} --runtime-root /run/crun --log-level info --log-driver systemd"),
     ] {
         let h = helper(&line);
         assert_eq!(h.kind, HelperKind::Conmon, "{line}");

@@ -1385,3 +1385,117 @@ fn in_a_shared_pid_namespace_the_main_process_is_the_init_and_a_runtime_wrapper_
     exit.cgroup_id = CRIO_CG;
     assert_eq!(role(&n.exit(exit, 0)), Some(Role::ContainerInit));
 }
+
+/// A podman/docker container restarted under the same id: a new conmon, a new init in a new
+/// pid namespace. The new init is the container's init, its namespace is the container's (a
+/// process entering it without a cgroup of its own is attributed), the old one no longer is.
+#[test]
+fn a_restart_under_the_same_id_starts_the_init_and_pid_namespace_afresh() {
+    const NEW_NS: u32 = CTR_NS + 7;
+    let mut n = Node::new();
+    n.facts.insert(
+        (Hierarchy::V2, CRIO_CG),
+        Some(format!("/libpod_parent/libpod-{ID}")),
+    );
+    let conmon_argv = |n: &mut Node, pid: u32| {
+        let e = n.exec(
+            ev(Kind::Exec, pid, 50, "conmon"),
+            &[
+                "/usr/bin/conmon",
+                "--api-version",
+                "1",
+                "-c",
+                ID,
+                "-u",
+                ID,
+                "-n",
+                "web",
+            ],
+        );
+        assert_eq!(role(&e), Some(Role::Conmon));
+    };
+    // First run.
+    n.fork(100, 50, "podman");
+    conmon_argv(&mut n, 100);
+    let e = n.exec(
+        in_ctr(ev(Kind::Exec, 110, 100, "sleep"), 1),
+        &["/bin/sleep", "600"],
+    );
+    assert_eq!(role(&e), Some(Role::ContainerInit));
+    n.exit(in_ctr(ev(Kind::Exit, 110, 100, "sleep"), 1), 9);
+    n.exit(ev(Kind::Exit, 100, 50, "conmon"), 0);
+    // `podman restart`: another conmon, an init in a new pid namespace.
+    n.fork(200, 50, "podman");
+    conmon_argv(&mut n, 200);
+    let mut init = in_ctr(ev(Kind::Exec, 210, 200, "sleep"), 1);
+    init.pidns = NEW_NS;
+    let e = n.exec(init, &["/bin/sleep", "600"]);
+    assert_eq!(container_id(&e), Some(ID));
+    assert_eq!(role(&e), Some(Role::ContainerInit), "{e:#?}");
+    let c = n.engine.containers().get(ID).expect("container");
+    assert_eq!((c.init_pid, c.pidns), (Some(210), Some(NEW_NS)));
+    // `podman exec` via nsenter-like entry: the new namespace names the container.
+    let mut entered = ev(Kind::Exec, 220, 1, "sh");
+    entered.nspid = 5;
+    entered.pidns = NEW_NS;
+    let e = n.exec(entered, &["sh"]);
+    assert_eq!(container_id(&e), Some(ID), "{e:#?}");
+    assert_eq!(role(&e), None);
+    // The old namespace no longer names it.
+    let mut stale = ev(Kind::Exec, 230, 1, "sh");
+    stale.nspid = 5;
+    stale.pidns = CTR_NS;
+    assert_eq!(container_id(&n.exec(stale, &["sh"])), None);
+}
+
+/// What the CRI (or conmon's argv) said of a pod names its other containers at once, by the
+/// pod uid their cgroup paths carry: without a hold, a second container's first event has its
+/// pod's name and namespace before its own answer; the names go with the pod's last container.
+#[test]
+fn a_second_container_of_a_pod_is_named_by_its_pod_at_once() {
+    const SECOND: &str = "3333333333333333333333333333333333333333333333333333333333333333";
+    const SECOND_CG: u64 = 5003;
+    let mut n = Node::new();
+    let path = |id: &str| format!("/kubepods/besteffort/pod{UID}/{id}");
+    n.facts.insert((Hierarchy::V2, CRIO_CG), Some(path(ID)));
+    n.facts
+        .insert((Hierarchy::V2, SECOND_CG), Some(path(SECOND)));
+    n.feed(in_ctr(ev(Kind::Fork, 110, 1, "sleep"), 1));
+    n.apply(Record::Cri(CriFact {
+        id: ID.into(),
+        sandbox: false,
+        name: Some("first".into()),
+        attempt: Some(0),
+        image: None,
+        image_id: None,
+        pod: Some(CriPod {
+            sandbox_id: "f".repeat(64),
+            name: "web-0".into(),
+            namespace: "shop".into(),
+            uid: UID.into(),
+            labels: None,
+            annotations: None,
+        }),
+    }));
+    let mut second = in_ctr(ev(Kind::Fork, 120, 1, "sh"), 1);
+    second.cgroup_id = SECOND_CG;
+    second.pidns = CTR_NS + 1;
+    let e = n.feed(second);
+    let p = e.process().expect("process");
+    assert_eq!(container_id(&e), Some(SECOND));
+    let pod = p.pod.as_ref().expect("pod");
+    assert_eq!(
+        (
+            pod.name.as_deref(),
+            pod.namespace.as_deref(),
+            pod.uid.as_deref()
+        ),
+        (Some("web-0"), Some("shop"), Some(UID))
+    );
+    assert_eq!(
+        p.container.as_ref().and_then(|c| c.name.as_deref()),
+        None,
+        "its own name is the CRI's to give"
+    );
+    assert_eq!(n.engine.containers().pods_len(), 1);
+}
