@@ -504,6 +504,11 @@ pub fn require_host_pidns() -> Result<()> {
 
 pub async fn run(mut opts: RunOptions) -> Result<RunSummary> {
     require_host_pidns()?;
+    // First: a SIGINT or SIGTERM during start-up (loading, the /proc snapshot, the CRI
+    // listing) is kept for the loop, which then stops at once with a clean drain and exit 0,
+    // instead of killing the process (it did when it came right after `attached`).
+    let sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+    let sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let metrics_listener = match opts.metrics_addr {
         Some(addr) => Some(metrics::bind(addr).await?),
         None => None,
@@ -595,8 +600,8 @@ pub async fn run(mut opts: RunOptions) -> Result<RunSummary> {
         opts.ring_buffer_bytes
     );
     let mut waits = Waits {
-        sigint: signal(SignalKind::interrupt()).context("installing SIGINT handler")?,
-        sigterm: signal(SignalKind::terminate()).context("installing SIGTERM handler")?,
+        sigint,
+        sigterm,
         deadline: opts.duration.map(|d| tokio::time::Instant::now() + d),
         ticker: tokio::time::interval(TICK),
         logger: match loaded.logger.take() {

@@ -761,3 +761,36 @@ fn files_podtrace_writes_refuse_a_symlink_and_are_0600() {
         serde_json::from_str(&std::fs::read_to_string(&sum).expect("summary")).expect("JSON");
     assert!(summary["events"].is_u64(), "{summary}");
 }
+
+/// SIGTERM (or SIGINT) while podtrace is still starting (loading its programs, reading /proc)
+/// is a clean stop: exit 0 with its summary, never death by the signal (the handlers were
+/// installed only after `attached` before).
+#[test]
+fn a_signal_during_start_up_is_a_clean_stop() {
+    for (sig, name) in [(libc::SIGTERM, "SIGTERM"), (libc::SIGINT, "SIGINT")] {
+        let dir = tempfile::tempdir().expect("tmp");
+        let summary = dir.path().join("summary.json");
+        let child = Command::new(bin())
+            .args(["run", "--no-cri", "--output", "/dev/null", "--summary"])
+            .arg(&summary)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start podtrace");
+        // Within start-up: loading takes longer than this here.
+        std::thread::sleep(Duration::from_millis(60));
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(child.id() as i32, sig) };
+        let out = child.wait_with_output().expect("wait podtrace");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success(),
+            "{name} during start-up: {} (stderr: {stderr})",
+            out.status
+        );
+        let s: Value = serde_json::from_str(
+            &std::fs::read_to_string(&summary).expect("the summary is written"),
+        )
+        .expect("summary JSON");
+        assert!(s["events"].is_u64(), "{s}");
+    }
+}
