@@ -1,4 +1,9 @@
 //! podtrace command line entry point.
+
+// In the binary (not the library) so that the linker takes its definitions before libc.a's;
+// only the static (musl) build uses them (the tests check them on any build).
+#[cfg(any(target_env = "musl", test))]
+mod musl_mem;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};

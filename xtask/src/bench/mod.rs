@@ -214,8 +214,13 @@ impl Bench {
             .prefix("podtrace-bench-")
             .tempdir()
             .context("creating a temporary directory for tracer outputs")?;
+        // The binary the image ships, beside the glibc build: what users run.
+        let image = crate::image::image_binary(&crate::image::ensure_musl_tools(
+            crate::arch::Arch::host(),
+        )?)?;
         let tools = tracers::Tools::new(
             util::workspace_root().join("target/release/podtrace"),
+            image,
             dir.path(),
         )?;
         Ok(Self { storm, dir, tools })

@@ -45,9 +45,10 @@ pub fn parse(
 ) -> Result<Seen> {
     match config {
         Config::NoTracer => Ok(Seen::default()),
-        Config::Podtrace | Config::PodtraceContainers | Config::PodtraceStalled => {
-            podtrace(out, stderr, summary)
-        }
+        Config::Podtrace
+        | Config::PodtraceImage
+        | Config::PodtraceContainers
+        | Config::PodtraceStalled => podtrace(out, stderr, summary),
         Config::Bpftrace | Config::BpftraceEmpty => bpftrace(out, stderr),
         Config::Forkstat => forkstat(out),
     }

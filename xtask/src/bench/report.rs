@@ -264,14 +264,17 @@ pub fn kernel_programs(rows: &[Row]) -> String {
     t
 }
 
-/// Start-up figures, grouped by how many sleepers were on the box.
+/// Start-up figures, grouped by binary and by how many sleepers were on the box.
 pub fn startup_table(runs: &[StartRun]) -> String {
-    let mut groups: Vec<usize> = runs.iter().map(|r| r.sleepers).collect();
+    let mut groups: Vec<(usize, &'static str)> =
+        runs.iter().map(|r| (r.sleepers, r.binary.key())).collect();
+    groups.sort_unstable();
     groups.dedup();
     let mut t = String::new();
     header(
         &mut t,
         &[
+            "binary",
             "extra sleeping processes",
             "processes read from /proc",
             "start-up ms (spawn to \"attached\")",
@@ -281,12 +284,20 @@ pub fn startup_table(runs: &[StartRun]) -> String {
             "peak RSS (VmHWM) MiB",
         ],
     );
-    for g in groups {
-        let mine: Vec<&StartRun> = runs.iter().filter(|r| r.sleepers == g).collect();
+    for (g, binary) in groups {
+        let mine: Vec<&StartRun> = runs
+            .iter()
+            .filter(|r| r.sleepers == g && r.binary.key() == binary)
+            .collect();
         let procs = Spread::of(mine.iter().filter_map(|r| r.procs.map(|p| p as f64)));
+        let name = if binary == Config::PodtraceImage.key() {
+            "image (static musl)"
+        } else {
+            "glibc build"
+        };
         let _ = writeln!(
             t,
-            "| {g} | {} | {} | {} | {} | {} | {} |",
+            "| {name} | {g} | {} | {} | {} | {} | {} | {} |",
             show(procs, 0),
             show(Spread::of(mine.iter().map(|r| r.attach_ms)), 0),
             show(Spread::of(mine.iter().map(|r| r.rss_kb as f64 / 1024.0)), 1),
@@ -355,7 +366,10 @@ pub fn targets(rows: &[Row], startup: &[StartRun], sleepers: usize) -> String {
         format!("median {} µs", show(user, 2)),
         user.map(|s| s.median <= 5.0),
     );
-    let loaded: Vec<&StartRun> = startup.iter().filter(|r| r.sleepers == sleepers).collect();
+    let loaded: Vec<&StartRun> = startup
+        .iter()
+        .filter(|r| r.sleepers == sleepers && r.binary == Config::Podtrace)
+        .collect();
     let rss = Spread::of(loaded.iter().map(|r| r.hwm_kb as f64 / 1024.0));
     let steady = Spread::of(loaded.iter().map(|r| r.rss_kb as f64 / 1024.0));
     verdict(
@@ -493,6 +507,7 @@ mod tests {
         assert_rectangular(&raw(&samples));
         assert_rectangular(&kernel_programs(&rows(&samples)));
         let start = StartRun {
+            binary: Config::Podtrace,
             sleepers: 0,
             attach_ms: 200.0,
             procs: Some(11),

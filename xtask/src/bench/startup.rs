@@ -12,6 +12,8 @@ use super::tracers::{self, Config, Tools};
 
 #[derive(Clone, Debug)]
 pub struct StartRun {
+    /// Which binary: the glibc build (`podtrace`) or the image's static musl one (`image`).
+    pub binary: Config,
     /// Extra sleeping processes on the box during this start.
     pub sleepers: usize,
     /// Spawn until podtrace logged "attached" (after attaching and reading /proc).
@@ -33,24 +35,32 @@ pub fn measure(
     sleepers: usize,
     reps: usize,
 ) -> Result<Vec<StartRun>> {
+    // The glibc build and the image's binary, one after the other: side by side on one box.
     let mut runs = Vec::new();
     for i in 0..reps {
-        runs.push(one(tools, dir, 0, i)?);
+        for binary in BINARIES {
+            runs.push(one(binary, tools, dir, 0, i)?);
+        }
     }
     eprintln!("bench: starting {sleepers} sleeping processes");
     let held = storm.sleepers(sleepers)?;
     for i in 0..reps {
-        runs.push(one(tools, dir, sleepers, i)?);
+        for binary in BINARIES {
+            runs.push(one(binary, tools, dir, sleepers, i)?);
+        }
     }
     held.stop()?;
     Ok(runs)
 }
 
-fn one(tools: &Tools, dir: &Path, sleepers: usize, i: usize) -> Result<StartRun> {
+/// The binaries whose start-up is measured.
+pub const BINARIES: [Config; 2] = [Config::Podtrace, Config::PodtraceImage];
+
+fn one(binary: Config, tools: &Tools, dir: &Path, sleepers: usize, i: usize) -> Result<StartRun> {
     check_interrupted()?;
-    let tag = format!("startup-{sleepers}-{i}");
+    let tag = format!("startup-{}-{sleepers}-{i}", binary.key());
     let t0 = Instant::now();
-    let t = tracers::start(Config::Podtrace, tools, dir, &tag)?
+    let t = tracers::start(binary, tools, dir, &tag)?
         .context("podtrace configuration started no process")?;
     let deadline = t0 + Duration::from_secs(60);
     let (at, line) = loop {
@@ -81,6 +91,7 @@ fn one(tools: &Tools, dir: &Path, sleepers: usize, i: usize) -> Result<StartRun>
         let _ = std::fs::remove_file(s);
     }
     let run = StartRun {
+        binary,
         sleepers,
         attach_ms: at.duration_since(t0).as_secs_f64() * 1e3,
         procs: procs_scanned(&line),
@@ -90,7 +101,8 @@ fn one(tools: &Tools, dir: &Path, sleepers: usize, i: usize) -> Result<StartRun>
         maps_kb,
     };
     eprintln!(
-        "bench: start-up with {sleepers} sleepers: attached after {:.0} ms, {} processes from /proc, RSS {} KiB",
+        "bench: start-up of {} with {sleepers} sleepers: attached after {:.0} ms, {} processes from /proc, RSS {} KiB",
+        binary.key(),
         run.attach_ms,
         run.procs.map(|p| p.to_string()).unwrap_or_else(|| "?".into()),
         run.rss_kb

@@ -17,6 +17,9 @@ use super::procfs::{self, ProgStat};
 pub enum Config {
     NoTracer,
     Podtrace,
+    /// The same as `Podtrace`, with the binary the image ships (static musl) instead of the
+    /// glibc build.
+    PodtraceImage,
     PodtraceContainers,
     /// podtrace with its reader stopped (SIGSTOP) during the storm: a starved daemon.
     PodtraceStalled,
@@ -27,9 +30,10 @@ pub enum Config {
 }
 
 impl Config {
-    pub const ALL: [Config; 7] = [
+    pub const ALL: [Config; 8] = [
         Config::NoTracer,
         Config::Podtrace,
+        Config::PodtraceImage,
         Config::PodtraceContainers,
         Config::PodtraceStalled,
         Config::Bpftrace,
@@ -47,6 +51,7 @@ impl Config {
         match self {
             Config::NoTracer => "none",
             Config::Podtrace => "podtrace",
+            Config::PodtraceImage => "image",
             Config::PodtraceContainers => "containers-only",
             Config::PodtraceStalled => "stalled",
             Config::Bpftrace => "bpftrace",
@@ -59,6 +64,7 @@ impl Config {
         match self {
             Config::NoTracer => "no tracer",
             Config::Podtrace => "podtrace",
+            Config::PodtraceImage => "podtrace, the image's binary (static musl)",
             Config::PodtraceContainers => "podtrace --containers-only",
             Config::PodtraceStalled => "podtrace, reader stopped during the storm",
             Config::Bpftrace => "bpftrace (exec+fork+exit)",
@@ -86,6 +92,9 @@ impl Config {
         match self {
             Config::NoTracer => "-".into(),
             Config::Podtrace => format!("podtrace run --output OUT{sum}"),
+            Config::PodtraceImage => {
+                format!("target/image/podtrace run --output OUT{sum} (the image's file)")
+            }
             Config::PodtraceContainers => {
                 format!("podtrace run --containers-only --output OUT{sum}")
             }
@@ -102,6 +111,8 @@ impl Config {
 /// What the tracers need from the bench.
 pub struct Tools {
     pub podtrace: PathBuf,
+    /// The binary the image ships (`target/image/podtrace`: static musl, stripped).
+    pub podtrace_image: PathBuf,
     /// podtrace knows `run --summary FILE`.
     pub summary: bool,
     /// podtrace knows `run --kernel-stats` (before it, `--summary` alone turned the kernel's
@@ -114,8 +125,13 @@ pub struct Tools {
 }
 
 impl Tools {
-    pub fn new(podtrace: PathBuf, dir: &Path) -> Result<Self> {
+    pub fn new(podtrace: PathBuf, podtrace_image: PathBuf, dir: &Path) -> Result<Self> {
         anyhow::ensure!(podtrace.is_file(), "{} is not built", podtrace.display());
+        anyhow::ensure!(
+            podtrace_image.is_file(),
+            "{} is not built (cargo xtask image)",
+            podtrace_image.display()
+        );
         let help = Command::new(&podtrace)
             .args(["run", "--help"])
             .output()
@@ -141,6 +157,7 @@ impl Tools {
         }
         Ok(Self {
             podtrace,
+            podtrace_image,
             summary,
             kernel_stats,
             metrics,
@@ -178,7 +195,10 @@ pub fn start(config: Config, tools: &Tools, dir: &Path, tag: &str) -> Result<Opt
     let mut summary = None;
     let cmd = match config {
         Config::NoTracer => return Ok(None),
-        Config::Podtrace | Config::PodtraceContainers | Config::PodtraceStalled => {
+        Config::Podtrace
+        | Config::PodtraceImage
+        | Config::PodtraceContainers
+        | Config::PodtraceStalled => {
             if tools.summary {
                 summary = Some(dir.join(format!("{tag}.summary.json")));
             }
@@ -187,7 +207,12 @@ pub fn start(config: Config, tools: &Tools, dir: &Path, tag: &str) -> Result<Opt
             } else {
                 &[]
             };
-            podtrace_command(tools, &out, summary.as_deref(), extra)
+            let bin = if config == Config::PodtraceImage {
+                &tools.podtrace_image
+            } else {
+                &tools.podtrace
+            };
+            podtrace_command(bin, tools, &out, summary.as_deref(), extra)
         }
         Config::Bpftrace | Config::BpftraceEmpty => {
             let script = if config == Config::Bpftrace {
@@ -214,8 +239,14 @@ pub fn start(config: Config, tools: &Tools, dir: &Path, tag: &str) -> Result<Opt
 /// `podtrace run --output OUT [--summary SUMMARY [--kernel-stats]] EXTRA...`, logging at info
 /// without colours. With a summary, its own kernel figures are asked for (a cross-check of the
 /// bench's; a podtrace without `--kernel-stats` gave them with `--summary` alone).
-fn podtrace_command(tools: &Tools, out: &Path, summary: Option<&Path>, extra: &[&str]) -> Command {
-    let mut c = Command::new(&tools.podtrace);
+fn podtrace_command(
+    bin: &Path,
+    tools: &Tools,
+    out: &Path,
+    summary: Option<&Path>,
+    extra: &[&str],
+) -> Command {
+    let mut c = Command::new(bin);
     c.args(["run", "--output"]).arg(out);
     if let Some(s) = summary {
         c.arg("--summary").arg(s);
@@ -237,7 +268,7 @@ pub fn start_podtrace(
     summary: Option<PathBuf>,
     extra: &[&str],
 ) -> Result<Running> {
-    let cmd = podtrace_command(tools, &out, summary.as_deref(), extra);
+    let cmd = podtrace_command(&tools.podtrace, tools, &out, summary.as_deref(), extra);
     spawn(Config::Podtrace, cmd, out, summary)
 }
 
@@ -321,6 +352,7 @@ impl Running {
             Config::NoTracer => Ok(true),
             Config::Forkstat => outputs::forkstat_saw_exec(&self.out, canary),
             Config::Podtrace
+            | Config::PodtraceImage
             | Config::PodtraceContainers
             | Config::PodtraceStalled
             | Config::Bpftrace
@@ -417,6 +449,7 @@ mod tests {
     fn tools_with(podtrace: &str, dir: &Path) -> Tools {
         Tools {
             podtrace: PathBuf::from(podtrace),
+            podtrace_image: PathBuf::from(podtrace),
             summary: false,
             kernel_stats: false,
             metrics: false,
