@@ -9,6 +9,7 @@ mod churn;
 mod guard;
 mod machine;
 mod matrix;
+mod names;
 mod outputs;
 mod plot;
 mod process;
@@ -60,10 +61,18 @@ enum Part {
     Startup,
     Churn,
     Replay,
+    /// Names of new containers on real runtimes, without and with the hold.
+    Names,
 }
 
 impl Part {
-    const ALL: [Part; 4] = [Part::Matrix, Part::Startup, Part::Churn, Part::Replay];
+    const ALL: [Part; 5] = [
+        Part::Matrix,
+        Part::Startup,
+        Part::Churn,
+        Part::Replay,
+        Part::Names,
+    ];
 
     fn key(self) -> &'static str {
         match self {
@@ -71,6 +80,7 @@ impl Part {
             Part::Startup => "startup",
             Part::Churn => "churn",
             Part::Replay => "replay",
+            Part::Names => "names",
         }
     }
 }
@@ -313,6 +323,12 @@ pub fn run(opts: &Options) -> Result<()> {
     } else {
         None
     };
+    // Not in the CI smoke: it brings up a real cri-o and a containerd.
+    let named = if plan.has(Part::Names) && !quick {
+        Some(names::measure(&tools.podtrace, names::pods(quick))?)
+    } else {
+        None
+    };
     let took = t0.elapsed();
     let load_after = machine::load();
     drop(tracefs);
@@ -334,6 +350,9 @@ pub fn run(opts: &Options) -> Result<()> {
     );
     if let Some(r) = &replayed {
         text.push_str(&replay::render(r));
+    }
+    if let Some(n) = &named {
+        text.push_str(&names::render(n));
     }
     println!("{text}");
     if plan.partial() {
