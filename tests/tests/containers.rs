@@ -3,6 +3,8 @@
 //! the runtimes and /proc report.
 // Test code: helpers panic with a message saying what failed.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+use std::process::Command;
+
 use podtrace_tests::lab::{
     self, CrioLikeContainer, CrioOpts, CrioPod, CtrContainer, PodmanContainer,
 };
@@ -118,6 +120,47 @@ fn podman_container_matches_podman_inspect() {
     assert_eq!(child["container"]["id"], c.id.as_str());
     assert!(child["role"].is_null());
     assert_ne!(child["nspid"], 1);
+}
+
+/// `podman restart`: the same id, a new conmon, a new init in a new pid namespace. The new
+/// init is the container's init again, and a process that enters the new pid namespace from
+/// the host (nsenter: no cgroup of the container) is in the container.
+#[test]
+fn a_podman_restart_under_the_same_id_gets_a_new_init_and_pid_namespace() {
+    let t = Tracer::start(&[]);
+    let mut c = PodmanContainer::start(&["/bin/sleep", "600"]);
+    let first = c.pid;
+    c.restart();
+    assert_ne!(c.pid, first, "a new init");
+    let ns_of = |pid: u32| {
+        std::fs::read_link(format!("/proc/{pid}/ns/pid"))
+            .map(|l| l.display().to_string())
+            .unwrap_or_default()
+    };
+    let tag = format!("podtrace-test-restart-{}", std::process::id());
+    let out = Command::new("nsenter")
+        .args(["-t", &c.pid.to_string(), "-p", "--", "/bin/sh", "-c"])
+        .arg(format!("exec /bin/true {tag}"))
+        .output()
+        .expect("nsenter");
+    assert!(out.status.success(), "nsenter: {out:?}");
+    let run = t.stop();
+    let init = first_exec(&run, c.pid);
+    assert_eq!(init["container"]["id"], c.id.as_str(), "{init}");
+    assert_eq!(init["role"], "container-init", "the new init: {init}");
+    assert_eq!(init["nspid"], 1);
+    let entered = run
+        .execs_with_arg(&tag)
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| panic!("no exec of `true {tag}`"));
+    assert_eq!(
+        entered["container"]["id"],
+        c.id.as_str(),
+        "a process in the new pid namespace ({}) is in the container: {entered}",
+        ns_of(c.pid)
+    );
+    assert!(entered["role"].is_null(), "{entered}");
 }
 
 #[test]

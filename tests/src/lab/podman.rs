@@ -151,6 +151,35 @@ impl PodmanContainer {
         c
     }
 
+    /// `podman restart -t 0`: the same id, a new conmon and a new init (in a new pid
+    /// namespace); `pid`, `conmon_pid` and the cgroup are read again from `podman inspect`.
+    pub fn restart(&mut self) {
+        let (old_init, old_conmon) = (self.init, self.conmon);
+        cmd::run_ok("podman", &["restart", "-t", "0", &self.name]);
+        for (what, p) in [("init", old_init), ("conmon", old_conmon)] {
+            assert!(
+                cmd::poll_until(cmd::TIMEOUT, || !p.is_alive()),
+                "{what} {} of {} alive after podman restart",
+                p.pid,
+                self.name
+            );
+        }
+        let json = cmd::run_ok("podman", &["inspect", "--type", "container", &self.name]);
+        let v: Value = serde_json::from_str(&json)
+            .unwrap_or_else(|e| panic!("podman inspect {}: bad JSON: {e}", self.name));
+        let v = v.get(0).expect("podman inspect: one container");
+        assert_eq!(str_at(v, &["Id"], &self.name), self.id, "the same id");
+        self.pid = u32_at(v, &["State", "Pid"], &self.name);
+        self.conmon_pid = u32_at(v, &["State", "ConmonPid"], &self.name);
+        self.init = ProcessRef::try_of(self.pid)
+            .unwrap_or_else(|| panic!("new init {} vanished", self.pid));
+        self.conmon = ProcessRef::try_of(self.conmon_pid)
+            .unwrap_or_else(|| panic!("new conmon {} vanished", self.conmon_pid));
+        process::wait_exec(&self.init, "runc");
+        self.cgroup = process::proc_cgroup(self.pid);
+        self.cgroup_id = cgroup::cgroup_inode(&cgroup::cgroup_dir(&self.cgroup));
+    }
+
     /// A `podman exec <name> args...` command, to spawn or run as the test likes.
     pub fn exec_cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new("podman");
