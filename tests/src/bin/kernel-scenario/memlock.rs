@@ -65,23 +65,28 @@ pub fn kernel_charges() -> Result<bool> {
     }
 }
 
+/// A launch with `caps` (the manifest's) less CAP_SYS_RESOURCE and a container's 64 KiB of
+/// memlock: what a pod gets when its manifest leaves CAP_SYS_RESOURCE out.
+pub fn short_launch(caps: &[(String, u32)]) -> Launch {
+    let keep: Vec<u32> = caps
+        .iter()
+        .filter(|(name, _)| name.trim_start_matches("CAP_") != "SYS_RESOURCE")
+        .map(|(_, n)| *n)
+        .collect();
+    Launch {
+        caps: Some(keep),
+        memlock: Some(CONTAINER_MEMLOCK),
+        ..Launch::default()
+    }
+}
+
 /// podtrace with `caps` (the manifest's, less CAP_SYS_RESOURCE) and 64 KiB of memlock.
 pub fn check(caps: &[(String, u32)], workdir: &str) -> Outcome {
     let charges = match kernel_charges() {
         Ok(c) => c,
         Err(e) => return fail(format!("ground truth: {e:#}")),
     };
-    let keep: Vec<u32> = caps
-        .iter()
-        .filter(|(name, _)| name.trim_start_matches("CAP_") != "SYS_RESOURCE")
-        .map(|(_, n)| *n)
-        .collect();
-    let launch = Launch {
-        caps: Some(keep),
-        memlock: Some(CONTAINER_MEMLOCK),
-        ..Launch::default()
-    };
-    let mut d = match Daemon::start(&format!("{workdir}/memlock"), &launch) {
+    let mut d = match Daemon::start(&format!("{workdir}/memlock"), &short_launch(caps)) {
         Ok(d) => d,
         Err(e) => return fail(format!("{e:#}")),
     };

@@ -77,17 +77,7 @@ fn memlock_short(caps: &[(String, u32)]) -> Outcome {
         Ok(c) => c,
         Err(e) => return fail(format!("ground truth: {e:#}")),
     };
-    let keep: Vec<u32> = caps
-        .iter()
-        .filter(|(n, _)| n.trim_start_matches("CAP_") != "SYS_RESOURCE")
-        .map(|(_, n)| *n)
-        .collect();
-    let launch = Launch {
-        caps: Some(keep),
-        memlock: Some(CONTAINER_MEMLOCK),
-        ..Launch::default()
-    };
-    let (code, r) = match run(check_cmd(&launch)) {
+    let (code, r) = match run(check_cmd(&memlock::short_launch(caps))) {
         Ok(x) => x,
         Err(e) => return fail(e),
     };
