@@ -29,8 +29,8 @@ pub use crio::{CrioLikeContainer, CrioOpts, CrioPod, Qos};
 pub use fake::FakeContainer;
 pub use podman::{PodmanContainer, PodmanOpts};
 pub use process::{
-    is_alive, proc_cgroup, proc_children, proc_cmdline, proc_status, try_proc_status, ProcStatus,
-    ProcessRef,
+    is_alive, proc_cgroup, proc_children, proc_cmdline, proc_status, spawn_threads,
+    try_proc_status, ProcStatus, ProcessRef,
 };
 pub use rootfs::{copy_rootfs, rootfs};
 

@@ -335,3 +335,24 @@ pub fn run_for(program: &Path, args: &[&str], limit: Duration) -> Finished {
         took: start.elapsed(),
     }
 }
+
+/// An event's `ts` (RFC 3339 with nanoseconds, UTC) as nanoseconds since that day's midnight:
+/// only differences between events of one run matter to the tests.
+pub fn event_ns(e: &Value) -> u64 {
+    let s = e["ts"]
+        .as_str()
+        .unwrap_or_else(|| panic!("event without ts: {e}"));
+    let (hms, frac) = s
+        .split_once('T')
+        .and_then(|(_, t)| t.strip_suffix('Z'))
+        .and_then(|t| t.split_once('.'))
+        .unwrap_or_else(|| panic!("ts {s:?} is not RFC 3339 with a fraction"));
+    let secs: u64 = hms
+        .split(':')
+        .map(|p| p.parse::<u64>().unwrap_or_else(|e| panic!("ts {s:?}: {e}")))
+        .fold(0, |a, v| a * 60 + v);
+    secs * 1_000_000_000
+        + frac
+            .parse::<u64>()
+            .unwrap_or_else(|e| panic!("ts {s:?}: {e}"))
+}

@@ -12,7 +12,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use podtrace_tests::lab::{self, ContainerSpec, CriLab, FakeContainer, KubeContainer, PodOpts};
-use podtrace_tests::tracer::{bin, tree_containers, tree_json, Run, Tracer};
+use podtrace_tests::tracer::{self, bin, tree_containers, tree_json, Run, Tracer};
 use serde_json::Value;
 
 const SLEEP: &[&str] = &["/bin/sleep", "600"];
@@ -88,8 +88,7 @@ fn assert_named_from_some_point(run: &Run, c: &KubeContainer, min: usize) -> Dur
         assert!(e["container"]["name"].is_null(), "{e}");
         assert!(e["container"]["image"].is_null(), "{e}");
     }
-    let ts = |e: &Value| podtrace_ts(e["ts"].as_str().expect("ts"));
-    Duration::from_nanos(ts(evs[first]).saturating_sub(ts(evs[0])))
+    Duration::from_nanos(tracer::event_ns(evs[first]).saturating_sub(tracer::event_ns(evs[0])))
 }
 
 /// Every event of the container is named and imaged as the CRI says, from its first; there
@@ -283,20 +282,6 @@ fn crio_names_every_event_of_a_container_from_its_first() {
 fn containerd_names_every_event_of_a_container_from_its_first() {
     lab::require_root();
     names_from_the_first_event(CriLab::start());
-}
-
-/// RFC 3339 with nanoseconds -> ns (only differences matter here).
-fn podtrace_ts(s: &str) -> u64 {
-    let (hms, frac) = s
-        .split_once('T')
-        .and_then(|(_, t)| t.strip_suffix('Z'))
-        .and_then(|t| t.split_once('.'))
-        .expect("RFC 3339 time");
-    let secs: u64 = hms
-        .split(':')
-        .map(|p| p.parse::<u64>().expect("number"))
-        .fold(0, |a, v| a * 60 + v);
-    secs * 1_000_000_000 + frac.parse::<u64>().expect("nanoseconds")
 }
 
 /// The exec of an ExecSync'd command (argv exactly), in container `id`.

@@ -11,6 +11,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::Command;
 use std::time::Duration;
 
+use podtrace_tests::lab;
 use podtrace_tests::tracer::Tracer;
 
 const PATHS: &[(&str, &str)] = &[
@@ -21,13 +22,7 @@ const PATHS: &[(&str, &str)] = &[
 ];
 
 fn spawn_threads(n: usize) -> u32 {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_spawn-threads"))
-        .arg(n.to_string())
-        .spawn()
-        .expect("spawn the thread program");
-    let pid = child.id();
-    assert!(child.wait().expect("wait").success());
-    pid
+    lab::spawn_threads(env!("CARGO_BIN_EXE_spawn-threads"), n)
 }
 
 #[test]

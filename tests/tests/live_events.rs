@@ -4,6 +4,7 @@
 use std::os::unix::fs::MetadataExt;
 use std::process::Command;
 
+use podtrace_tests::lab;
 use podtrace_tests::tracer::{Run, Tracer};
 
 fn marker(name: &str) -> String {
@@ -84,13 +85,7 @@ fn killed_by_sigkill_reports_the_signal() {
 
 /// Runs a program that starts `n` threads; returns its pid.
 fn spawn_threads(n: usize) -> u32 {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_spawn-threads"))
-        .arg(n.to_string())
-        .spawn()
-        .expect("spawn the thread program");
-    let pid = child.id();
-    assert!(child.wait().expect("wait").success());
-    pid
+    lab::spawn_threads(env!("CARGO_BIN_EXE_spawn-threads"), n)
 }
 
 #[test]

@@ -15,24 +15,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use podtrace_tests::lab::{self, CriLab};
-use podtrace_tests::tracer::{Run, Tracer};
+use podtrace_tests::tracer::{self, Run, Tracer};
 use serde_json::{json, Value};
 
 const SLEEP: &[&str] = &["/bin/sleep", "600"];
-
-fn ts(e: &Value) -> u64 {
-    let s = e["ts"].as_str().expect("ts");
-    let (hms, frac) = s
-        .split_once('T')
-        .and_then(|(_, t)| t.strip_suffix('Z'))
-        .and_then(|t| t.split_once('.'))
-        .expect("RFC 3339 time");
-    let secs: u64 = hms
-        .split(':')
-        .map(|p| p.parse::<u64>().expect("number"))
-        .fold(0, |a, v| a * 60 + v);
-    secs * 1_000_000_000 + frac.parse::<u64>().expect("nanoseconds")
-}
 
 /// Starts podtrace, makes `pods` pods of one container, stops it; the run and the ids.
 fn session(cri: &CriLab, pods: usize, hold_ms: Option<&str>) -> (Run, Vec<String>) {
@@ -87,11 +73,11 @@ fn main() {
             .iter()
             .filter(|e| e["container"]["id"] == id.as_str())
             .collect();
-        let first = evs.first().map(|e| ts(e));
+        let first = evs.first().map(|e| tracer::event_ns(e));
         let named = evs
             .iter()
             .find(|e| e["container"]["image"].is_string())
-            .map(|e| ts(e));
+            .map(|e| tracer::event_ns(e));
         match (first, named) {
             (Some(f), Some(n)) => waits.push(n.saturating_sub(f) as f64 / 1e6),
             _ => never += 1,

@@ -196,3 +196,18 @@ pub fn find_containerd_shim(address: &str, namespace: &str, id: &str) -> Option<
                 && is_alive(pid)
         })
 }
+
+/// Runs `bin` (the tests' spawn-threads program, `env!("CARGO_BIN_EXE_spawn-threads")` in an
+/// integration test) so that it starts `n` threads; returns its pid once it has exited 0.
+pub fn spawn_threads(bin: &str, n: usize) -> u32 {
+    let mut child = std::process::Command::new(bin)
+        .arg(n.to_string())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {bin}: {e}"));
+    let pid = child.id();
+    let status = child
+        .wait()
+        .unwrap_or_else(|e| panic!("wait for {bin}: {e}"));
+    assert!(status.success(), "{bin} {n}: {status}");
+    pid
+}
