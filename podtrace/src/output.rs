@@ -209,13 +209,14 @@ impl Event {
     }
 
     pub fn process(&self) -> Option<&ProcessFields> {
-        match self {
-            Event::Exec { process, .. }
-            | Event::Fork { process }
-            | Event::Exit { process, .. }
-            | Event::Thread { process } => Some(process),
-            Event::Lost { .. } | Event::Malformed { .. } => None,
-        }
+        let (Event::Exec { process, .. }
+        | Event::Fork { process }
+        | Event::Exit { process, .. }
+        | Event::Thread { process }) = self
+        else {
+            return None;
+        };
+        Some(process)
     }
 }
 

@@ -138,14 +138,23 @@ impl Daemon {
 
     /// Waits until podtrace exits by itself (a start it must refuse).
     pub fn wait_exit(&mut self, limit: Duration) -> Result<ExitStatus> {
+        match self.exited_within(limit)? {
+            Some(s) => Ok(s),
+            None => bail!("podtrace still running after {limit:?}"),
+        }
+    }
+
+    /// Its exit status once it has exited, or None if it is still running after `limit`.
+    fn exited_within(&mut self, limit: Duration) -> Result<Option<ExitStatus>> {
         let t0 = Instant::now();
         loop {
             if let Some(s) = self.child.try_wait()? {
+                // Let the stderr thread copy the last lines.
                 std::thread::sleep(Duration::from_millis(100));
-                return Ok(s);
+                return Ok(Some(s));
             }
             if t0.elapsed() > limit {
-                bail!("podtrace still running after {limit:?}");
+                return Ok(None);
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -185,20 +194,12 @@ impl Daemon {
     pub fn stop(&mut self, limit: Duration) -> Result<ExitStatus> {
         // SAFETY: signalling our own child, which has not been reaped yet.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
-        let t0 = Instant::now();
-        loop {
-            if let Some(s) = self.child.try_wait()? {
-                // Let the stderr thread copy the last lines.
-                std::thread::sleep(Duration::from_millis(100));
-                return Ok(s);
-            }
-            if t0.elapsed() > limit {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                bail!("podtrace did not exit within {limit:?} of SIGINT (killed)");
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        if let Some(s) = self.exited_within(limit)? {
+            return Ok(s);
         }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        bail!("podtrace did not exit within {limit:?} of SIGINT (killed)")
     }
 
     pub fn stderr(&self) -> Vec<String> {
