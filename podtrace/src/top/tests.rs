@@ -220,7 +220,7 @@ fn exec_with_ppid(
 /// The screen ratatui draws for `rows`, as text lines.
 fn screen(snap: &Snapshot, u: &mut Ui, width: u16, height: u16, color: bool) -> Vec<String> {
     let rows = rows_of(snap, u);
-    u.place_cursor(&rows, usize::from(height) - render::CHROME);
+    u.place_cursor(&rows, usize::from(height).saturating_sub(render::CHROME));
     let s = Screen {
         title: "podtrace top · test".into(),
         status: ui::filter_text(&u.filter),
