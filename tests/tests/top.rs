@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use podtrace_tests::lab::{self, PodmanContainer};
+use podtrace_tests::lab::{self, CrioLikeContainer, CrioOpts, CrioPod, PodmanContainer};
 use podtrace_tests::tmux::{proc_row, proc_rows, require_tool, ProcRow, Tmux};
 use podtrace_tests::tracer::{bin, is_root, tree_containers, tree_json, tree_processes};
 
@@ -32,12 +32,13 @@ fn pid_in_container(c: &PodmanContainer, argv: &[&str]) -> Option<u32> {
         .find(|&p| lab::proc_cmdline(p) == argv)
 }
 
-/// tmux runs `podtrace top` on this node as root. Two podman containers start after it (so
-/// their starts are seen live): the screen shows each with its init, whose host pid and
-/// container pid are podman's (`podman inspect` .State.Pid) and 1; a process exec'd into
-/// one after top began, marked new; an exec that exits 7, shown with its exit code. A typed
-/// filter (`\` ctr:NAME) leaves one container on the screen; `q` leaves the alternate
-/// screen and the shell prints top's exit status.
+/// tmux runs `podtrace top` on this node as root. Two podman containers and a pod's
+/// container (conmon + runc in cri-o's layout) start after it (so their starts are seen
+/// live): the screen shows the pod and each container with its init, whose host pid and
+/// container pid are the runtime's (`podman inspect` .State.Pid, conmon's pidfile) and 1; a
+/// process exec'd into one after top began, marked new; an exec that exits 7, shown with
+/// its exit code. A typed filter (`\` ctr:NAME) leaves one container on the screen; `q`
+/// leaves the alternate screen and the shell prints top's exit status.
 #[test]
 fn top_in_tmux_shows_containers_starting_execing_and_exiting() {
     assert!(
@@ -47,9 +48,9 @@ fn top_in_tmux_shows_containers_starting_execing_and_exiting() {
     require_tool("tmux", "-V");
     require_tool("podman", "--version");
     let dir = tempfile::tempdir().expect("temp dir");
-    // 120x40: other tests' containers may be on this node too; the typed filter below
-    // narrows the screen to ours.
-    let tmux = Tmux::start(120, 40, dir.path());
+    // 160x120: other tests' containers may be on this node too, and every row must fit on
+    // the screen; the typed filter below narrows it to one of ours.
+    let tmux = Tmux::start(160, 120, dir.path());
     let bin = bin();
     assert!(bin.is_file(), "no podtrace binary at {}", bin.display());
     tmux.shell(&format!(
@@ -63,22 +64,49 @@ fn top_in_tmux_shows_containers_starting_execing_and_exiting() {
 
     let a = PodmanContainer::start(&["/bin/sleep", "600"]);
     let b = PodmanContainer::start(&["/bin/sleep", "601"]);
+    let pod = CrioPod::new();
+    let pod_label = format!("pod {}/{}", pod.namespace, pod.name);
+    let web = CrioLikeContainer::start_with(
+        &lab::unique_name("web"),
+        CrioOpts {
+            pod: Some(pod),
+            ..CrioOpts::default()
+        },
+        &["/bin/sleep", "602"],
+    );
     // The name, the short id and the runtime on the container's line.
-    let s = tmux.wait_for(WAIT, "both containers", |s| {
-        container_line(s, &a.name).is_some() && container_line(s, &b.name).is_some()
+    let s = tmux.wait_for(WAIT, "the three containers and the pod", |s| {
+        container_line(s, &a.name).is_some()
+            && container_line(s, &b.name).is_some()
+            && container_line(s, &web.container_name).is_some()
+            && s.contains(&pod_label)
     });
     let line = container_line(&s, &a.name).expect("a's line");
     assert!(line.contains(&a.id[..12]), "short id on {line:?}\n{s}");
     assert!(line.contains("(podman)"), "runtime on {line:?}\n{s}");
     // The inits: podman's host pid, container pid 1, tagged [init].
-    for c in [&a, &b] {
-        let s = tmux.wait_for(WAIT, &format!("the init {} of {}", c.pid, c.name), |s| {
-            row_of(s, c.pid).is_some()
+    let pod_at = s
+        .lines()
+        .position(|l| l.contains(&pod_label))
+        .expect("pod line");
+    let web_at = s
+        .lines()
+        .position(|l| l.contains(&format!("container {} ", web.container_name)))
+        .expect("web's line");
+    assert!(pod_at < web_at, "the pod's container is under it:\n{s}");
+    let inits = [
+        (a.pid, a.name.as_str(), "sleep 600"),
+        (b.pid, b.name.as_str(), "sleep 601"),
+        (web.pid, web.container_name.as_str(), "sleep 602"),
+    ];
+    for (pid, name, cmdline) in inits {
+        let s = tmux.wait_for(WAIT, &format!("the init {pid} of {name}"), |s| {
+            row_of(s, pid).is_some()
         });
-        let r = row_of(&s, c.pid).expect("init row");
+        let r = row_of(&s, pid).expect("init row");
         assert_eq!(r.ctr_pid, Some(1), "container pid of the init: {r:?}\n{s}");
         assert!(
-            r.command.contains("[init]") && r.command.contains("sleep 60"),
+            r.command.contains("[init]") && r.command.contains(cmdline),
             "{r:?}\n{s}"
         );
         assert_eq!(r.user, "root", "{r:?}");
@@ -137,6 +165,7 @@ fn top_in_tmux_shows_containers_starting_execing_and_exiting() {
         "a and its init stay:\n{s}"
     );
     assert!(row_of(&s, b.pid).is_none(), "b's init is gone:\n{s}");
+    assert!(!s.contains(&pod_label), "the pod is gone:\n{s}");
     let others = s.lines().filter(|l| l.contains("container ")).count();
     assert_eq!(others, 1, "one container left on the screen:\n{s}");
 
