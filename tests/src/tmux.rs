@@ -126,6 +126,13 @@ impl Tmux {
             == "1"
     }
 
+    /// The pane's terminal device (`/dev/pts/N`).
+    pub fn pane_tty(&self) -> String {
+        self.ok(&["display-message", "-p", "-t", &self.session, "#{pane_tty}"])
+            .trim()
+            .to_string()
+    }
+
     /// Polls the screen every 100 ms until `f` holds; panics with `what` and the last screen.
     pub fn wait_for(&self, limit: Duration, what: &str, mut f: impl FnMut(&str) -> bool) -> String {
         let start = Instant::now();

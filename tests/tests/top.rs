@@ -293,3 +293,97 @@ fn top_from_a_trace_at_a_moment_shows_what_tree_at_shows() {
         );
     }
 }
+
+/// The pane's tty modes that raw mode turns off, as `stty -F TTY -a` reports them:
+/// `icanon echo` when cooked, `-icanon -echo` when raw.
+fn tty_modes(tmux: &Tmux) -> String {
+    let tty = tmux.pane_tty();
+    let out = std::process::Command::new("stty")
+        .args(["-F", &tty, "-a"])
+        .output()
+        .expect("run stty");
+    assert!(out.status.success(), "stty -F {tty} -a: {out:?}");
+    String::from_utf8_lossy(&out.stdout)
+        .split([' ', ';', '\n'])
+        .filter(|w| matches!(*w, "icanon" | "-icanon" | "echo" | "-echo"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// SIGTERM and a panic (`PODTRACE_TOP_PANIC`, which makes the first refresh panic) restore
+/// the terminal as `q` does: the alternate screen is left, raw mode is off (`stty`: icanon
+/// and echo), and the shell's prompt comes back; SIGTERM exits 0, the panic 101 with its
+/// message on the normal screen.
+#[test]
+fn top_restores_the_terminal_on_sigterm_and_on_a_panic() {
+    require_tool("tmux", "-V");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let trace = dir.path().join("crio.trace");
+    let records = podtrace::trace::synth::trace(1_000, 2, 5);
+    std::fs::write(&trace, podtrace::trace::synth::to_ndjson(&records)).expect("write trace");
+    let tmux = Tmux::start(100, 30, dir.path());
+    assert_eq!(
+        tty_modes(&tmux),
+        "icanon echo",
+        "the shell's tty before top"
+    );
+
+    let pid_file = dir.path().join("top.pid");
+    tmux.shell(&format!(
+        "sh -c 'echo $$ > top.pid; exec {} top --from {} --frozen'; echo top-exit=$?",
+        bin().display(),
+        trace.display()
+    ));
+    tmux.wait_for(WAIT, "top's picture", |s| s.contains("PAUSED"));
+    assert!(tmux.alternate_on(), "top is on the alternate screen");
+    assert_eq!(
+        tty_modes(&tmux),
+        "-icanon -echo",
+        "top puts the tty in raw mode"
+    );
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .expect("top.pid")
+        .trim()
+        .parse()
+        .expect("a pid in top.pid");
+    // SAFETY: kill(2) with a pid read from the file the shell wrote just before exec.
+    assert_eq!(
+        unsafe { libc::kill(pid, libc::SIGTERM) },
+        0,
+        "kill -TERM {pid}"
+    );
+    let s = tmux.wait_for(WAIT, "the shell after SIGTERM", |s| {
+        s.lines().any(|l| l.starts_with("top-exit="))
+    });
+    assert!(s.contains("top-exit=0"), "SIGTERM: exit 0:\n{s}");
+    assert!(
+        !tmux.alternate_on(),
+        "SIGTERM: the alternate screen is left"
+    );
+    assert_eq!(tty_modes(&tmux), "icanon echo", "SIGTERM: raw mode off");
+
+    tmux.shell("clear");
+    tmux.shell(&format!(
+        "RUST_BACKTRACE=0 PODTRACE_TOP_PANIC=1 {} top --from {}; echo top-exit=$?",
+        bin().display(),
+        trace.display()
+    ));
+    let s = tmux.wait_for(WAIT, "the shell after the panic", |s| {
+        s.lines().any(|l| l.starts_with("top-exit="))
+    });
+    assert!(s.contains("top-exit=101"), "a panic exits 101:\n{s}");
+    // The message, then the shell's line after it: nothing written over it (a second leave
+    // of the alternate screen would put the cursor back where top started).
+    let at = |needle: &str| s.lines().position(|l| l.contains(needle));
+    let (head, msg, exit) = (
+        at("panicked at"),
+        at("PODTRACE_TOP_PANIC is set: panicking on purpose"),
+        at("top-exit=101"),
+    );
+    assert!(
+        head.is_some() && head < msg && msg < exit,
+        "the panic's message on the normal screen, then the shell's output ({head:?} {msg:?} {exit:?}):\n{s}"
+    );
+    assert!(!tmux.alternate_on(), "panic: the alternate screen is left");
+    assert_eq!(tty_modes(&tmux), "icanon echo", "panic: raw mode off");
+}

@@ -43,8 +43,18 @@ impl Write for FrameBuf {
     }
 }
 
-/// Leaves the alternate screen, shows the cursor, and turns raw mode off (idempotent).
+/// The terminal is in raw mode on the alternate screen (set by [`Term::enter`]).
+static TAKEN: AtomicBool = AtomicBool::new(false);
+
+/// Leaves the alternate screen, shows the cursor, and turns raw mode off; only the first
+/// call after [`Term::enter`] does anything. A second leave would move the cursor back to
+/// where it was saved on entering (xterm's and tmux's 1049 restores it), and the shell would
+/// then write over what came after: a panic's message, restored by the panic hook and again
+/// by `Term`'s drop while unwinding.
 pub fn restore() {
+    if !TAKEN.swap(false, Ordering::AcqRel) {
+        return;
+    }
     let _ = disable_raw_mode();
     let mut out = std::io::stdout();
     let _ = crossterm::execute!(out, Show, LeaveAlternateScreen);
@@ -93,6 +103,7 @@ impl Term {
         }
         restore_on_panic();
         enable_raw_mode().context("turning on the terminal's raw mode")?;
+        TAKEN.store(true, Ordering::Release);
         let mut out = std::io::stdout();
         if let Err(e) = crossterm::execute!(out, EnterAlternateScreen, Hide) {
             restore();
