@@ -32,6 +32,14 @@ fn pid_in_container(c: &PodmanContainer, argv: &[&str]) -> Option<u32> {
         .find(|&p| lab::proc_cmdline(p) == argv)
 }
 
+/// The exit status the shell printed as `TAG=N` on a line of its own (the typed command
+/// line holds `TAG=$?`, and may wrap so that a line starts with it).
+fn printed_status(screen: &str, tag: &str) -> Option<i32> {
+    screen
+        .lines()
+        .find_map(|l| l.strip_prefix(tag)?.strip_prefix('=')?.trim().parse().ok())
+}
+
 /// tmux runs `podtrace top` on this node as root. Two podman containers and a pod's
 /// container (conmon + runc in cri-o's layout) start after it (so their starts are seen
 /// live): the screen shows the pod and each container with its init, whose host pid and
@@ -171,12 +179,11 @@ fn top_in_tmux_shows_containers_starting_execing_and_exiting() {
 
     // q: the alternate screen is left and the shell runs again.
     tmux.key("q");
-    // (The typed command line holds `top-exit=$?`: the printed status starts a line.)
     let s = tmux.wait_for(WAIT, "the shell after q", |s| {
-        s.lines().any(|l| l.starts_with("top-exit="))
+        printed_status(s, "top-exit").is_some()
     });
     assert!(
-        s.contains("top-exit=0"),
+        printed_status(&s, "top-exit") == Some(0),
         "top exits 0 on q:\n{s}\nstderr: {}",
         std::fs::read_to_string(dir.path().join("top.err")).unwrap_or_default()
     );
@@ -184,7 +191,7 @@ fn top_in_tmux_shows_containers_starting_execing_and_exiting() {
     assert!(!s.contains("HOST-PID"), "top's screen is gone:\n{s}");
     let after: Vec<&str> = s
         .lines()
-        .skip_while(|l| !l.starts_with("top-exit="))
+        .skip_while(|l| !l.starts_with("top-exit=0"))
         .collect();
     assert!(
         after.get(1).is_some_and(|l| l.starts_with("lab$")),
@@ -236,7 +243,7 @@ fn top_picture(trace: &str, at: &str, dir: &std::path::Path) -> (Picture, String
     });
     tmux.key("q");
     tmux.wait_for(WAIT, "top's exit", |s| {
-        s.lines().any(|l| l.starts_with("top-exit=0"))
+        printed_status(s, "top-exit") == Some(0)
     });
     let mut p = Picture::default();
     for line in s.lines() {
@@ -353,9 +360,13 @@ fn top_restores_the_terminal_on_sigterm_and_on_a_panic() {
         "kill -TERM {pid}"
     );
     let s = tmux.wait_for(WAIT, "the shell after SIGTERM", |s| {
-        s.lines().any(|l| l.starts_with("top-exit="))
+        printed_status(s, "top-exit").is_some()
     });
-    assert!(s.contains("top-exit=0"), "SIGTERM: exit 0:\n{s}");
+    assert_eq!(
+        printed_status(&s, "top-exit"),
+        Some(0),
+        "SIGTERM: exit 0:\n{s}"
+    );
     assert!(
         !tmux.alternate_on(),
         "SIGTERM: the alternate screen is left"
@@ -364,21 +375,26 @@ fn top_restores_the_terminal_on_sigterm_and_on_a_panic() {
 
     tmux.shell("clear");
     tmux.shell(&format!(
-        "RUST_BACKTRACE=0 PODTRACE_TOP_PANIC=1 {} top --from {}; echo top-exit=$?",
+        "RUST_BACKTRACE=0 PODTRACE_TOP_PANIC=1 {} top --from {}; echo panic-exit=$?",
         bin().display(),
         trace.display()
     ));
+    // Its own tag: the SIGTERM run's `top-exit=` may be on the screen until `clear` ran.
     let s = tmux.wait_for(WAIT, "the shell after the panic", |s| {
-        s.lines().any(|l| l.starts_with("top-exit="))
+        printed_status(s, "panic-exit").is_some()
     });
-    assert!(s.contains("top-exit=101"), "a panic exits 101:\n{s}");
+    assert_eq!(
+        printed_status(&s, "panic-exit"),
+        Some(101),
+        "a panic exits 101:\n{s}"
+    );
     // The message, then the shell's line after it: nothing written over it (a second leave
     // of the alternate screen would put the cursor back where top started).
     let at = |needle: &str| s.lines().position(|l| l.contains(needle));
     let (head, msg, exit) = (
         at("panicked at"),
         at("PODTRACE_TOP_PANIC is set: panicking on purpose"),
-        at("top-exit=101"),
+        s.lines().position(|l| l == "panic-exit=101"),
     );
     assert!(
         head.is_some() && head < msg && msg < exit,
