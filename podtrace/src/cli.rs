@@ -47,6 +47,9 @@ pub enum Command {
     },
     /// Pods, containers and their process trees: now (from /proc), or from a trace.
     Tree(TreeArgs),
+    /// Full screen: the node's pods, containers and process trees as they change (from the
+    /// kernel's events, as `run`), or a recorded trace played through the same view.
+    Top(TopArgs),
     /// Print the JSON Schema of the event lines.
     Schema,
     /// Whether and how podtrace will run on this node: one line per item (kernel, BTF,
@@ -263,6 +266,73 @@ pub struct TreeArgs {
     /// Live tree: names and images from the CRI (as `run`).
     #[command(flatten)]
     pub cri: CriArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct TopArgs {
+    #[command(flatten)]
+    pub select: Selection,
+    /// Only processes whose command line contains this text (and what they hang under).
+    #[arg(long)]
+    pub command: Option<String>,
+    /// Also show processes outside containers (H shows and hides them).
+    #[arg(long)]
+    pub all: bool,
+    /// Take the picture again this often, in seconds (0.1 to 60): execs per second and
+    /// short-lived processes are counted over it.
+    #[arg(long, default_value = "1", value_parser = parse_interval)]
+    pub interval: Duration,
+    /// Play this trace (`run --record`, `record`) through the view instead of tracing the
+    /// node.
+    #[arg(long)]
+    pub from: Option<PathBuf>,
+    /// With --from: start at this time, RFC 3339 or an offset from the start such as +5s (as
+    /// `tree --at`); default: the end of the trace's start-up snapshot.
+    #[arg(long, requires = "from", value_parser = parse_at)]
+    pub at: Option<At>,
+    /// With --from: play this many times faster than recorded (1/64 to 1024; > and < double
+    /// and halve it).
+    #[arg(long, requires = "from", default_value = "1", value_parser = parse_speed)]
+    pub speed: f64,
+    /// With --from: skip bad records.
+    #[arg(long, requires = "from")]
+    pub lenient: bool,
+    /// Start frozen (f unfreezes; with --from: paused at the start time).
+    #[arg(long)]
+    pub frozen: bool,
+    /// Live: also record a trace file for `replay` and `top --from` (.zst: compressed).
+    #[arg(long, conflicts_with = "from")]
+    pub record: Option<PathBuf>,
+    #[command(flatten)]
+    pub tracer: TracerArgs,
+}
+
+/// `top --interval`: 0.1 to 60 seconds.
+fn parse_interval(s: &str) -> Result<Duration, String> {
+    let v: f64 = s
+        .trim_end_matches('s')
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of seconds from 0.1 to 60"))?;
+    if !(v.is_finite() && (0.1..=60.0).contains(&v)) {
+        return Err(format!(
+            "`{s}` is out of range: expected 0.1 to 60 (seconds)"
+        ));
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+/// `top --speed`: 1/64 to 1024.
+fn parse_speed(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim_start_matches('x')
+        .parse()
+        .map_err(|_| format!("`{s}` is not a speed from 0.015625 (1/64) to 1024"))?;
+    if !(v.is_finite() && (1.0 / 64.0..=1024.0).contains(&v)) {
+        return Err(format!(
+            "`{s}` is out of range: expected 0.015625 (1/64) to 1024"
+        ));
+    }
+    Ok(v)
 }
 
 /// The longest `--duration`, and the furthest `tree --at +OFFSET`: 3650 days.

@@ -31,6 +31,8 @@ pub mod privileges;
 pub mod redact;
 pub mod replay;
 pub mod snapshot;
+pub mod top;
 pub mod trace;
 pub mod transport;
+pub mod view;
 pub mod wait_status;

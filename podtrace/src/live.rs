@@ -136,7 +136,8 @@ impl HoldSummary {
     }
 }
 
-fn boot_now_ns() -> u64 {
+/// Now on the kernel's boot clock (the clock of every record's `ts_ns`).
+pub fn boot_now_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -264,6 +265,36 @@ fn serve_requests(pipe: &mut Pipeline<'_>, cri: &mut Option<CriService>) {
             Request::CriLookup(id) => s.request(&id),
             Request::CriForget(id) => s.forget(&id),
         }
+    }
+}
+
+/// Whether the live loop goes on after a frontend woke.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    Stop,
+}
+
+/// Something the live loop serves besides the pipeline's sinks: `top`'s terminal. `wait` is
+/// one more branch of the loop (its input, its frame timer); `wake` handles what it waited
+/// for with the engine as it is then, and must not wait on anything itself (the loop drains
+/// the ring buffer meanwhile).
+pub trait Frontend {
+    type Wake;
+    fn wait(&mut self) -> impl std::future::Future<Output = Self::Wake>;
+    fn wake(&mut self, wake: Self::Wake, engine: Option<&crate::engine::Engine>) -> Result<Flow>;
+}
+
+/// No frontend (`run`, `record`): a branch that never wakes.
+pub struct Headless;
+
+impl Frontend for Headless {
+    type Wake = std::convert::Infallible;
+    fn wait(&mut self) -> impl std::future::Future<Output = Self::Wake> {
+        std::future::pending()
+    }
+    fn wake(&mut self, wake: Self::Wake, _: Option<&crate::engine::Engine>) -> Result<Flow> {
+        match wake {}
     }
 }
 
@@ -502,7 +533,12 @@ pub fn require_host_pidns() -> Result<()> {
     }
 }
 
-pub async fn run(mut opts: RunOptions) -> Result<RunSummary> {
+pub async fn run(opts: RunOptions) -> Result<RunSummary> {
+    run_with(opts, &mut Headless).await
+}
+
+/// `run` with a frontend served by the same loop (`top`).
+pub async fn run_with<F: Frontend>(mut opts: RunOptions, ui: &mut F) -> Result<RunSummary> {
     require_host_pidns()?;
     // First: a SIGINT or SIGTERM during start-up (loading, the /proc snapshot, the CRI
     // listing) is kept for the loop, which then stops at once with a clean drain and exit 0,
@@ -610,8 +646,15 @@ pub async fn run(mut opts: RunOptions) -> Result<RunSummary> {
         },
     };
     let mut ring = register(loaded.events).context("polling the kernel's records")?;
-    live.event_loop(&mut ring, &loaded.counters, &mut pipe, &mut cri, &mut waits)
-        .await?;
+    live.event_loop(
+        &mut ring,
+        &loaded.counters,
+        &mut pipe,
+        &mut cri,
+        &mut waits,
+        ui,
+    )
+    .await?;
 
     // Detach, then drain what the kernel already queued, then the final loss count.
     if stats_fd.is_some() {
@@ -658,14 +701,15 @@ fn log_kernel_path(loaded: &loader::Loaded) {
 impl Live {
     /// Until SIGINT, SIGTERM or `--duration`: drain the ring buffer (within the budget),
     /// take CRI answers, and every tick the clock, the kernel's drop counters, a resync when
-    /// due, and the metrics.
-    async fn event_loop(
+    /// due, and the metrics; and the frontend, if any.
+    async fn event_loop<F: Frontend>(
         &mut self,
         ring: &mut AsyncFd<Source>,
         counters: &loader::CounterMap,
         pipe: &mut Pipeline<'_>,
         cri: &mut Option<CriService>,
         w: &mut Waits,
+        ui: &mut F,
     ) -> Result<()> {
         loop {
             tokio::select! {
@@ -698,6 +742,11 @@ impl Live {
                     }
                 }
                 _ = w.ticker.tick() => self.tick(ring.get_mut(), counters, pipe, cri)?,
+                wake = ui.wait() => {
+                    if ui.wake(wake, pipe.engine())? == Flow::Stop {
+                        return Ok(());
+                    }
+                }
                 _ = w.sigint.recv() => return Ok(()),
                 _ = w.sigterm.recv() => return Ok(()),
                 _ = async {

@@ -10,10 +10,9 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use podtrace::check::{self, CheckOptions, Verdict};
 use podtrace::cli::{
-    At, CheckArgs, Cli, Command, ExportFormat, FilterArgs, HealthArgs, RunArgs, TracerArgs,
-    TreeArgs,
+    At, CheckArgs, Cli, Command, ExportFormat, FilterArgs, HealthArgs, RunArgs, TopArgs,
+    TracerArgs, TreeArgs,
 };
-use podtrace::engine::tree;
 use podtrace::error::{exit_code, Failure, EXIT_FAILURE};
 use podtrace::filter::{parse_types, EventFilter};
 use podtrace::live::{self, RunOptions};
@@ -21,6 +20,7 @@ use podtrace::ndjson::NdjsonWriter;
 use podtrace::pipeline::{FnSink, Pipeline};
 use podtrace::redact::Redactor;
 use podtrace::replay::{self, Until};
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
 fn filter_from(f: &FilterArgs) -> Result<EventFilter> {
     Ok(EventFilter {
@@ -131,10 +131,11 @@ fn replay_cmd(
 }
 
 fn tree_cmd(t: TreeArgs) -> Result<()> {
-    let filter = tree::Filter {
+    let filter = podtrace::view::Filter {
         pod: t.select.pod.clone(),
         namespace: t.select.namespace.clone(),
         container: t.select.container.clone(),
+        command: None,
         all: t.all,
     };
     let engine = match &t.from {
@@ -160,16 +161,39 @@ fn tree_cmd(t: TreeArgs) -> Result<()> {
             t.cri.config(),
         )?,
     };
-    let view = tree::build(&engine, &filter);
+    let view = podtrace::view::tree(&engine, &filter);
     if t.json {
         println!(
             "{}",
             serde_json::to_string_pretty(&view).context("encoding the tree")?
         );
     } else {
-        print!("{}", tree::render_text(&view));
+        print!("{}", podtrace::view::text::render_text(&view));
     }
     Ok(())
+}
+
+fn top_cmd(t: TopArgs) -> Result<()> {
+    let opts = podtrace::top::Options {
+        filter: podtrace::view::Filter {
+            pod: t.select.pod.clone(),
+            namespace: t.select.namespace.clone(),
+            container: t.select.container.clone(),
+            command: t.command.clone(),
+            all: t.all,
+        },
+        interval: t.interval,
+        color: podtrace::top::color_wanted(),
+        frozen: t.frozen,
+    };
+    match &t.from {
+        Some(file) => podtrace::top::trace(file, t.lenient, t.at, t.speed, opts),
+        // `run` without its NDJSON: the view filters, the pipeline keeps everything.
+        None => podtrace::top::live(
+            run_options(t.tracer, EventFilter::default(), None, t.record, true)?,
+            opts,
+        ),
+    }
 }
 
 /// `podtrace check`: Ok(true) when no line fails.
@@ -216,13 +240,21 @@ fn main() -> ExitCode {
         podtrace::exit_probe::child();
     }
     let cli = Cli::parse();
+    let stderr_tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    // `top` owns the terminal: its log lines wait (the last one on its bottom line) until it
+    // gives the terminal back.
+    let writer = if stderr_tty && matches!(cli.cmd, Command::Top(_)) {
+        BoxMakeWriter::new(podtrace::top::logbuf::Buffered)
+    } else {
+        BoxMakeWriter::new(std::io::stderr)
+    };
     tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "info".into()),
         )
         .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_ansi(stderr_tty && !matches!(cli.cmd, Command::Top(_)))
         .init();
     let result = match cli.cmd {
         Command::Check(a) => match check_cmd(a) {
@@ -248,6 +280,7 @@ fn main() -> ExitCode {
             export,
         } => replay_cmd(file, filters, lenient, export),
         Command::Tree(t) => tree_cmd(t),
+        Command::Top(t) => top_cmd(t),
         Command::Schema => serde_json::to_string_pretty(&podtrace::output::json_schema())
             .map(|s| println!("{s}"))
             .context("encoding the schema"),

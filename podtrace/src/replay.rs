@@ -38,7 +38,7 @@ pub enum Until {
 }
 
 /// Boot-clock time of a record that happens at a time, if it does.
-fn record_ts(rec: &Record) -> Option<u64> {
+pub fn record_ts(rec: &Record) -> Option<u64> {
     match rec {
         Record::Event(e) => Some(e.ts_ns),
         Record::Reap(r) => Some(r.ts_ns),

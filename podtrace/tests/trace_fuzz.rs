@@ -103,7 +103,7 @@ proptest! {
             }
             prop_assert_eq!(engine.table().children_len(), engine.table().live_len());
         }
-        let _ = podtrace::engine::tree::build(&engine, &podtrace::engine::tree::Filter { all: true, ..Default::default() });
+        let _ = podtrace::view::tree(&engine, &podtrace::view::Filter { all: true, ..Default::default() });
     }
 }
 

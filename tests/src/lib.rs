@@ -4,4 +4,5 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod lab;
+pub mod tmux;
 pub mod tracer;

@@ -167,7 +167,7 @@ fn have(cmd: &str) -> bool {
 /// Container runtimes for the integration tests and peers for the benchmarks.
 pub fn runtimes() -> Result<()> {
     util::step(
-        "runtime check (podman, conmon, runc, containerd, busybox-static, bpftrace, forkstat, fonts)",
+        "runtime check (podman, conmon, runc, containerd, busybox-static, bpftrace, forkstat, tmux, fonts)",
     )?;
     let pkgs = [
         "podman",
@@ -180,6 +180,8 @@ pub fn runtimes() -> Result<()> {
         "iproute2",
         "util-linux",
         "procps",
+        // `podtrace top` runs in a real terminal in tests/tests/top.rs.
+        "tmux",
         // The soak's plot (xtask/src/bench/plot.rs) draws its text with DejaVu Sans.
         "fonts-dejavu-core",
     ];
@@ -194,6 +196,7 @@ pub fn runtimes() -> Result<()> {
             "forkstat",
             "unshare",
             "ps",
+            "tmux",
         ]
         .iter()
         .all(|c| have(c))

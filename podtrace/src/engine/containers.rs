@@ -59,6 +59,9 @@ pub struct Container {
     pub processes: u32,
     /// Set when its last live process left.
     pub finished_ns: Option<u64>,
+    /// Execs of its processes while it has been tracked (a view's exec rate is the
+    /// difference between two looks).
+    pub execs: u64,
     /// When the engine first heard of it (its events may be held until then + the bound).
     pub first_seen_ns: u64,
     /// What events carry, built once per change (names and pod change rarely): dropped by
@@ -273,6 +276,13 @@ impl Registry {
         match &c.refs {
             Some((cref, pod)) => (Some(cref.clone()), pod.clone()),
             None => (None, None),
+        }
+    }
+
+    /// One more exec in the container.
+    pub fn count_exec(&mut self, id: &str) {
+        if let Some(c) = self.by_id.get_mut(id) {
+            c.execs += 1;
         }
     }
 

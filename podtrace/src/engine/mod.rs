@@ -12,7 +12,6 @@ pub mod containers;
 pub mod hold;
 mod intern;
 pub mod process;
-pub mod tree;
 
 use std::sync::Arc;
 
@@ -65,6 +64,8 @@ pub struct Stats {
     pub resync_added: u64,
     pub resyncs: u64,
     pub malformed: u64,
+    /// Execs of processes in no container (a container counts its own: `Container::execs`).
+    pub host_execs: u64,
 }
 
 /// The exit of a process a resync found gone, printed unless its real exit comes first.
@@ -485,6 +486,7 @@ impl Engine {
             pod_of: None,
             role: None,
             exited_ns: None,
+            exit_status: None,
             exit_seen: false,
         }
     }
@@ -507,6 +509,7 @@ impl Engine {
             role: None,
             // A zombie already: its exit happened before podtrace looked (no event comes).
             exited_ns: p.zombie.then_some(p.start_ns),
+            exit_status: None,
             exit_seen: p.zombie,
         }
     }
@@ -755,6 +758,7 @@ impl Engine {
                     }
                 }
                 self.attribute(ev.pid, inherited);
+                self.count_exec(ev.pid);
             }
         }
         let process = self.fields(ev);
@@ -766,6 +770,15 @@ impl Engine {
             filename_truncated,
             trimmed,
         });
+    }
+
+    /// Counts an exec of a current process: for its container, else for the host (a view's
+    /// exec rates are differences of these counts).
+    fn count_exec(&mut self, pid: u32) {
+        match self.table.get(pid).and_then(|p| p.container.as_deref()) {
+            Some(id) => self.containers.count_exec(id),
+            None => self.stats.host_execs += 1,
+        }
     }
 
     fn on_fork(&mut self, ev: &KernelEvent, out: &mut Vec<Event>) {
@@ -816,6 +829,7 @@ impl Engine {
                         return;
                     }
                     p.exit_seen = true;
+                    p.exit_status = ev.exit.map(|x| x.status);
                     let p = p.clone();
                     let process = self.fields_of(ev, &p);
                     out.push(Self::exit_event(ev, process));
@@ -829,6 +843,7 @@ impl Engine {
                     out.push(Self::exit_event(ev, process));
                     let mut p = self.new_proc(ev);
                     p.exited_ns = Some(ev.ts_ns);
+                    p.exit_status = ev.exit.map(|x| x.status);
                     p.exit_seen = true;
                     self.table.keep_gone(p, self.now_ns);
                     return;
@@ -867,6 +882,7 @@ impl Engine {
             return;
         };
         p.exited_ns = Some(ev.ts_ns);
+        p.exit_status = ev.exit.map(|x| x.status);
         p.exit_seen = true;
         let (pid, key, container, role) = (p.pid, p.cgroup, p.member().cloned(), p.role);
         if let Some(k) = key {

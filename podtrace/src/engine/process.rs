@@ -49,6 +49,10 @@ pub struct Proc {
     pub role: Option<Role>,
     /// Boot-clock ns of its exit: a zombie until it is reaped.
     pub exited_ns: Option<u64>,
+    /// The raw wait status of its exit (what its parent's `waitpid` gets); None while it
+    /// runs, and when how it ended is unknown (its exit record was lost, or it was a zombie
+    /// already in the snapshot).
+    pub exit_status: Option<u32>,
     /// Its `exit` was printed (a second one is a duplicate and is dropped).
     pub exit_seen: bool,
 }
@@ -273,6 +277,7 @@ mod tests {
             pod_of: None,
             role: None,
             exited_ns: None,
+            exit_status: None,
             exit_seen: false,
         }
     }

@@ -3,12 +3,12 @@
 //! way the live loop answers them (before each event, as records).
 use std::collections::HashMap;
 
-use super::tree::{self, Filter};
 use super::*;
 use crate::cgroups::CgroupSetup;
 use crate::cri::{CriFact, CriPod};
 use crate::kernel_event::{ExecPayload, ExitPayload};
 use crate::trace::{CgroupFact, ClockRecord, LostKinds, ResyncStart};
+use crate::view::{self as tree, Filter};
 
 const HOST_NS: u32 = 4026531836;
 const CTR_NS: u32 = 4026532500;
@@ -333,7 +333,7 @@ fn tree_groups_pod_container_conmon_init_children_and_shows_zombies() {
     let mut n = Node::new();
     let (conmon, init) = start_crio_container(&mut n);
     n.feed(in_ctr(ev(Kind::Fork, 120, init, "adapter"), 7));
-    let view = tree::build(&n.engine, &Filter::default());
+    let view = tree::tree(&n.engine, &Filter::default());
     assert_eq!(view.pods.len(), 1, "{view:#?}");
     let pod = &view.pods[0];
     assert_eq!(
@@ -353,20 +353,20 @@ fn tree_groups_pod_container_conmon_init_children_and_shows_zombies() {
         (init_node.children[0].pid, init_node.children[0].nspid),
         (120, 7)
     );
-    let text = tree::render_text(&view);
+    let text = tree::text::render_text(&view);
     assert!(
         text.contains("pod openshift-monitoring/prometheus-adapter-b87c6d546-7jlzw"),
         "{text}"
     );
     // The child exits and its parent (the init) does not reap it: a zombie, as ps shows it.
     n.exit(in_ctr(ev(Kind::Exit, 120, init, "adapter"), 7), 0);
-    let view = tree::build(&n.engine, &Filter::default());
+    let view = tree::tree(&n.engine, &Filter::default());
     let zombie = &view.pods[0].containers[0].processes[0].children[0].children[0];
     assert!(zombie.zombie, "{zombie:#?}");
-    let text = tree::render_text(&view);
+    let text = tree::text::render_text(&view);
     assert!(text.contains("[adapter] <defunct>"), "{text}");
     n.reap(120, 120 * S);
-    let view = tree::build(&n.engine, &Filter::default());
+    let view = tree::tree(&n.engine, &Filter::default());
     assert!(
         view.pods[0].containers[0].processes[0].children[0]
             .children
@@ -374,7 +374,7 @@ fn tree_groups_pod_container_conmon_init_children_and_shows_zombies() {
         "reaped: gone from the tree"
     );
     // Filters.
-    let none = tree::build(
+    let none = tree::tree(
         &n.engine,
         &Filter {
             namespace: Some("default".into()),
@@ -382,7 +382,7 @@ fn tree_groups_pod_container_conmon_init_children_and_shows_zombies() {
         },
     );
     assert!(none.pods.is_empty());
-    let by_prefix = tree::build(
+    let by_prefix = tree::tree(
         &n.engine,
         &Filter {
             container: Some(ID[..12].into()),
