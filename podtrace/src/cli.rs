@@ -24,15 +24,20 @@ pub struct Cli {
 pub enum Command {
     /// Trace the node: one JSON object per line for every process exec, fork and exit.
     Run(RunArgs),
-    /// Record a trace file without printing events (same as `run --record FILE --quiet`).
+    /// Record a trace without printing events (same as `run --record PATH --quiet`).
     Record {
-        /// Trace file to write (zstd-compressed when it ends in .zst).
+        /// Trace file to write (zstd-compressed when it ends in .zst), or a directory (an
+        /// existing one, a path ending in `/`, or with --segment-*/--retain-*) to write
+        /// rotated segments into.
         #[arg(short = 'o', long = "output")]
         output: PathBuf,
         #[command(flatten)]
+        segments: SegmentArgs,
+        #[command(flatten)]
         tracer: TracerArgs,
     },
-    /// Replay a recorded trace through the same engine: prints what `run` printed.
+    /// Replay a recorded trace through the same engine: prints what `run` printed. A
+    /// directory of segments replays them in order.
     Replay {
         file: PathBuf,
         #[command(flatten)]
@@ -223,14 +228,88 @@ pub struct FilterArgs {
     pub events: Option<String>,
 }
 
+/// Segments of a recording into a directory (`run --record DIR`, `record -o DIR`).
+#[derive(Args, Debug, Clone, Default)]
+pub struct SegmentArgs {
+    /// A segment ends before its file takes more than this: bytes, or with K, M, G (1024
+    /// based): 64M by default, at least 64K.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub segment_size: Option<u64>,
+    /// A segment ends after this long: 90s, 30m, 1h (the default), 1d; at least 1s.
+    #[arg(long, value_name = "AGE", value_parser = parse_age)]
+    pub segment_time: Option<Duration>,
+    /// The directory's segments take at most this much (the oldest go first): 1G by default,
+    /// at least twice --segment-size; 0: no bound.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub retain_size: Option<u64>,
+    /// Segments that ended longer ago than this go: 7d by default; 0: no bound.
+    #[arg(long, value_name = "AGE", value_parser = parse_age_or_zero)]
+    pub retain_time: Option<Duration>,
+}
+
+impl SegmentArgs {
+    /// Whether any was given (the path is then a directory).
+    pub fn any(&self) -> bool {
+        self.segment_size.is_some()
+            || self.segment_time.is_some()
+            || self.retain_size.is_some()
+            || self.retain_time.is_some()
+    }
+
+    /// Where `--record PATH` writes: segments in a directory when PATH is one (or ends in
+    /// `/`) or segments were asked for, else one file.
+    pub fn target(
+        &self,
+        path: PathBuf,
+    ) -> Result<crate::trace::segments::Target, crate::error::Failure> {
+        use crate::trace::segments::{Rotation, Target};
+        let slash = path.as_os_str().as_encoded_bytes().ends_with(b"/");
+        let is_dir = path.is_dir();
+        if !(is_dir || slash || self.any()) {
+            return Ok(Target::File(path));
+        }
+        if path.is_file() {
+            return Err(crate::error::Failure::BadInput(format!(
+                "{}: is a file; --segment-* and --retain-* record into a directory",
+                path.display()
+            )));
+        }
+        let d = Rotation::default();
+        let rotation = Rotation {
+            segment_bytes: self.segment_size.unwrap_or(d.segment_bytes),
+            segment_age: self.segment_time.unwrap_or(d.segment_age),
+            retain_bytes: match self.retain_size {
+                Some(0) => None,
+                Some(n) => Some(n),
+                None => d.retain_bytes,
+            },
+            retain_age: match self.retain_time {
+                Some(t) if t.is_zero() => None,
+                Some(t) => Some(t),
+                None => d.retain_age,
+            },
+        };
+        rotation.check()?;
+        Ok(Target::Dir {
+            dir: path,
+            rotation,
+        })
+    }
+}
+
 #[derive(Args, Debug)]
 pub struct RunArgs {
-    /// Write events here instead of stdout.
+    /// Write events here instead of stdout (appended to; reopened on SIGHUP, for log
+    /// rotation).
     #[arg(long, short = 'o')]
     pub output: Option<PathBuf>,
-    /// Also record a trace file for `podtrace replay` (.zst: compressed).
+    /// Also record a trace for `podtrace replay`: a file (.zst: compressed), or a directory
+    /// of rotated segments (an existing directory, a path ending in `/`, or with
+    /// --segment-*/--retain-*).
     #[arg(long)]
     pub record: Option<PathBuf>,
+    #[command(flatten)]
+    pub segments: SegmentArgs,
     /// Print no events (with --record).
     #[arg(long)]
     pub quiet: bool,
@@ -372,6 +451,69 @@ fn parse_timeout(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
+/// The largest `--segment-size` / `--retain-size`: 1 PiB.
+pub const SIZE_MAX: u64 = 1 << 50;
+
+/// `64M`, `1G`, `500K`, `123456` (bytes; K, M, G, T are 1024 based; `KiB` and `MB` forms
+/// too), at most [`SIZE_MAX`].
+fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(digits);
+    let shift = match unit
+        .trim()
+        .to_ascii_lowercase()
+        .trim_end_matches('b')
+        .trim_end_matches('i')
+    {
+        "" => 0,
+        "k" => 10,
+        "m" => 20,
+        "g" => 30,
+        "t" => 40,
+        _ => return Err(format!("`{s}` is not a size (bytes, or 64M, 1G, 512K)")),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size (bytes, or 64M, 1G, 512K)"))?;
+    n.checked_mul(1u64 << shift)
+        .filter(|v| *v <= SIZE_MAX)
+        .ok_or_else(|| format!("`{s}` is out of range: at most {SIZE_MAX} bytes"))
+}
+
+/// `90s`, `30m`, `1h`, `7d`, `500ms`: from 1 s to 3650 days.
+fn parse_age(s: &str) -> Result<Duration, String> {
+    let d = parse_age_or_zero(s)?;
+    if d < Duration::from_secs(1) {
+        return Err(format!("`{s}` is out of range: at least 1s"));
+    }
+    Ok(d)
+}
+
+/// As [`parse_age`], and 0 (no bound).
+fn parse_age_or_zero(s: &str) -> Result<Duration, String> {
+    let bad = || format!("`{s}` is not an age (90s, 30m, 1h, 7d; at most {DURATION_MAX_S}s)");
+    let t = s.trim();
+    let digits = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(digits);
+    let scale = match unit {
+        "ms" => 1e-3,
+        "" | "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        "d" => 86_400.0,
+        _ => return Err(bad()),
+    };
+    let v: f64 = num.parse().map_err(|_| bad())?;
+    let secs = v * scale;
+    if !(secs.is_finite() && secs >= 0.0 && secs <= DURATION_MAX_S as f64) {
+        return Err(bad());
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
 /// `--hold-ms` by default: past what containerd and cri-o take here to answer for a new
 /// container (docs/events.md, "When names appear").
 pub const HOLD_MS_DEFAULT: u64 = 2000;
@@ -465,6 +607,24 @@ mod tests {
         assert_eq!(parse_timeout("1.5"), Ok(Duration::from_millis(1500)));
         for bad in ["0", "-1s", "x", "2h", "1e9", ""] {
             assert!(parse_timeout(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn sizes_and_ages() {
+        assert_eq!(parse_size("64M"), Ok(64 << 20));
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("512k"), Ok(512 << 10));
+        assert_eq!(parse_size("123"), Ok(123));
+        for bad in ["", "M", "1X", "-1", "1.5M", "99999999999999P", "2000T"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_age("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_age("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_age("7d"), Ok(Duration::from_secs(7 * 86_400)));
+        assert_eq!(parse_age_or_zero("0"), Ok(Duration::ZERO));
+        for bad in ["0", "500ms", "x", "1w", "-1h", "inf", "99999d"] {
+            assert!(parse_age(bad).is_err(), "{bad}");
         }
     }
 

@@ -1,6 +1,16 @@
 //! Boot-clock nanoseconds (what the kernel stamps) to wall-clock RFC 3339 text.
 use anyhow::{bail, Context, Result};
 
+/// Nanoseconds of the boot clock (CLOCK_BOOTTIME) now: the kernel's records' clock.
+pub fn boot_now_ns() -> u64 {
+    now_ns(libc::CLOCK_BOOTTIME).map_or(0, |n| n.max(0) as u64)
+}
+
+/// Unix nanoseconds now (CLOCK_REALTIME).
+pub fn unix_now_ns() -> i64 {
+    now_ns(libc::CLOCK_REALTIME).unwrap_or(0)
+}
+
 /// `wall = boot + offset`, where offset = CLOCK_REALTIME - CLOCK_BOOTTIME taken once at start.
 /// Recorded in trace headers so replay prints the same timestamps.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -115,6 +125,17 @@ pub fn format_rfc3339(unix_ns: i64) -> String {
     }
 }
 
+/// The unix nanoseconds [`format_rfc3339`] printed as `text` (its fallback form too); None
+/// for any other text.
+pub fn parse_printed(text: &str) -> Option<i64> {
+    if let Some(n) = text.strip_prefix('@').and_then(|t| t.strip_suffix("ns")) {
+        return n.parse().ok();
+    }
+    let t =
+        time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()?;
+    i64::try_from(t.unix_timestamp_nanos()).ok()
+}
+
 /// Parses RFC 3339 text to unix nanoseconds.
 pub fn parse_rfc3339(text: &str) -> Result<i64> {
     let t = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
@@ -137,6 +158,23 @@ mod tests {
             format_rfc3339(1_795_734_349_123_456_789),
             "2026-11-26T23:05:49.123456789Z"
         );
+    }
+
+    #[test]
+    fn printed_times_read_back_to_the_same_number() {
+        for ns in [
+            0i64,
+            1,
+            -1,
+            1_795_734_349_123_456_789,
+            -62_135_596_800_000_000,
+            i64::MAX,
+            i64::MIN,
+        ] {
+            assert_eq!(parse_printed(&format_rfc3339(ns)), Some(ns), "{ns}");
+        }
+        assert_eq!(parse_printed("yesterday"), None);
+        assert_eq!(parse_printed("@12xns"), None);
     }
 
     #[test]

@@ -30,6 +30,7 @@ pub mod pipeline;
 pub mod privileges;
 pub mod redact;
 pub mod replay;
+pub mod resync;
 pub mod snapshot;
 pub mod top;
 pub mod trace;

@@ -24,11 +24,12 @@ use crate::ndjson::NdjsonWriter;
 use crate::pipeline::Pipeline;
 use crate::privileges;
 use crate::redact::Redactor;
+use crate::resync::Resyncer;
 use crate::snapshot;
-use crate::trace::writer::TraceWriter;
+use crate::trace::segments::{Recorder, RecorderStats};
 use crate::trace::{
     self, CgroupFact, ClockRecord, EndRecord, Header, LostKinds, LostRecord, MalformedRecord,
-    Record, ResyncStart, TickRecord,
+    Record, ResyncEnd, ResyncStart, TickRecord,
 };
 use crate::transport::{Source, Transport};
 
@@ -54,7 +55,7 @@ pub struct RunOptions {
     pub threads: bool,
     pub kernel_debug: bool,
     pub filter: EventFilter,
-    pub record: Option<PathBuf>,
+    pub record: Option<crate::trace::segments::Target>,
     pub node: Option<String>,
     /// Write a JSON summary here at exit.
     pub summary: Option<PathBuf>,
@@ -88,6 +89,11 @@ pub struct RunSummary {
     pub threads: u64,
     pub read_errors: u64,
     pub resyncs: u64,
+    /// Processes left out of resyncs because reading them passed its deadline (alive, not
+    /// read).
+    pub resync_unread: u64,
+    /// Reads of /proc stuck at exit (past their deadline, not returned).
+    pub resync_stuck_reads: usize,
     /// The CRI used (endpoint and runtime), if any, and its counters at exit.
     pub cri: Option<CriSummary>,
     /// The exit program attached (`sched_process_exit`: group_dead from the tracepoint;
@@ -111,6 +117,11 @@ pub struct RunSummary {
     pub counter_read_errors: u64,
     /// Events held for kubelet containers' CRI answers, and how they went out.
     pub hold: Option<HoldSummary>,
+    /// What the recorder did (`--record`): segments, retention, pauses and the records it
+    /// could not write.
+    pub recording: Option<RecorderStats>,
+    /// Lines `--output` could not write (a full disk, any write error).
+    pub output: Option<crate::ndjson::OutputStats>,
 }
 
 /// `--summary`'s account of the hold for CRI answers.
@@ -203,6 +214,7 @@ pub fn push_snapshot(
         started_unix_ns: clock.unix_ns(boot_now_ns()),
         cgroups: setup.clone(),
         hold_ns,
+        segment: None,
     }))?;
     let mut redacted = 0;
     let processes = snapshot::scan_each(view, std::process::id(), |mut p| {
@@ -308,6 +320,8 @@ struct Live {
     clock_offset: i64,
     last_resync: Option<Instant>,
     resync_due: bool,
+    /// Reads /proc off the loop.
+    resyncer: Resyncer,
 }
 
 impl Live {
@@ -404,29 +418,37 @@ impl Live {
         Ok(())
     }
 
-    /// /proc again (after a loss), as `resync` records, at most every `RESYNC_EVERY`.
+    /// /proc again (after a loss), at most every `RESYNC_EVERY`: started here, read off the
+    /// loop, and pushed as `resync` records on the tick it is done.
     fn resync(&mut self, pipe: &mut Pipeline<'_>) -> Result<()> {
+        if let Some(done) = self.resyncer.poll() {
+            self.summary.resyncs += 1;
+            self.summary.resync_unread = self.resyncer.unread_total;
+            tracing::info!(
+                "events were lost: read /proc again ({} processes{})",
+                done.procs.len(),
+                if done.unread.is_empty() {
+                    String::new()
+                } else {
+                    format!(", {} not read in time", done.unread.len())
+                }
+            );
+            pipe.push(&Record::ResyncStart(ResyncStart { ts_ns: done.ts_ns }))?;
+            for p in done.procs {
+                pipe.push(&Record::Proc(p))?;
+            }
+            pipe.push(&Record::ResyncEnd(ResyncEnd {
+                unread: done.unread,
+            }))?;
+        }
         if !self.resync_due || self.last_resync.is_some_and(|t| t.elapsed() < RESYNC_EVERY) {
             return Ok(());
         }
-        self.resync_due = false;
-        self.last_resync = Some(Instant::now());
-        let ts_ns = boot_now_ns();
-        let mut procs = snapshot::scan(self.resolver.view(), std::process::id())
-            .context("reading /proc again after a loss")?;
-        for p in &mut procs {
-            self.redactor.process(p);
+        if self.resyncer.start(boot_now_ns()) {
+            self.resync_due = false;
+            self.last_resync = Some(Instant::now());
         }
-        self.summary.resyncs += 1;
-        tracing::info!(
-            "events were lost: read /proc again ({} processes)",
-            procs.len()
-        );
-        pipe.push(&Record::ResyncStart(ResyncStart { ts_ns }))?;
-        for p in procs {
-            pipe.push(&Record::Proc(p))?;
-        }
-        pipe.push(&Record::ResyncEnd {})
+        Ok(())
     }
 
     /// The kernel's counters; None (counted, and said once) when the map cannot be read.
@@ -469,12 +491,12 @@ fn build_pipeline(opts: &RunOptions, with_cri: bool) -> Result<Pipeline<'static>
     if with_cri {
         pipe = pipe.keep_requests();
     }
-    if let Some(p) = &opts.record {
-        pipe = pipe.record_to(TraceWriter::create(p)?);
+    if let Some(t) = &opts.record {
+        pipe = pipe.record_to(Recorder::open(t.clone())?);
     }
     if !opts.quiet {
         pipe = pipe.sink(match &opts.output {
-            Some(p) => NdjsonWriter::create(p)?,
+            Some(p) => NdjsonWriter::create(p, opts.node.as_deref().map(Arc::from))?,
             None => NdjsonWriter::stdout(),
         });
     }
@@ -519,6 +541,8 @@ fn start_metrics(
 struct Waits {
     sigint: tokio::signal::unix::Signal,
     sigterm: tokio::signal::unix::Signal,
+    /// Reopens `--output` (log rotation).
+    sighup: tokio::signal::unix::Signal,
     deadline: Option<tokio::time::Instant>,
     ticker: tokio::time::Interval,
     logger: Option<AsyncFd<aya_log::EbpfLogger<&'static dyn log::Log>>>,
@@ -545,6 +569,8 @@ pub async fn run_with<F: Frontend>(mut opts: RunOptions, ui: &mut F) -> Result<R
     // instead of killing the process (it did when it came right after `attached`).
     let sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
     let sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+    // SIGHUP reopens --output (log rotation); it no longer ends podtrace.
+    let sighup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
     let metrics_listener = match opts.metrics_addr {
         Some(addr) => Some(metrics::bind(addr).await?),
         None => None,
@@ -606,6 +632,7 @@ pub async fn run_with<F: Frontend>(mut opts: RunOptions, ui: &mut F) -> Result<R
     loader::release_startup_heap();
     let metrics =
         metrics_listener.map(|l| start_metrics(l, opts.ring_buffer_bytes, redacted, &pipe));
+    let resyncer = Resyncer::new(view.clone(), Arc::clone(&redactor));
     let mut live = Live {
         resolver: Resolver::new(view),
         redactor,
@@ -621,6 +648,7 @@ pub async fn run_with<F: Frontend>(mut opts: RunOptions, ui: &mut F) -> Result<R
         clock_offset: clock.offset_ns,
         last_resync: None,
         resync_due: false,
+        resyncer,
     };
     log_kernel_path(&loaded);
     tracing::info!(
@@ -638,6 +666,7 @@ pub async fn run_with<F: Frontend>(mut opts: RunOptions, ui: &mut F) -> Result<R
     let mut waits = Waits {
         sigint,
         sigterm,
+        sighup,
         deadline: opts.duration.map(|d| tokio::time::Instant::now() + d),
         ticker: tokio::time::interval(TICK),
         logger: match loaded.logger.take() {
@@ -747,6 +776,7 @@ impl Live {
                         return Ok(());
                     }
                 }
+                _ = w.sighup.recv() => pipe.reopen_outputs()?,
                 _ = w.sigint.recv() => return Ok(()),
                 _ = w.sigterm.recv() => return Ok(()),
                 _ = async {
@@ -793,6 +823,8 @@ impl Live {
             if let Some(s) = cri {
                 m.observe_cri(&s.stats());
             }
+            m.observe_writes(pipe.recorder_stats(), pipe.output_stats().as_ref());
+            m.observe_resync(self.resyncer.unread_total, self.resyncer.stuck());
         }
         pipe.flush()
     }
@@ -830,7 +862,11 @@ impl Live {
         summary.hold = pipe
             .engine()
             .map(|e| HoldSummary::of(e.hold_ns(), e.hold_stats()));
-        pipe.finish()?;
+        summary.output = pipe.output_stats();
+        summary.resync_unread = self.resyncer.unread_total;
+        summary.resync_stuck_reads = self.resyncer.stuck();
+        let (_, recording) = pipe.finish_recording()?;
+        summary.recording = recording;
         if let Some((mut file, path)) = summary_file {
             let text = serde_json::to_string_pretty(&summary).context("encoding the summary")?;
             std::io::Write::write_all(&mut file, (text + "\n").as_bytes())

@@ -41,7 +41,7 @@ fn run_options(
     tracer: TracerArgs,
     filter: EventFilter,
     output: Option<std::path::PathBuf>,
-    record: Option<std::path::PathBuf>,
+    record: Option<podtrace::trace::segments::Target>,
     quiet: bool,
 ) -> Result<RunOptions> {
     Ok(RunOptions {
@@ -76,13 +76,22 @@ fn live(opts: RunOptions) -> Result<()> {
 
 fn run_cmd(run: RunArgs) -> Result<()> {
     let filter = filter_from(&run.filters)?;
+    let record = match run.record {
+        Some(p) => Some(run.segments.target(p)?),
+        None if run.segments.any() => {
+            return Err(
+                Failure::BadInput("--segment-* and --retain-* are for --record DIR".into()).into(),
+            )
+        }
+        None => None,
+    };
     live(run_options(
-        run.tracer, filter, run.output, run.record, run.quiet,
+        run.tracer, filter, run.output, record, run.quiet,
     )?)
 }
 
 fn report_replay(s: &replay::ReplaySummary) {
-    if let Some(w) = &s.cut_short {
+    for w in &s.cut_short {
         tracing::warn!("{w}");
     }
     if s.skipped > 0 {
@@ -90,8 +99,13 @@ fn report_replay(s: &replay::ReplaySummary) {
     }
 }
 
-/// `started_unix_ns` of a trace's header (time 0 of an export).
-fn recording_start(file: &std::path::Path, lenient: bool) -> Result<Option<i64>> {
+/// `started_unix_ns` of a trace's header (time 0 of an export); of the first segment's for a
+/// directory.
+fn recording_start(path: &std::path::Path, lenient: bool) -> Result<Option<i64>> {
+    let files = replay::files(path)?;
+    let Some(file) = files.first() else {
+        return Ok(None);
+    };
     let mut reader = podtrace::trace::reader::TraceReader::open(file, lenient)?;
     Ok(match reader.next_record()? {
         Some((_, podtrace::trace::Record::Header(h))) => Some(h.started_unix_ns),
@@ -190,7 +204,14 @@ fn top_cmd(t: TopArgs) -> Result<()> {
         Some(file) => podtrace::top::trace(file, t.lenient, t.at, t.speed, opts),
         // `run` without its NDJSON: the view filters, the pipeline keeps everything.
         None => podtrace::top::live(
-            run_options(t.tracer, EventFilter::default(), None, t.record, true)?,
+            run_options(
+                t.tracer,
+                EventFilter::default(),
+                None,
+                // top records into one file (segments are `run --record DIR`'s).
+                t.record.map(podtrace::trace::segments::Target::File),
+                true,
+            )?,
             opts,
         ),
     }
@@ -270,9 +291,15 @@ fn main() -> ExitCode {
             }
         }
         Command::Run(run) => run_cmd(run),
-        Command::Record { output, tracer } => {
-            run_options(tracer, EventFilter::default(), None, Some(output), true).and_then(live)
-        }
+        Command::Record {
+            output,
+            segments,
+            tracer,
+        } => segments
+            .target(output)
+            .map_err(anyhow::Error::from)
+            .and_then(|t| run_options(tracer, EventFilter::default(), None, Some(t), true))
+            .and_then(live),
         Command::Replay {
             file,
             filters,

@@ -118,6 +118,7 @@ pub struct Metrics {
     held: Gauge,
     released: Family<TypeLabel, Counter>,
     cri: CriMetrics,
+    writes: WriteMetrics,
     heartbeat: Heartbeat,
     stall_after: Duration,
 }
@@ -198,6 +199,78 @@ impl CriMetrics {
             cache_size,
             latency_us_sum,
             latency_count,
+        }
+    }
+}
+
+/// The recorder's and the output file's account, and the /proc re-reads that did not
+/// finish, brought up to their totals on each tick.
+struct WriteMetrics {
+    recording_paused: Gauge,
+    recording_records_lost: Counter,
+    recording_segments: Counter,
+    recording_removed: Counter,
+    recording_dir_bytes: Gauge,
+    output_lines_lost: Counter,
+    resync_unread: Counter,
+    resync_stuck: Gauge,
+}
+
+impl WriteMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let mut counter = |name: &str, help: &str| {
+            let c = Counter::default();
+            registry.register(name, help, c.clone());
+            c
+        };
+        let recording_records_lost = counter(
+            "recording_records_lost",
+            "Trace records the recorder could not write (a full disk, a write error)",
+        );
+        let recording_segments = counter(
+            "recording_segments",
+            "Trace segments started (--record DIR)",
+        );
+        let recording_removed = counter(
+            "recording_removed_segments",
+            "Trace segments removed by retention (--retain-size, --retain-time)",
+        );
+        let output_lines_lost = counter(
+            "output_lines_lost",
+            "Event lines --output could not write (a full disk, a write error)",
+        );
+        let resync_unread = counter(
+            "resync_unread_processes",
+            "Processes left out of a /proc re-read because reading them passed its deadline",
+        );
+        let recording_paused = Gauge::default();
+        registry.register(
+            "recording_paused",
+            "1 while the recorder cannot write (it tries again every second)",
+            recording_paused.clone(),
+        );
+        let recording_dir_bytes = Gauge::default();
+        registry.register_with_unit(
+            "recording_dir_size",
+            "Size of the trace segments in the --record directory",
+            Unit::Bytes,
+            recording_dir_bytes.clone(),
+        );
+        let resync_stuck = Gauge::default();
+        registry.register(
+            "resync_stuck_reads",
+            "/proc reads that passed their deadline and have not returned yet",
+            resync_stuck.clone(),
+        );
+        Self {
+            recording_paused,
+            recording_records_lost,
+            recording_segments,
+            recording_removed,
+            recording_dir_bytes,
+            output_lines_lost,
+            resync_unread,
+            resync_stuck,
         }
     }
 }
@@ -303,7 +376,9 @@ impl Metrics {
             released.clone(),
         );
         let cri = CriMetrics::register(&mut registry);
+        let writes = WriteMetrics::register(&mut registry);
         Self {
+            writes,
             held,
             released,
             kernel_counters_readable,
@@ -399,6 +474,34 @@ impl Metrics {
             catch_up(&self.kernel_threads, k.threads);
             catch_up(&self.kernel_read_errors, k.read_errors);
         }
+    }
+
+    /// Brings the recorder's and the output file's counters up to their totals.
+    pub fn observe_writes(
+        &self,
+        recording: Option<&crate::trace::segments::RecorderStats>,
+        output: Option<&crate::ndjson::OutputStats>,
+    ) {
+        let w = &self.writes;
+        if let Some(r) = recording {
+            w.recording_paused.set(i64::from(r.paused));
+            w.recording_dir_bytes
+                .set(i64::try_from(r.dir_bytes).unwrap_or(i64::MAX));
+            catch_up(&w.recording_records_lost, r.records_lost);
+            catch_up(&w.recording_segments, r.segments);
+            catch_up(&w.recording_removed, r.removed_segments);
+        }
+        if let Some(o) = output {
+            catch_up(&w.output_lines_lost, o.lines_lost);
+        }
+    }
+
+    /// Processes left out of re-reads so far, and reads stuck now.
+    pub fn observe_resync(&self, unread_total: u64, stuck_now: usize) {
+        catch_up(&self.writes.resync_unread, unread_total);
+        self.writes
+            .resync_stuck
+            .set(i64::try_from(stuck_now).unwrap_or(i64::MAX));
     }
 
     /// Brings the CRI counters up to the service's totals.
@@ -784,6 +887,7 @@ mod tests {
             started_unix_ns: 0,
             cgroups: crate::cgroups::CgroupSetup::v2_only(),
             hold_ns: 0,
+            segment: None,
         });
         let mut out = Vec::new();
         for p in procs {

@@ -5,9 +5,18 @@
 //! escapes, nulls and non-ASCII text included), only faster: what repeats from event to event
 //! (the cgroup, container and pod objects; the date and time of day of the timestamp) is
 //! encoded once and copied afterwards.
+//!
+//! A file (`--output FILE`) is appended to (what log rotation expects: after a copytruncate
+//! the next line goes to the start of the emptied file, never to an offset that leaves a
+//! hole), reopened on SIGHUP ([`NdjsonWriter::reopen`]), and a write that fails (a full
+//! disk) stops nothing: the lines that could not be written are counted, a line cut by the
+//! failure is finished first when writing works again (tried every second), and an
+//! `output_lost` line then says how many are missing. stdout stops podtrace on an error, as
+//! before (its reader went away).
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
@@ -16,6 +25,31 @@ use crate::output::{ContainerRef, Event, PodRef, ProcessFields};
 
 /// Output is handed to the writer in pieces of about this size.
 const CHUNK: usize = 1 << 16;
+/// How often writing to a failing file is tried again.
+const RETRY_EVERY: Duration = Duration::from_secs(1);
+
+/// What `--output FILE` could not write (`--summary`'s `output`, and metrics).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct OutputStats {
+    pub path: String,
+    /// Lines not written.
+    pub lines_lost: u64,
+    /// Times writing failed (each followed by `output_lost` once it worked again).
+    pub failures: u64,
+    /// Reopened on SIGHUP.
+    pub reopens: u64,
+    pub last_error: Option<String>,
+}
+
+/// Writing failed: what is owed once it works again.
+struct Failing {
+    error: String,
+    /// Lines not written so far.
+    lines: u64,
+    /// The rest of the line the failure cut (written first, so the file has no half line).
+    tail: Vec<u8>,
+    last_try: Instant,
+}
 
 pub struct NdjsonWriter {
     out: Box<dyn Write + Send>,
@@ -24,6 +58,11 @@ pub struct NdjsonWriter {
     enc: Encoder,
     what: String,
     pub lines: u64,
+    /// The file written (None: stdout or another writer, where an error stops podtrace).
+    path: Option<PathBuf>,
+    node: Option<Arc<str>>,
+    failing: Option<Failing>,
+    pub stats: OutputStats,
 }
 
 impl NdjsonWriter {
@@ -31,11 +70,15 @@ impl NdjsonWriter {
         Self::new(Box::new(std::io::stdout()), "stdout".into())
     }
 
-    /// Events to a file (created or truncated 0600; a symlink at the path is refused: see
-    /// [`crate::outfile`]).
-    pub fn create(path: &Path) -> Result<Self> {
-        let f = crate::outfile::open_output_file(path, false).context("the events' output")?;
-        Ok(Self::new(Box::new(f), path.display().to_string()))
+    /// Events to a file, appended to (created 0600; a symlink at the path is refused: see
+    /// [`crate::outfile`]); `node` goes into its `output_lost` lines as into events.
+    pub fn create(path: &Path, node: Option<Arc<str>>) -> Result<Self> {
+        let f = crate::outfile::open_output_file(path, true).context("the events' output")?;
+        let mut w = Self::new(Box::new(f), path.display().to_string());
+        w.path = Some(path.to_path_buf());
+        w.node = node;
+        w.stats.path = path.display().to_string();
+        Ok(w)
     }
 
     /// Any writer (benchmarks: `std::io::sink()`); `what` names it in errors.
@@ -46,10 +89,20 @@ impl NdjsonWriter {
             enc: Encoder::default(),
             what,
             lines: 0,
+            path: None,
+            node: None,
+            failing: None,
+            stats: OutputStats::default(),
         }
     }
 
     pub fn write(&mut self, ev: &Event) -> Result<()> {
+        if let Some(f) = &mut self.failing {
+            // Not written: counted (the `output_lost` line says how many).
+            f.lines += 1;
+            self.stats.lines_lost += 1;
+            return Ok(());
+        }
         self.enc.line(ev, &mut self.buf);
         self.lines += 1;
         if self.buf.len() >= CHUNK {
@@ -58,17 +111,172 @@ impl NdjsonWriter {
         Ok(())
     }
 
+    /// Writes `bytes` to the file as far as it goes: Err((written, error)) when it stops.
+    fn write_some(out: &mut dyn Write, bytes: &[u8]) -> Result<(), (usize, std::io::Error)> {
+        let mut done = 0;
+        while done < bytes.len() {
+            match out.write(&bytes[done..]) {
+                Ok(0) => {
+                    return Err((
+                        done,
+                        std::io::Error::new(std::io::ErrorKind::WriteZero, "wrote nothing"),
+                    ))
+                }
+                Ok(n) => done += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err((done, e)),
+            }
+        }
+        Ok(())
+    }
+
     fn write_out(&mut self) -> Result<()> {
-        let r = self.out.write_all(&self.buf);
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let r = Self::write_some(&mut *self.out, &self.buf);
+        let buf = std::mem::take(&mut self.buf);
+        let r = match r {
+            Ok(()) => Ok(()),
+            Err((_, e)) if self.path.is_none() => {
+                Err(anyhow::Error::new(e).context(format!("writing to {}", self.what)))
+            }
+            Err((done, e)) => {
+                self.start_failing(&buf, done, &e);
+                Ok(())
+            }
+        };
+        self.buf = buf;
         self.buf.clear();
-        r.with_context(|| format!("writing to {}", self.what))
+        r
+    }
+
+    /// A write to the file stopped after `done` bytes of `buf`: the rest of that line is
+    /// owed, the lines after it are lost.
+    fn start_failing(&mut self, buf: &[u8], done: usize, e: &std::io::Error) {
+        let rest = buf.get(done..).unwrap_or_default();
+        let line_end = memchr::memchr(b'\n', rest).map_or(rest.len(), |i| i + 1);
+        // A line not started at all is lost whole; one cut is finished later.
+        let cut = done > 0 && buf.get(done - 1) != Some(&b'\n');
+        let (tail, lost_from) = if cut {
+            (rest[..line_end].to_vec(), line_end)
+        } else {
+            (Vec::new(), 0)
+        };
+        let lines = memchr::memchr_iter(b'\n', &rest[lost_from..]).count() as u64;
+        let error = format!("{e}");
+        tracing::warn!(
+            "writing to {}: {error}; events go on, lines are counted until writing works \
+             again (tried every second)",
+            self.what
+        );
+        self.stats.failures += 1;
+        self.stats.lines_lost += lines;
+        self.stats.last_error = Some(error.clone());
+        self.failing = Some(Failing {
+            error,
+            lines,
+            tail,
+            last_try: Instant::now(),
+        });
+    }
+
+    /// After a failure, once a second: the cut line's rest, then the `output_lost` line.
+    fn retry(&mut self) {
+        let Some(f) = &mut self.failing else { return };
+        if f.last_try.elapsed() < RETRY_EVERY {
+            return;
+        }
+        f.last_try = Instant::now();
+        if !f.tail.is_empty() {
+            match Self::write_some(&mut *self.out, &f.tail) {
+                Ok(()) => f.tail.clear(),
+                Err((done, _)) => {
+                    f.tail.drain(..done);
+                    return;
+                }
+            }
+        }
+        let mut line = Vec::with_capacity(256);
+        self.enc.line(
+            &Event::OutputLost {
+                ts: crate::clock::format_rfc3339(crate::clock::unix_now_ns()),
+                lines: f.lines,
+                error: f.error.clone(),
+                node: self.node.clone(),
+            },
+            &mut line,
+        );
+        match Self::write_some(&mut *self.out, &line) {
+            Ok(()) => {
+                tracing::info!(
+                    "writing to {} again ({} lines were not written)",
+                    self.what,
+                    f.lines
+                );
+                self.lines += 1;
+                self.failing = None;
+            }
+            // Part of it reached the file: the rest of it is owed now.
+            Err((done, _)) if done > 0 => f.tail = line[done..].to_vec(),
+            Err(_) => {}
+        }
     }
 
     pub fn flush(&mut self) -> Result<()> {
+        if self.failing.is_some() {
+            self.retry();
+            return Ok(());
+        }
         self.write_out()?;
-        self.out
-            .flush()
-            .with_context(|| format!("flushing {}", self.what))
+        match self.out.flush() {
+            Ok(()) => Ok(()),
+            Err(e) if self.path.is_none() => {
+                Err(anyhow::Error::new(e).context(format!("flushing {}", self.what)))
+            }
+            Err(e) => {
+                self.start_failing(&[], 0, &e);
+                Ok(())
+            }
+        }
+    }
+
+    /// SIGHUP: writes what is buffered to the file open now, then opens the path again (log
+    /// rotation moved or removed the file: a new one is made, 0600; one made by the rotation
+    /// is appended to as it is). Only for `--output FILE`.
+    pub fn reopen(&mut self) -> Result<()> {
+        let Some(path) = self.path.clone() else {
+            return Ok(());
+        };
+        self.write_out()?;
+        // A line cut by a failure is finished in the file it was started in, if it can be.
+        if let Some(f) = &mut self.failing {
+            f.last_try = Instant::now() - RETRY_EVERY;
+        }
+        self.retry();
+        let _ = self.out.flush();
+        match crate::outfile::open_output_file(&path, true) {
+            Ok(f) => {
+                self.out = Box::new(f);
+                self.stats.reopens += 1;
+                if let Some(f) = &mut self.failing {
+                    if !f.tail.is_empty() {
+                        // Its start stays in the old file: that line is lost.
+                        f.tail.clear();
+                        f.lines += 1;
+                        self.stats.lines_lost += 1;
+                    }
+                    f.last_try = Instant::now() - RETRY_EVERY;
+                }
+                self.retry();
+                tracing::info!("reopened {} (SIGHUP)", path.display());
+            }
+            Err(e) => tracing::warn!(
+                "SIGHUP: cannot reopen {}: {e}; still writing to the file open before",
+                path.display()
+            ),
+        }
+        Ok(())
     }
 }
 
@@ -287,6 +495,12 @@ impl Encoder {
 
     /// Appends `ev` as JSON (what `serde_json::to_writer(out, ev)` writes).
     pub fn event(&mut self, ev: &Event, out: &mut Vec<u8>) {
+        if matches!(ev, Event::Recording { .. } | Event::OutputLost { .. }) {
+            // Rare lines (a recorder or output failing and coming back): serde_json's own
+            // text, which cannot fail for these types.
+            let _ = serde_json::to_writer(&mut *out, ev);
+            return;
+        }
         match ev {
             Event::Exec {
                 process,
@@ -387,6 +601,8 @@ impl Encoder {
                 string(out, reason);
                 node(out, n);
             }
+            // Written above.
+            Event::Recording { .. } | Event::OutputLost { .. } => return,
         }
         out.push(b'}');
     }

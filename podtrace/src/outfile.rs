@@ -64,6 +64,43 @@ pub fn open_output_file(path: &Path, append: bool) -> Result<File, Failure> {
     Ok(file)
 }
 
+/// Creates `path`, which must not exist (a trace segment: a file of its own, never an
+/// existing one, never through a symbolic link), mode 0600. The error is the system's.
+pub fn create_new(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(MODE)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+}
+
+/// Creates directory `path` (and its parents) mode 0700 if it is not there (what it holds
+/// holds argv); an existing one is used as it is.
+pub fn ensure_dir(path: &Path) -> Result<(), Failure> {
+    use std::os::unix::fs::DirBuilderExt;
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_dir() => return Ok(()),
+        Ok(_) => {
+            return Err(Failure::BadInput(format!(
+                "{}: is not a directory",
+                path.display()
+            )))
+        }
+        Err(_) => {}
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .map_err(|e| {
+            Failure::BadInput(format!(
+                "{}: cannot create the directory: {e}",
+                path.display()
+            ))
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,13 +3,13 @@
 use std::sync::Arc;
 
 use schemars::JsonSchema;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::attribution::Runtime;
 pub use crate::trace::LostKinds;
 
 /// What a process is to its container.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, JsonSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Role {
     /// The container's monitor (cri-o / podman).
@@ -58,7 +58,18 @@ impl Serialize for Timestamp {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
+/// The text [`Serialize`] writes, back to the same number (events held at the start of a
+/// trace segment are stored as they would be printed).
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        crate::clock::parse_printed(&text)
+            .map(Timestamp)
+            .ok_or_else(|| serde::de::Error::custom(format!("`{text}` is not a timestamp")))
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ContainerRef {
     pub id: String,
     /// Kubernetes container name (the CRI's, else conmon's `-n`; `POD` for a pod's sandbox),
@@ -71,7 +82,7 @@ pub struct ContainerRef {
     pub image_id: Option<String>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct PodRef {
     pub name: Option<String>,
     pub namespace: Option<String>,
@@ -79,7 +90,7 @@ pub struct PodRef {
 }
 
 /// Fields every process event carries.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ProcessFields {
     /// RFC 3339 UTC with nanoseconds.
     #[schemars(with = "String")]
@@ -116,12 +127,22 @@ pub struct ProcessFields {
     /// A kernel read failed: some fields are 0 (or empty) rather than real.
     pub partial: bool,
     /// Node name (`--node` / NODE_NAME), absent when not set.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<Arc<str>>,
 }
 
+/// Whether the recorder writes (`recording` lines).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RecordingState {
+    /// Writing the trace failed (a full disk, say): records are counted, not written.
+    Paused,
+    /// Writing again, in a new segment.
+    Resumed,
+}
+
 /// One NDJSON line.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum Event {
     /// A process replaced its program (execve).
@@ -171,7 +192,7 @@ pub enum Event {
         /// The count by kind (an exit lost leaves a process that looks alive; an exec lost,
         /// a program change unseen).
         kinds: LostKinds,
-        #[serde(skip_serializing_if = "Option::is_none")]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         node: Option<Arc<str>>,
     },
     /// A kernel record that did not decode (dropped).
@@ -180,7 +201,33 @@ pub enum Event {
         /// Its length.
         bytes: u64,
         reason: String,
-        #[serde(skip_serializing_if = "Option::is_none")]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        node: Option<Arc<str>>,
+    },
+    /// The trace recorder (`--record`) stopped writing (a full disk, any write error) or
+    /// wrote again: tracing and this stream went on meanwhile.
+    Recording {
+        ts: String,
+        state: RecordingState,
+        /// The file that could not be written (paused), or the new segment (resumed).
+        file: String,
+        /// Why writing stopped (paused); null when resumed.
+        error: Option<String>,
+        /// Records not written since writing stopped (0 when paused).
+        records_lost: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        node: Option<Arc<str>>,
+    },
+    /// The first line written to `--output` after writes to it failed: the lines in between
+    /// were not written.
+    #[serde(rename = "output_lost")]
+    OutputLost {
+        ts: String,
+        /// Lines not written.
+        lines: u64,
+        /// Why (the first error).
+        error: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         node: Option<Arc<str>>,
     },
 }
@@ -193,7 +240,7 @@ impl Event {
             | Event::Fork { process }
             | Event::Exit { process, .. }
             | Event::Thread { process } => Some(process),
-            Event::Lost { .. } | Event::Malformed { .. } => None,
+            _ => None,
         }
     }
 
@@ -205,6 +252,8 @@ impl Event {
             Event::Thread { .. } => "thread",
             Event::Lost { .. } => "lost",
             Event::Malformed { .. } => "malformed",
+            Event::Recording { .. } => "recording",
+            Event::OutputLost { .. } => "output_lost",
         }
     }
 

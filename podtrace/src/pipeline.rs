@@ -9,9 +9,9 @@ use anyhow::Result;
 
 use crate::engine::{Engine, Request};
 use crate::filter::EventFilter;
-use crate::ndjson::NdjsonWriter;
+use crate::ndjson::{NdjsonWriter, OutputStats};
 use crate::output::Event;
-use crate::trace::writer::TraceWriter;
+use crate::trace::segments::{Recorder, RecorderStats};
 use crate::trace::Record;
 
 /// Where kept events go.
@@ -19,6 +19,14 @@ pub trait Sink {
     fn event(&mut self, ev: &Event) -> Result<()>;
     fn flush(&mut self) -> Result<()> {
         Ok(())
+    }
+    /// SIGHUP: a file sink opens its path again (log rotation).
+    fn reopen(&mut self) -> Result<()> {
+        Ok(())
+    }
+    /// What a file sink could not write.
+    fn output_stats(&self) -> Option<OutputStats> {
+        None
     }
 }
 
@@ -28,6 +36,12 @@ impl Sink for NdjsonWriter {
     }
     fn flush(&mut self) -> Result<()> {
         NdjsonWriter::flush(self)
+    }
+    fn reopen(&mut self) -> Result<()> {
+        NdjsonWriter::reopen(self)
+    }
+    fn output_stats(&self) -> Option<OutputStats> {
+        (!self.stats.path.is_empty()).then(|| self.stats.clone())
     }
 }
 
@@ -54,7 +68,7 @@ pub struct Pipeline<'a> {
     filter: EventFilter,
     /// The filter keeps everything (no need to ask it).
     keep_all: bool,
-    recorder: Option<TraceWriter>,
+    recorder: Option<Recorder>,
     sinks: Vec<Box<dyn Sink + 'a>>,
     buf: Vec<Event>,
     /// Keep the engine's requests for the caller (live, with a CRI); dropped otherwise.
@@ -78,8 +92,8 @@ impl<'a> Pipeline<'a> {
         }
     }
 
-    pub fn record_to(mut self, writer: TraceWriter) -> Self {
-        self.recorder = Some(writer);
+    pub fn record_to(mut self, recorder: Recorder) -> Self {
+        self.recorder = Some(recorder);
         self
     }
 
@@ -103,10 +117,22 @@ impl<'a> Pipeline<'a> {
     }
 
     /// Records `rec` (when recording), applies it, and hands the kept events to the sinks.
+    /// A recorder that cannot write pauses (its `recording` line goes to the sinks, not to
+    /// the trace); nothing else stops for it.
     pub fn push(&mut self, rec: &Record) -> Result<()> {
-        if let Some(t) = &mut self.recorder {
-            t.write(rec)?;
+        let note = match &mut self.recorder {
+            Some(r) => r.write(rec, self.engine.as_ref().filter(|e| e.at_boundary())),
+            None => None,
+        };
+        self.apply(rec)?;
+        match note {
+            Some(n) => self.apply(&Record::Recording(n)),
+            None => Ok(()),
         }
+    }
+
+    /// Applies `rec` and hands the kept events to the sinks, without recording it.
+    fn apply(&mut self, rec: &Record) -> Result<()> {
         self.counts.records += 1;
         if let Record::Header(h) = rec {
             self.engine = Some(Engine::new(h));
@@ -145,33 +171,63 @@ impl<'a> Pipeline<'a> {
         std::mem::take(&mut self.requests)
     }
 
-    /// Flushes the sinks, and the recorder when its period is due.
+    /// The recorder's periodic work, from the live loop's tick (between records): its
+    /// flush, a segment's end by time, retention, a new try while paused. A resumed
+    /// recorder's `recording` record goes into the new segment, and to the sinks.
     pub fn flush(&mut self) -> Result<()> {
         for s in &mut self.sinks {
             s.flush()?;
         }
-        if let Some(t) = &mut self.recorder {
-            t.flush()?;
-        }
-        Ok(())
-    }
-
-    /// Pushes everything recorded so far to the file (the snapshot, at start).
-    pub fn flush_recorder_now(&mut self) -> Result<()> {
-        match &mut self.recorder {
-            Some(t) => t.flush_now(),
+        let note = match &mut self.recorder {
+            Some(r) => r.tick(self.engine.as_ref().filter(|e| e.at_boundary())),
+            None => None,
+        };
+        match note {
+            Some(n) if n.state == crate::output::RecordingState::Resumed => {
+                self.push(&Record::Recording(n))
+            }
+            Some(n) => self.apply(&Record::Recording(n)),
             None => Ok(()),
         }
     }
 
+    /// Pushes everything recorded so far to the file (the snapshot, at start).
+    pub fn flush_recorder_now(&mut self) -> Result<()> {
+        match self.recorder.as_mut().and_then(Recorder::flush_now) {
+            Some(n) => self.apply(&Record::Recording(n)),
+            None => Ok(()),
+        }
+    }
+
+    /// SIGHUP: the file sinks open their paths again.
+    pub fn reopen_outputs(&mut self) -> Result<()> {
+        for s in &mut self.sinks {
+            s.reopen()?;
+        }
+        Ok(())
+    }
+
+    /// What the output file could not write so far (None: no output file).
+    pub fn output_stats(&self) -> Option<OutputStats> {
+        self.sinks.iter().find_map(|s| s.output_stats())
+    }
+
+    /// What the recorder did so far (None: not recording).
+    pub fn recorder_stats(&self) -> Option<&RecorderStats> {
+        self.recorder.as_ref().map(|r| &r.stats)
+    }
+
     /// Flushes the sinks and closes the recorder.
-    pub fn finish(mut self) -> Result<Option<Engine>> {
+    pub fn finish(self) -> Result<Option<Engine>> {
+        self.finish_recording().map(|(e, _)| e)
+    }
+
+    /// Flushes the sinks and closes the recorder: the engine, and what the recorder did.
+    pub fn finish_recording(mut self) -> Result<(Option<Engine>, Option<RecorderStats>)> {
         for s in &mut self.sinks {
             s.flush()?;
         }
-        if let Some(t) = self.recorder.take() {
-            t.finish()?;
-        }
-        Ok(self.engine)
+        let stats = self.recorder.take().map(Recorder::finish);
+        Ok((self.engine, stats))
     }
 }

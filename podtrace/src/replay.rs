@@ -1,6 +1,6 @@
 //! The trace source: `podtrace replay` and `tree --from` push a trace's records through the
 //! same pipeline as `run`.
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 
@@ -16,7 +16,10 @@ pub struct ReplaySummary {
     pub events: u64,
     pub printed: u64,
     pub skipped: u64,
-    pub cut_short: Option<String>,
+    /// A warning per file that ended early (a crash, a full disk): it replayed up to there.
+    pub cut_short: Vec<String>,
+    /// The files replayed, in order.
+    pub files: Vec<PathBuf>,
 }
 
 /// How far out of time order records of a trace can be: records come in the order they
@@ -50,16 +53,111 @@ pub fn record_ts(rec: &Record) -> Option<u64> {
     }
 }
 
-/// Replays `path` through `pipeline`. Returns the engine as it was at the end (or at
-/// `until`), for `tree --from`.
+/// `started_unix_ns` of a trace's header, read from its first line.
+pub fn trace_start(file: &Path) -> Result<i64> {
+    let mut reader = TraceReader::open(file, false)?;
+    match reader.next_record()? {
+        Some((_, Record::Header(h))) => Ok(h.started_unix_ns),
+        _ => Err(crate::error::Failure::BadInput(format!("{}: no header", file.display())).into()),
+    }
+}
+
+/// The files `path` names: itself, or a directory's segments, oldest first.
+pub fn files(path: &Path) -> Result<Vec<PathBuf>> {
+    if !path.is_dir() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let v = crate::trace::segments::list(path).map_err(|e| {
+        crate::error::Failure::BadInput(format!("{}: cannot list: {e}", path.display()))
+    })?;
+    if v.is_empty() {
+        return Err(crate::error::Failure::BadInput(format!(
+            "{}: no trace segments (podtrace-*.trace.zst) in this directory",
+            path.display()
+        ))
+        .into());
+    }
+    Ok(v)
+}
+
+/// Replays `path` through `pipeline`: a trace file, or a directory of segments, in order
+/// (each starts from its own snapshot or state: one cut short by a crash or a full disk
+/// does not stop the next). At a time (`until`) in a directory, only the segment that time
+/// falls in is read (the last one started at or before it). Returns the engine as it was
+/// at the end (or at `until`), for `tree --from`.
 pub fn replay(
     path: &Path,
     lenient: bool,
     until: Until,
     mut pipeline: Pipeline<'_>,
 ) -> Result<(Engine, ReplaySummary)> {
-    let mut reader = TraceReader::open(path, lenient)?;
+    let mut files = files(path)?;
+    let mut until = until;
+    if path.is_dir() && !matches!(until, Until::End) {
+        let (file, at) = segment_at(&files, until)?;
+        files = vec![file];
+        until = Until::At(at);
+    }
     let mut summary = ReplaySummary::default();
+    let mut complete = false;
+    for file in &files {
+        complete = replay_file(file, lenient, until, &mut pipeline, &mut summary)?;
+    }
+    summary.events = pipeline.counts.events;
+    summary.printed = pipeline.counts.printed;
+    summary.files = files;
+    let engine = pipeline.finish()?;
+    match engine {
+        Some(e) if complete => Ok((e, summary)),
+        _ => anyhow::bail!(crate::error::Failure::BadInput(format!(
+            "{}: trace has no complete snapshot (no snapshot_end or state_end record)",
+            summary
+                .files
+                .last()
+                .map_or_else(|| path.display().to_string(), |f| f.display().to_string())
+        ))),
+    }
+}
+
+/// The segment a time falls in (the last started at or before it) and the time as unix ns.
+fn segment_at(files: &[PathBuf], until: Until) -> Result<(PathBuf, i64)> {
+    let mut starts = Vec::with_capacity(files.len());
+    for f in files {
+        starts.push((trace_start(f)?, f));
+    }
+    let first = starts.first().map_or(0, |(t, _)| *t);
+    let at = match until {
+        Until::At(t) => t,
+        Until::Offset(off) => first.saturating_add(off),
+        Until::End => i64::MAX,
+    };
+    starts
+        .iter()
+        .rev()
+        .find(|(t, _)| *t <= at)
+        .map(|(_, f)| ((*f).clone(), at))
+        .ok_or_else(|| {
+            crate::error::Failure::BadInput(format!(
+                "{} is before the oldest segment, which starts at {} ({})",
+                crate::clock::format_rfc3339(at),
+                crate::clock::format_rfc3339(first),
+                files
+                    .first()
+                    .map_or_else(String::new, |f| f.display().to_string())
+            ))
+            .into()
+        })
+}
+
+/// One file through `pipeline`; whether its snapshot or state was complete.
+fn replay_file(
+    path: &Path,
+    lenient: bool,
+    until: Until,
+    pipeline: &mut Pipeline<'_>,
+    summary: &mut ReplaySummary,
+) -> Result<bool> {
+    let mut reader = TraceReader::open(path, lenient)?;
     let mut stop_boot_ns = u64::MAX;
     let mut snapshot_done = false;
     // Inside a resync that started after the stop time: its /proc picture is of later.
@@ -78,7 +176,7 @@ pub fn replay(
                 Until::Offset(off) => clock.boot_ns(h.started_unix_ns.saturating_add(off)),
             };
         }
-        if matches!(rec, Record::SnapshotEnd {}) {
+        if matches!(rec, Record::SnapshotEnd {} | Record::StateEnd {}) {
             snapshot_done = true;
         }
         match (record_ts(&rec), &rec) {
@@ -88,7 +186,7 @@ pub fn replay(
                 continue;
             }
             (Some(ts), _) if ts > stop_boot_ns => continue,
-            (_, Record::ResyncEnd {}) if skipping_resync => {
+            (_, Record::ResyncEnd(_)) if skipping_resync => {
                 skipping_resync = false;
                 continue;
             }
@@ -97,18 +195,9 @@ pub fn replay(
         }
         pipeline.push(&rec)?;
     }
-    summary.events = pipeline.counts.events;
-    summary.printed = pipeline.counts.printed;
-    summary.skipped = reader.skipped;
-    summary.cut_short = reader.cut_short.take();
-    let engine = pipeline.finish()?;
-    match engine {
-        Some(e) if snapshot_done => Ok((e, summary)),
-        _ => anyhow::bail!(crate::error::Failure::BadInput(format!(
-            "{}: trace has no complete snapshot (no snapshot_end record)",
-            path.display()
-        ))),
-    }
+    summary.skipped += reader.skipped;
+    summary.cut_short.extend(reader.cut_short.take());
+    Ok(snapshot_done)
 }
 
 #[cfg(test)]
@@ -135,6 +224,7 @@ mod tests {
             started_unix_ns: (T - 1_000 * MS) as i64,
             cgroups: crate::cgroups::CgroupSetup::v2_only(),
             hold_ns: 0,
+            segment: None,
         })
     }
 
@@ -191,7 +281,7 @@ mod tests {
             proc(12, T - MS),
             proc(13, T),
             proc(20, T - 500 * MS),
-            Record::ResyncEnd {},
+            Record::ResyncEnd(Default::default()),
             fork(14, T + 3_000 * MS),
             fork(15, T - 2 * MS), // before T, but long after later records: the window is shut
             Record::End(EndRecord { events: 6, lost: 0 }),

@@ -313,8 +313,23 @@ fn ino_at(dir: &OwnedFd, name: &CStr) -> Option<u32> {
     (r == 0).then_some(st.st_ino as u32)
 }
 
+/// Reads processes from /proc one at a time, each as [`read_process`] does, sharing what
+/// many share (the resync's worker thread).
+pub struct Reader<'a>(Scanner<'a>);
+
+impl<'a> Reader<'a> {
+    pub fn new(view: &'a CgroupView) -> std::io::Result<Self> {
+        Scanner::new(view).map(Self)
+    }
+
+    /// One process; None if it vanished or is a kernel thread.
+    pub fn read(&mut self, pid: u32) -> Option<ProcInfo> {
+        self.0.read(pid)
+    }
+}
+
 /// The pids in /proc but `skip_pid`, ascending.
-fn pids(skip_pid: u32) -> std::io::Result<Vec<u32>> {
+pub fn pids(skip_pid: u32) -> std::io::Result<Vec<u32>> {
     let mut pids = Vec::new();
     for entry in std::fs::read_dir("/proc")? {
         let Ok(entry) = entry else { continue };

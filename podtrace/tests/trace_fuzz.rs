@@ -71,6 +71,7 @@ proptest! {
             started_unix_ns: 0,
             cgroups: CgroupSetup { v2: true, v1: Some("pids".into()) },
             hold_ns: 0,
+            segment: None,
         });
         let mut out = Vec::new();
         engine.apply(&Record::SnapshotEnd {}, &mut out);
@@ -127,7 +128,7 @@ fn record() -> impl Strategy<Value = Record> {
         })),
         1 => Just(Record::Lost(podtrace::trace::LostRecord { ts_ns: 5, count: 1, kinds: Default::default() })),
         1 => (1u64..100).prop_map(|ts| Record::ResyncStart(ResyncStart { ts_ns: ts * 1000 })),
-        1 => Just(Record::ResyncEnd {}),
+        1 => Just(Record::ResyncEnd(Default::default())),
     ]
 }
 

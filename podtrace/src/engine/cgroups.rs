@@ -60,6 +60,10 @@ pub enum Lookup {
     Ask,
 }
 
+/// A cached cgroup answer as segment state: key, path (None: unknown), live processes in
+/// it, since when it is idle.
+pub(super) type CgroupEntryState<'a> = (CgroupKey, Option<&'a str>, u32, u64);
+
 impl CgroupCache {
     pub fn get(&self, key: CgroupKey) -> Option<&Arc<Cgroup>> {
         match self.entries.get(&key) {
@@ -178,6 +182,55 @@ impl CgroupCache {
         for (_, k) in old.into_iter().take(excess) {
             self.entries.remove(&k);
         }
+    }
+
+    /// Every entry in key order (segment state): its path (None: unknown), the live
+    /// processes in it, and since when it is idle (or was found unknown); and when the cache
+    /// was last swept.
+    pub(super) fn state(&self) -> (Vec<CgroupEntryState<'_>>, u64) {
+        let mut v: Vec<CgroupEntryState<'_>> = self
+            .entries
+            .iter()
+            .map(|(k, e)| match e {
+                Entry::Known {
+                    cgroup,
+                    refs,
+                    idle_since,
+                } => (*k, Some(&*cgroup.path), *refs, *idle_since),
+                Entry::Unknown(at) => (*k, None, 0, *at),
+            })
+            .collect();
+        v.sort_unstable_by_key(|(k, ..)| *k);
+        (v, self.last_sweep_ns)
+    }
+
+    /// Puts back an entry of segment state as it was.
+    pub(super) fn restore(&mut self, key: CgroupKey, path: Option<&str>, refs: u32, since: u64) {
+        let entry = match path {
+            Some(p) => {
+                if refs > 0 {
+                    self.held += 1;
+                }
+                Entry::Known {
+                    cgroup: Arc::new(Cgroup {
+                        info: parse_cgroup_path(p),
+                        path: Arc::from(p),
+                    }),
+                    refs,
+                    idle_since: since,
+                }
+            }
+            None => Entry::Unknown(since),
+        };
+        if let Some(Entry::Known { refs: old, .. }) = self.entries.insert(key, entry) {
+            if old > 0 {
+                self.held = self.held.saturating_sub(1);
+            }
+        }
+    }
+
+    pub(super) fn restore_last_sweep(&mut self, ns: u64) {
+        self.last_sweep_ns = ns;
     }
 
     pub fn len(&self) -> usize {

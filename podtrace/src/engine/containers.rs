@@ -122,7 +122,8 @@ pub enum Request {
     CriForget(Arc<str>),
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RegistryStats {
     /// CRI answers that changed a pod or container name the argv had given.
     pub cri_disagreements: u64,
@@ -214,7 +215,87 @@ fn cri_wins(slot: &mut Option<String>, value: &str, disagreements: &mut u64) {
     }
 }
 
+/// A pod's names kept by uid, as segment state has them: (uid, name, namespace, containers).
+pub type PodNamesState = (String, String, String, u32);
+
+impl Container {
+    /// A container with nothing known but its id (segment state fills in the rest).
+    pub(super) fn blank(id: Arc<str>) -> Self {
+        Self {
+            id,
+            ..Self::default()
+        }
+    }
+
+    /// The pod uid it is counted under in the registry's pod names (segment state).
+    pub(super) fn pod_counted(&self) -> Option<&str> {
+        self.pod_counted.as_deref()
+    }
+
+    pub(super) fn set_pod_counted(&mut self, uid: Option<String>) {
+        self.pod_counted = uid;
+    }
+}
+
+/// The registry as segment state: containers, pid namespace owners, pod names, and when
+/// containers were last evicted.
+pub(super) type RegistryState<'a> = (
+    Vec<&'a Container>,
+    Vec<(u32, &'a PidnsOwner)>,
+    Vec<PodNamesState>,
+    u64,
+);
+
 impl Registry {
+    /// Everything the registry holds, in a fixed order (segment state): containers by id, pid
+    /// namespaces by inode, pod names by uid, and when containers were last evicted.
+    pub(super) fn state(&self) -> RegistryState<'_> {
+        let mut containers: Vec<&Container> = self.by_id.values().collect();
+        containers.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        let mut pidns: Vec<(u32, &PidnsOwner)> =
+            self.by_pidns.iter().map(|(k, v)| (*k, v)).collect();
+        pidns.sort_unstable_by_key(|(k, _)| *k);
+        let mut pods: Vec<PodNamesState> = self
+            .pods
+            .iter()
+            .map(|(uid, p)| {
+                (
+                    uid.clone(),
+                    p.name.clone(),
+                    p.namespace.clone(),
+                    p.containers,
+                )
+            })
+            .collect();
+        pods.sort_unstable();
+        (containers, pidns, pods, self.last_evict_ns)
+    }
+
+    /// Puts back a container of segment state as it was (nothing asked, nothing counted).
+    pub(super) fn restore_container(&mut self, mut c: Container) {
+        c.refs = None;
+        self.by_id.insert(c.id.clone(), c);
+    }
+
+    pub(super) fn restore_pidns(&mut self, ns: u32, owner: PidnsOwner) {
+        self.by_pidns.insert(ns, owner);
+    }
+
+    pub(super) fn restore_pod(&mut self, (uid, name, namespace, containers): PodNamesState) {
+        self.pods.insert(
+            uid,
+            PodNames {
+                name,
+                namespace,
+                containers,
+            },
+        );
+    }
+
+    pub(super) fn restore_last_evict(&mut self, ns: u64) {
+        self.last_evict_ns = ns;
+    }
+
     pub fn get(&self, id: &str) -> Option<&Container> {
         self.by_id.get(id)
     }

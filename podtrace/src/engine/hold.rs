@@ -43,7 +43,8 @@ pub enum Release {
 
 /// How many events were held and how each queue went out; hold delays (event time to
 /// release, in event time).
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct HoldStats {
     /// Events held back at all.
     pub held: u64,
@@ -89,11 +90,16 @@ impl HoldStats {
 }
 
 /// What a held event is of: a container, or a pod (a pod-level process such as conmon-rs).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Member {
     Container,
     Pod,
 }
+
+/// A held event as segment state: its container, the queue's age (first event's time,
+/// sequence), the event's time, what it is of, the event.
+pub(super) type HeldEntry<'a> = (&'a Arc<str>, (u64, u64), u64, Member, &'a Event);
 
 struct Held {
     /// Boot-clock time of the event.
@@ -191,7 +197,7 @@ impl Holds {
             return;
         };
         self.by_age.remove(&q.age);
-        self.held -= q.events.len();
+        self.held = self.held.saturating_sub(q.events.len());
         let n = q.events.len() as u64;
         let s = &mut self.stats;
         s.held_now = self.held as u64;
@@ -246,6 +252,59 @@ impl Holds {
             let id = id.clone();
             self.release(&id, Release::Bound, now_ns, registry, out);
         }
+    }
+
+    /// Every held event, the queue held longest first and each queue in order (segment
+    /// state): its container, the queue's age (first event's time, sequence), the event's
+    /// time, what it is of, the event; and the last sequence number given.
+    pub(super) fn state(&self) -> (Vec<HeldEntry<'_>>, u64) {
+        let mut v = Vec::with_capacity(self.held);
+        for (age, id) in &self.by_age {
+            if let Some(q) = self.queues.get(id) {
+                for h in &q.events {
+                    v.push((id, *age, h.ts_ns, h.member, &h.event));
+                }
+            }
+        }
+        (v, self.seq)
+    }
+
+    /// Appends a held event of segment state to its container's queue (made with `age` if
+    /// it has none yet).
+    pub(super) fn restore(
+        &mut self,
+        id: Arc<str>,
+        age: (u64, u64),
+        ts_ns: u64,
+        member: Member,
+        event: Event,
+    ) {
+        let q = match self.queues.get_mut(&id) {
+            Some(q) => q,
+            None => {
+                // Ages are unique (a sequence number); a segment that says otherwise still
+                // gets one queue per age.
+                let mut age = age;
+                while self.by_age.contains_key(&age) {
+                    age.1 = age.1.wrapping_add(1);
+                }
+                self.by_age.insert(age, id.clone());
+                self.queues.entry(id).or_insert(Queue {
+                    age,
+                    events: VecDeque::new(),
+                })
+            }
+        };
+        q.events.push_back(Held {
+            ts_ns,
+            member,
+            event,
+        });
+        self.held += 1;
+    }
+
+    pub(super) fn restore_seq(&mut self, seq: u64) {
+        self.seq = seq;
     }
 
     /// Releases everything (the end), oldest first.

@@ -12,6 +12,7 @@ pub mod containers;
 pub mod hold;
 mod intern;
 pub mod process;
+pub mod state;
 
 use std::sync::Arc;
 
@@ -47,7 +48,8 @@ pub enum Question {
     },
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Stats {
     pub events: u64,
     pub lost: u64,
@@ -77,10 +79,12 @@ struct InferredExit {
     event: Event,
 }
 
-/// Records collected before they are applied: the start-up snapshot, or a resync's /proc.
+/// Records collected before they are applied: the start-up snapshot, or a resync's /proc;
+/// or a segment's state being put back (applied as it comes, until `state_end`).
 enum Pending {
     Snapshot(Vec<ProcInfo>),
     Resync { ts_ns: u64, procs: Vec<ProcInfo> },
+    State,
     None,
 }
 
@@ -106,6 +110,8 @@ pub struct Engine {
     /// The kernel side reports reaps (trace format 2 on): an exited process is a zombie until
     /// its reap. Format 1 traces have none: there the exit removes it.
     reaps: bool,
+    /// Resyncs read /proc off the live loop (format 4 on): see `resync`.
+    late_resyncs: bool,
     now_ns: u64,
     ts: TsFormatter,
     pub stats: Stats,
@@ -150,6 +156,7 @@ impl Engine {
             hold_ns: h.hold_ns,
             holds: Holds::default(),
             reaps: h.format >= 2,
+            late_resyncs: h.format >= 4,
             now_ns: 0,
             ts: TsFormatter::default(),
             stats: Stats::default(),
@@ -283,8 +290,24 @@ impl Engine {
             Record::Proc(p) => match &mut self.pending {
                 Pending::Snapshot(v) | Pending::Resync { procs: v, .. } => v.push(p.clone()),
                 // The reader keeps proc records inside a snapshot or a resync.
-                Pending::None => {}
+                Pending::State | Pending::None => {}
             },
+            Record::State(s) => self.restore_state(s),
+            Record::StateEnd {} => {
+                if matches!(self.pending, Pending::State) {
+                    self.pending = Pending::None;
+                }
+            }
+            // A segment ends here and the next goes on: nothing ends for the engine.
+            Record::SegmentEnd(_) => {}
+            Record::Recording(r) => out.push(Event::Recording {
+                ts: self.ts.format(self.clock.unix_ns(r.ts_ns)),
+                state: r.state,
+                file: r.file.clone(),
+                error: r.error.clone(),
+                records_lost: r.records_lost,
+                node: self.node.clone(),
+            }),
             Record::SnapshotEnd {} => {
                 if let Pending::Snapshot(procs) =
                     std::mem::replace(&mut self.pending, Pending::None)
@@ -308,11 +331,11 @@ impl Engine {
                     procs: Vec::new(),
                 };
             }
-            Record::ResyncEnd {} => {
+            Record::ResyncEnd(end) => {
                 if let Pending::Resync { ts_ns, procs } =
                     std::mem::replace(&mut self.pending, Pending::None)
                 {
-                    self.resync(ts_ns, &procs);
+                    self.resync(ts_ns, &procs, &end.unread);
                 }
             }
             Record::Event(ev) => self.ingest(ev, out),
@@ -601,18 +624,28 @@ impl Engine {
     }
 
     /// /proc read again after a loss: processes it does not list (and that started before
-    /// it) are gone, the ones the table lacks are added. Produces no events.
-    fn resync(&mut self, ts_ns: u64, procs: &[ProcInfo]) {
+    /// it) are gone, unless their read did not finish (`unread`); the ones the table lacks
+    /// are added. Produces no events.
+    ///
+    /// From format 4 on /proc is read off the live loop, so records that came meanwhile were
+    /// applied before the resync's: a process it lists that the table has as gone or as an
+    /// older process of a pid now reused (it left while /proc was read) is not added again.
+    fn resync(&mut self, ts_ns: u64, procs: &[ProcInfo], unread: &[u32]) {
         self.advance(ts_ns);
         self.stats.resyncs += 1;
         let alive: rustc_hash::FxHashSet<(u32, u64)> = procs
             .iter()
             .map(|p| (p.pid, process::tick(p.start_ns)))
             .collect();
+        let unread: rustc_hash::FxHashSet<u32> = unread.iter().copied().collect();
         let mut dead: Vec<u32> = self
             .table
             .live()
-            .filter(|p| p.start_ns < ts_ns && !alive.contains(&(p.pid, process::tick(p.start_ns))))
+            .filter(|p| {
+                p.start_ns < ts_ns
+                    && !alive.contains(&(p.pid, process::tick(p.start_ns)))
+                    && !unread.contains(&p.pid)
+            })
             .map(|p| p.pid)
             .collect();
         // In pid order, not the hash map's: the order they leave in is kept (it decides which
@@ -633,9 +666,14 @@ impl Engine {
             }
             self.remove(pid);
         }
+        let late = self.late_resyncs;
         let new: Vec<ProcInfo> = procs
             .iter()
-            .filter(|p| self.table.slot(p.pid, p.start_ns) != Slot::Current)
+            .filter(|p| match self.table.slot(p.pid, p.start_ns) {
+                Slot::Current => false,
+                Slot::New => true,
+                Slot::Gone | Slot::Stale => !late,
+            })
             .cloned()
             .collect();
         self.stats.resync_added += new.len() as u64;

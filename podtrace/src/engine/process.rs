@@ -230,6 +230,23 @@ impl Table {
         }
     }
 
+    /// The processes that left, in the order they left (segment state): when, the identity
+    /// (pid, start tick), and the process (None: a later departure of the same identity, or
+    /// the eviction of an earlier one at the same time, took its place).
+    pub(super) fn left_entries(&self) -> impl Iterator<Item = (u64, (u32, u64), Option<&Proc>)> {
+        self.left.iter().map(|l| (l.at_ns, l.key, l.proc.as_ref()))
+    }
+
+    /// Appends a process that left, from segment state (in the order they left). The index
+    /// finds the entries that hold a process: each is the latest departure of its identity.
+    pub(super) fn restore_left(&mut self, at_ns: u64, key: (u32, u64), proc: Option<Proc>) {
+        let place = self.left_front + self.left.len() as u64;
+        if proc.is_some() {
+            self.gone.insert(key, (at_ns, place));
+        }
+        self.left.push_back(Left { at_ns, key, proc });
+    }
+
     pub fn live(&self) -> impl Iterator<Item = &Proc> {
         self.live.values()
     }

@@ -120,7 +120,10 @@ impl ChromeTrace {
         self.last_ns = self.last_ns.max(ts_ns);
         match ev {
             Event::Lost { count, .. } => self.lost.push((ts_ns, *count)),
-            Event::Thread { .. } | Event::Malformed { .. } => {}
+            Event::Thread { .. }
+            | Event::Malformed { .. }
+            | Event::Recording { .. }
+            | Event::OutputLost { .. } => {}
             Event::Fork { process } => {
                 let s = self.slice(process, ts_ns);
                 s.forked = Some(s.forked.map_or(ts_ns, |f| f.min(ts_ns)));

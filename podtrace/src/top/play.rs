@@ -104,7 +104,7 @@ impl Player {
         let mut skipping_resync = false;
         let mut stop_ns = stop.unwrap_or(u64::MAX);
         while let Some((_, rec)) = self.reader.next_record()? {
-            if matches!(rec, Record::SnapshotEnd {}) {
+            if matches!(rec, Record::SnapshotEnd {} | Record::StateEnd {}) {
                 snapshot_done = true;
                 if stop.is_none() {
                     self.pipe.push(&rec)?;
@@ -123,7 +123,7 @@ impl Player {
                     true
                 }
                 (Some(t), _) if t > stop_ns => true,
-                (_, Record::ResyncEnd {}) if skipping_resync => {
+                (_, Record::ResyncEnd(_)) if skipping_resync => {
                     skipping_resync = false;
                     true
                 }

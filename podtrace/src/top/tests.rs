@@ -54,6 +54,7 @@ impl Node {
                 started_unix_ns: (T0 - S) as i64,
                 cgroups: CgroupSetup::v2_only(),
                 hold_ns: 0,
+                segment: None,
             }),
             Record::SnapshotEnd {},
             Record::Cgroup(CgroupFact {

@@ -1,16 +1,19 @@
 //! Trace files: what `run --record` writes and `replay` / `tree --from` read.
 //!
 //! NDJSON, one record per line, externally tagged: a `header` first, then the start-up
-//! snapshot (`proc` lines, closed by `snapshot_end`), then in arrival order the raw kernel
+//! snapshot (`proc` lines, closed by `snapshot_end`) or, in a segment after the first, the
+//! engine's state (`state` lines, closed by `state_end`), then in arrival order the raw kernel
 //! `event`s and `reap`s, and the facts the engine was given before the record that needed
 //! them: `cgroup` answers, `cri` answers, `clock` changes, `resync` re-reads of /proc after a
-//! loss, `lost` counts and `malformed` kernel records. A clean stop ends with `end`. A name
-//! ending in `.zst` is zstd-compressed. See docs/trace-format.md.
+//! loss, `lost` counts and `malformed` kernel records. A clean stop ends with `end`, a segment
+//! that the next one continues with `segment_end`. A name ending in `.zst` is
+//! zstd-compressed. See docs/trace-format.md.
 //!
 //! [`Record`] is also what the pipeline carries: live and replay push the same records
 //! through the same engine.
 mod fast;
 pub mod reader;
+pub mod segments;
 pub mod synth;
 pub mod writer;
 
@@ -18,14 +21,18 @@ use serde::{Deserialize, Serialize};
 
 use crate::cgroups::{CgroupSetup, Hierarchy};
 use crate::cri::{CriFact, CriUnknown};
+use crate::engine::state::StateRecord;
 use crate::kernel_event::{KernelEvent, ReapEvent};
+use crate::output::RecordingState;
 use crate::snapshot::ProcInfo;
 
 /// The trace format version this build writes.
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 /// Versions this build reads (1: before cgroup v1, reap, CRI and resync records; 2: before
-/// the hold for CRI answers: `hold_ns`, `tick` and `cri_unknown`).
-pub const READS_VERSIONS: [u32; 3] = [1, 2, 3];
+/// the hold for CRI answers: `hold_ns`, `tick` and `cri_unknown`; 3: before segments and
+/// /proc read off the live loop: the header's `segment`, `state`, `state_end`,
+/// `segment_end`, `recording`, and `resync_end`'s `unread`).
+pub const READS_VERSIONS: [u32; 4] = [1, 2, 3, 4];
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -51,6 +58,50 @@ pub struct Header {
     /// 0: never, as without a CRI; absent before format 3).
     #[serde(default)]
     pub hold_ns: u64,
+    /// A segment of a recording into a directory (`--record DIR`); absent in a single file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segment: Option<SegmentInfo>,
+}
+
+/// Which segment of which recording a trace file is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SegmentInfo {
+    /// 1 for the first segment of a recording, then 2, 3, ...
+    pub seq: u64,
+    /// Unix ns when the recording (its first segment) started.
+    pub recording_started_unix_ns: i64,
+}
+
+/// A segment ends and the next (`next`, a file name in the same directory) goes on from
+/// here: nothing ends for the engine (held events stay held).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SegmentEnd {
+    pub next: String,
+}
+
+/// The recorder stopped writing (paused: only in the live stream, never in a trace) or
+/// wrote again (resumed: the first record after a new segment's state).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordingRecord {
+    /// Boot-clock time (it does not move the engine's clock: a paused record is not in any
+    /// trace).
+    pub ts_ns: u64,
+    pub state: RecordingState,
+    pub file: String,
+    pub error: Option<String>,
+    pub records_lost: u64,
+}
+
+/// The end of a resync: `unread` lists the processes whose read did not finish within its
+/// deadline (alive, but not read: not gone either).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResyncEnd {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unread: Vec<u32>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -147,11 +198,16 @@ pub enum Record {
     Clock(ClockRecord),
     Tick(TickRecord),
     ResyncStart(ResyncStart),
-    ResyncEnd {},
+    ResyncEnd(ResyncEnd),
     Event(KernelEvent),
     Reap(ReapEvent),
     Lost(LostRecord),
     Malformed(MalformedRecord),
+    /// A piece of the engine's state at the start of a segment.
+    State(StateRecord),
+    StateEnd {},
+    SegmentEnd(SegmentEnd),
+    Recording(RecordingRecord),
     End(EndRecord),
 }
 

@@ -22,7 +22,10 @@ pub struct TraceError {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
     Start,
+    /// Right after the header: a snapshot or a segment's state comes next.
+    Head,
     Snapshot,
+    State,
     Events,
     Resync,
     Ended,
@@ -227,9 +230,10 @@ impl TraceReader {
         }
     }
 
-    /// Checks the record fits where it stands: header, (proc|cgroup|cri|clock)*,
-    /// snapshot_end, then events and facts, with `resync_start (proc|cgroup)* resync_end`
-    /// groups among them, and `end`.
+    /// Checks the record fits where it stands: header, then (proc|cgroup|cri|clock)*
+    /// snapshot_end or (a segment's start) state* state_end, then events and facts, with
+    /// `resync_start (proc|cgroup)* resync_end` groups among them, and `end` or
+    /// `segment_end`.
     fn check_order(&mut self, rec: &Record) -> Result<(), TraceError> {
         use Phase::*;
         let next = match (self.phase, rec) {
@@ -240,20 +244,31 @@ impl TraceReader {
                         h.format
                     )));
                 }
-                Snapshot
+                Head
             }
             (Start, _) => {
                 return Err(self.error("missing header: a trace starts with a header record"))
             }
             (_, Record::Header(_)) => return Err(self.error("second header record")),
             (Ended, _) => return Err(self.error("record after the end record")),
-            (Snapshot, Record::Proc(_) | Record::Cgroup(_) | Record::Cri(_) | Record::Clock(_)) => {
-                Snapshot
+            (Head, Record::State(_)) | (State, Record::State(_)) => State,
+            (State, Record::StateEnd {}) => Events,
+            (State, _) => {
+                return Err(self.error("out of order: only state records before state_end"))
             }
-            (Snapshot, Record::SnapshotEnd {}) => Events,
-            (Snapshot, _) => return Err(self.error("out of order: event before snapshot_end")),
+            (
+                Head | Snapshot,
+                Record::Proc(_) | Record::Cgroup(_) | Record::Cri(_) | Record::Clock(_),
+            ) => Snapshot,
+            (Head | Snapshot, Record::SnapshotEnd {}) => Events,
+            (Snapshot, Record::State(_)) => {
+                return Err(self.error("out of order: state record in a start-up snapshot"))
+            }
+            (Head | Snapshot, _) => {
+                return Err(self.error("out of order: event before snapshot_end"))
+            }
             (Resync, Record::Proc(_) | Record::Cgroup(_)) => Resync,
-            (Resync, Record::ResyncEnd {}) => Events,
+            (Resync, Record::ResyncEnd(_)) => Events,
             (Resync, _) => {
                 return Err(self.error("out of order: only proc and cgroup records in a resync"))
             }
@@ -267,12 +282,16 @@ impl TraceReader {
                 | Record::Clock(_)
                 | Record::Tick(_)
                 | Record::Lost(_)
-                | Record::Malformed(_),
+                | Record::Malformed(_)
+                | Record::Recording(_),
             ) => Events,
             (Events, Record::ResyncStart(_)) => Resync,
-            (Events, Record::End(_)) => Ended,
-            (Events, Record::ResyncEnd {}) => {
+            (Events, Record::End(_) | Record::SegmentEnd(_)) => Ended,
+            (Events, Record::ResyncEnd(_)) => {
                 return Err(self.error("out of order: resync_end without resync_start"))
+            }
+            (Events, Record::State(_) | Record::StateEnd {}) => {
+                return Err(self.error("out of order: state record after the start"))
             }
             (Events, _) => {
                 return Err(self.error("out of order: snapshot record after snapshot_end"))

@@ -65,6 +65,7 @@ pub fn trace(events: usize, containers: usize, seed: u64) -> Vec<Record> {
         node: Some("synthetic-node".into()),
         started_unix_ns: 1_795_000_100_000_000_000,
         cgroups: crate::cgroups::CgroupSetup::v2_only(),
+        segment: None,
     })];
     out.push(Record::Proc(ProcInfo {
         pid: 1,

@@ -41,11 +41,17 @@ fn header_holding(setup: CgroupSetup, hold_ns: u64) -> Header {
         started_unix_ns: 0,
         cgroups: setup,
         hold_ns,
+        segment: None,
     }
 }
 
 struct Node {
     engine: Engine,
+    /// The header the engine was made from (segment state is checked against a new engine
+    /// made from it).
+    header: Header,
+    /// Records applied so far.
+    applied: u64,
     /// What the "live system" answers, per (hierarchy, id).
     facts: HashMap<(Hierarchy, u64), Option<String>>,
     /// Questions the engine asked, in order.
@@ -80,6 +86,8 @@ impl Node {
     fn from_header(h: Header, procs: &[ProcInfo]) -> Self {
         let mut n = Self {
             engine: Engine::new(&h),
+            header: h.clone(),
+            applied: 0,
             facts: HashMap::new(),
             asked: Vec::new(),
             ts: 1_000 * S,
@@ -100,8 +108,29 @@ impl Node {
     }
 
     fn apply(&mut self, rec: Record) -> Vec<Event> {
+        self.applied += 1;
+        // Every test is also a test of segment state: at (almost) every boundary, the engine's
+        // state, written as records and read back into a new engine, is the same engine.
+        let copy = (self.engine.at_boundary()
+            && (self.applied < 3000 || self.applied.is_multiple_of(997)))
+        .then(|| restored(&self.header, &self.engine));
         let before = self.out.len();
         self.engine.apply(&rec, &mut self.out);
+        if let Some(mut copy) = copy {
+            let mut out = Vec::new();
+            copy.apply(&rec, &mut out);
+            assert_eq!(
+                out,
+                self.out[before..],
+                "an engine put back from its state prints the same for {rec:?}"
+            );
+            if self.engine.at_boundary() {
+                assert!(
+                    state_of(&copy) == state_of(&self.engine),
+                    "an engine put back from its state is the same engine after {rec:?}"
+                );
+            }
+        }
         self.out[before..].to_vec()
     }
 
@@ -185,9 +214,41 @@ impl Node {
         for p in procs {
             out.extend(self.apply(Record::Proc(p)));
         }
-        out.extend(self.apply(Record::ResyncEnd {}));
+        out.extend(self.apply(Record::ResyncEnd(Default::default())));
         out
     }
+}
+
+/// The engine's state as records.
+fn state_of(e: &Engine) -> Vec<state::StateRecord> {
+    let mut v = Vec::new();
+    e.dump_state(|r| {
+        v.push(r);
+        Ok::<(), ()>(())
+    })
+    .expect("collecting state");
+    v
+}
+
+/// A new engine from `engine`'s state, as a segment carries it: each record written as a
+/// trace line and read back.
+fn restored(header: &Header, engine: &Engine) -> Engine {
+    let mut h = header.clone();
+    h.segment = Some(crate::trace::SegmentInfo {
+        seq: 2,
+        recording_started_unix_ns: 0,
+    });
+    let mut e = Engine::new(&h);
+    let mut out = Vec::new();
+    for s in state_of(engine) {
+        let line = serde_json::to_string(&Record::State(s)).expect("state encodes");
+        let back: Record = serde_json::from_str(&line).expect("state decodes");
+        e.apply(&back, &mut out);
+    }
+    e.apply(&Record::StateEnd {}, &mut out);
+    assert!(out.is_empty(), "putting state back prints nothing: {out:?}");
+    assert!(e.at_boundary());
+    e
 }
 
 /// `e` as an exec of `argv`.
@@ -924,7 +985,7 @@ fn a_loss_then_a_resync_drops_the_dead_and_adds_the_unseen() {
     for p in procs {
         n.apply(Record::Proc(p));
     }
-    n.apply(Record::ResyncEnd {});
+    n.apply(Record::ResyncEnd(Default::default()));
     let t = n.engine.table();
     assert!(t.get(1000).is_none(), "a is gone");
     assert!(t.get(1001).is_some());
