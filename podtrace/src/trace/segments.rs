@@ -132,10 +132,12 @@ pub struct Recorder {
     start_bytes: u64,
     paused: Option<Paused>,
     closed: VecDeque<Closed>,
-    /// The largest group of records a segment cannot end inside (a start, a resync) seen so
-    /// far, in bytes of the size bound: segments end that much before their bound.
+    /// The largest resync (records a segment cannot end inside) seen so far, in bytes of the
+    /// size bound: segments end that much before their bound.
     largest_group: u64,
     group_from: Option<u64>,
+    /// The large-start warning was given.
+    warned_start: bool,
     line: Vec<u8>,
     pub stats: RecorderStats,
 }
@@ -223,7 +225,8 @@ impl Recorder {
             paused: None,
             closed: closed.into(),
             largest_group: 0,
-            group_from: Some(0),
+            group_from: None,
+            warned_start: false,
             line: Vec::with_capacity(4096),
             stats: RecorderStats {
                 path,
@@ -303,12 +306,20 @@ impl Recorder {
         let Some(r) = self.rotation() else {
             return false;
         };
-        // A group (a resync) cannot be split: end early enough for the largest seen.
+        // Progress first: a segment holds at least a quarter of its bound after its start,
+        // however much the start (the engine's state) takes. Without this a state larger than
+        // the bound left ended every segment at its first record, each starting with the
+        // state again, for ever (a start that large is warned about: raise --segment-size).
+        let size = w.size_bound();
+        if size.saturating_sub(self.start_bytes) < r.segment_bytes / 4 {
+            return false;
+        }
+        // A resync cannot be split: end early enough for the largest seen.
         let end_at = r
             .segment_bytes
             .saturating_sub(self.largest_group)
             .max(r.segment_bytes / 2);
-        w.size_bound() + w.growth_bound(n) > end_at
+        size + w.growth_bound(n) > end_at
     }
 
     fn write_line(&mut self, rec: &Record, line: &[u8]) -> Option<RecordingRecord> {
@@ -320,29 +331,33 @@ impl Recorder {
             return self.pause(&e);
         }
         match rec {
-            Record::SnapshotEnd {} | Record::StateEnd {} | Record::ResyncEnd(_) => {
+            Record::ResyncEnd(_) => {
                 let now = w.size_bound();
                 if let Some(from) = self.group_from.take() {
                     self.largest_group = self.largest_group.max(now.saturating_sub(from));
                 }
-                if !matches!(rec, Record::ResyncEnd(_)) {
-                    self.start_bytes = now;
-                    self.warn_if_start_is_large();
-                }
+                self.since_start += 1;
+            }
+            Record::SnapshotEnd {} | Record::StateEnd {} => {
+                self.group_from = None;
+                self.start_bytes = w.size_bound();
+                self.warn_if_start_is_large();
             }
             _ => self.since_start += 1,
         }
         None
     }
 
-    fn warn_if_start_is_large(&self) {
-        if let Some(r) = self.rotation() {
-            if self.start_bytes > r.segment_bytes / 2 {
+    /// Once per run: a state this large leaves little room for events in each segment.
+    fn warn_if_start_is_large(&mut self) {
+        if let Some(bound) = self.rotation().map(|r| r.segment_bytes) {
+            if self.start_bytes > bound / 2 && !self.warned_start {
+                self.warned_start = true;
                 tracing::warn!(
                     "a segment's start (the engine's state) takes {} bytes, more than half of \
                      --segment-size {}: raise it",
                     self.start_bytes,
-                    r.segment_bytes
+                    bound
                 );
             }
         }
@@ -446,7 +461,6 @@ impl Recorder {
         self.opened = Instant::now();
         self.since_start = 0;
         self.start_bytes = w.size_bound();
-        self.largest_group = self.largest_group.max(self.start_bytes);
         self.warn_if_start_is_large();
         self.retain();
         Ok(w)
