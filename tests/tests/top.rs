@@ -5,7 +5,9 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use podtrace_tests::lab::{self, CrioLikeContainer, CrioOpts, CrioPod, PodmanContainer};
+use podtrace_tests::lab::{
+    self, crio_lab, CriLab, CrioLikeContainer, CrioOpts, CrioPod, KubeContainer, PodmanContainer,
+};
 use podtrace_tests::tmux::{proc_row, proc_rows, require_tool, ProcRow, Tmux};
 use podtrace_tests::tracer::{bin, is_root, tree_containers, tree_json, tree_processes};
 
@@ -40,6 +42,84 @@ fn printed_status(screen: &str, tag: &str) -> Option<i32> {
         .find_map(|l| l.strip_prefix(tag)?.strip_prefix('=')?.trim().parse().ok())
 }
 
+/// Types `podtrace top ARGS` (stderr to `top.err`, then `echo top-exit=$?`) into the
+/// shell and waits for its first live picture, on the alternate screen.
+fn start_top(tmux: &Tmux, tmux_dir: &std::path::Path, args: &str) {
+    let bin = bin();
+    assert!(bin.is_file(), "no podtrace binary at {}", bin.display());
+    tmux.shell(&format!(
+        "{} top {args} 2>top.err; echo top-exit=$?",
+        bin.display()
+    ));
+    let s = tmux.wait_for(WAIT, "top's first picture (the column header)", |s| {
+        printed_status(s, "top-exit").is_some()
+            || (s.contains("HOST-PID CTR-PID")
+                && s.contains("containers")
+                && !s.contains("starting:"))
+    });
+    assert!(
+        printed_status(&s, "top-exit").is_none(),
+        "top exited at start:\n{s}\nstderr: {}",
+        std::fs::read_to_string(tmux_dir.join("top.err")).unwrap_or_default()
+    );
+    assert!(tmux.alternate_on(), "top runs on the alternate screen");
+}
+
+/// Waits for the row of the init `pid` of container `name`: container pid 1, tagged
+/// [init], its command line holding `cmdline`, run by root.
+fn assert_init_row(tmux: &Tmux, pid: u32, name: &str, cmdline: &str) {
+    let s = tmux.wait_for(WAIT, &format!("the init {pid} of {name}"), |s| {
+        row_of(s, pid).is_some()
+    });
+    let r = row_of(&s, pid).expect("init row");
+    assert_eq!(r.ctr_pid, Some(1), "container pid of the init: {r:?}\n{s}");
+    assert!(
+        r.command.contains("[init]") && r.command.contains(cmdline),
+        "{r:?}\n{s}"
+    );
+    assert_eq!(r.user, "root", "{r:?}");
+}
+
+/// Waits for an exited row (`x`) tagged `[exit CODE]` whose command line holds `cmdline`;
+/// returns the screen.
+fn wait_exit_row(tmux: &Tmux, code: i32, cmdline: &str) -> String {
+    let tag = format!("[exit {code}]");
+    tmux.wait_for(
+        WAIT,
+        &format!("the exec that exited {code}, with its code"),
+        |s| {
+            s.lines().any(|l| {
+                proc_row(l).is_some_and(|r| {
+                    r.mark == 'x' && r.command.contains(&tag) && r.command.contains(cmdline)
+                })
+            })
+        },
+    )
+}
+
+/// q: top exits 0, the alternate screen is left and the shell's prompt comes back.
+fn quit_and_check_restored(tmux: &Tmux, dir: &std::path::Path) {
+    tmux.key("q");
+    let s = tmux.wait_for(WAIT, "the shell after q", |s| {
+        printed_status(s, "top-exit").is_some()
+    });
+    assert!(
+        printed_status(&s, "top-exit") == Some(0),
+        "top exits 0 on q:\n{s}\nstderr: {}",
+        std::fs::read_to_string(dir.join("top.err")).unwrap_or_default()
+    );
+    assert!(!tmux.alternate_on(), "the alternate screen is left on q");
+    assert!(!s.contains("HOST-PID"), "top's screen is gone:\n{s}");
+    let after: Vec<&str> = s
+        .lines()
+        .skip_while(|l| !l.starts_with("top-exit=0"))
+        .collect();
+    assert!(
+        after.get(1).is_some_and(|l| l.starts_with("lab$")),
+        "the prompt is back after top's exit status:\n{s}"
+    );
+}
+
 /// tmux runs `podtrace top` on this node as root. Two podman containers and a pod's
 /// container (conmon + runc in cri-o's layout) start after it (so their starts are seen
 /// live): the screen shows the pod and each container with its init, whose host pid and
@@ -59,16 +139,7 @@ fn top_in_tmux_shows_containers_starting_execing_and_exiting() {
     // 160x120: other tests' containers may be on this node too, and every row must fit on
     // the screen; the typed filter below narrows it to one of ours.
     let tmux = Tmux::start(160, 120, dir.path());
-    let bin = bin();
-    assert!(bin.is_file(), "no podtrace binary at {}", bin.display());
-    tmux.shell(&format!(
-        "{} top 2>top.err; echo top-exit=$?",
-        bin.display()
-    ));
-    tmux.wait_for(WAIT, "top's first picture (the column header)", |s| {
-        s.contains("HOST-PID CTR-PID") && s.contains("containers") && !s.contains("starting:")
-    });
-    assert!(tmux.alternate_on(), "top runs on the alternate screen");
+    start_top(&tmux, dir.path(), "");
 
     let a = PodmanContainer::start(&["/bin/sleep", "600"]);
     let b = PodmanContainer::start(&["/bin/sleep", "601"]);
@@ -108,16 +179,7 @@ fn top_in_tmux_shows_containers_starting_execing_and_exiting() {
         (web.pid, web.container_name.as_str(), "sleep 602"),
     ];
     for (pid, name, cmdline) in inits {
-        let s = tmux.wait_for(WAIT, &format!("the init {pid} of {name}"), |s| {
-            row_of(s, pid).is_some()
-        });
-        let r = row_of(&s, pid).expect("init row");
-        assert_eq!(r.ctr_pid, Some(1), "container pid of the init: {r:?}\n{s}");
-        assert!(
-            r.command.contains("[init]") && r.command.contains(cmdline),
-            "{r:?}\n{s}"
-        );
-        assert_eq!(r.user, "root", "{r:?}");
+        assert_init_row(&tmux, pid, name, cmdline);
     }
 
     // A process started after top began: exec'd into a, new (+) for a moment.
@@ -148,14 +210,7 @@ fn top_in_tmux_shows_containers_starting_execing_and_exiting() {
     // (1 s): what comes and goes between two is counted as short-lived, not shown.
     let out = a.exec(&["/bin/sh", "-c", "sleep 1.5; exit 7"]);
     assert_eq!(out.status.code(), Some(7), "podman exec sh -c 'exit 7'");
-    let s = tmux.wait_for(WAIT, "the exec that exited 7, with its code", |s| {
-        s.lines().any(|l| {
-            proc_row(l).is_some_and(|r| {
-                r.mark == 'x' && r.command.contains("[exit 7]") && r.command.contains("exit 7")
-            })
-        })
-    });
-    let before = s.clone();
+    let before = wait_exit_row(&tmux, 7, "exit 7");
 
     // A typed filter: only a remains.
     tmux.key("\\");
@@ -177,28 +232,99 @@ fn top_in_tmux_shows_containers_starting_execing_and_exiting() {
     let others = s.lines().filter(|l| l.contains("container ")).count();
     assert_eq!(others, 1, "one container left on the screen:\n{s}");
 
-    // q: the alternate screen is left and the shell runs again.
-    tmux.key("q");
-    let s = tmux.wait_for(WAIT, "the shell after q", |s| {
-        printed_status(s, "top-exit").is_some()
-    });
-    assert!(
-        printed_status(&s, "top-exit") == Some(0),
-        "top exits 0 on q:\n{s}\nstderr: {}",
-        std::fs::read_to_string(dir.path().join("top.err")).unwrap_or_default()
-    );
-    assert!(!tmux.alternate_on(), "the alternate screen is left on q");
-    assert!(!s.contains("HOST-PID"), "top's screen is gone:\n{s}");
-    let after: Vec<&str> = s
-        .lines()
-        .skip_while(|l| !l.starts_with("top-exit=0"))
-        .collect();
-    assert!(
-        after.get(1).is_some_and(|l| l.starts_with("lab$")),
-        "the prompt is back after top's exit status:\n{s}"
-    );
+    quit_and_check_restored(&tmux, dir.path());
     let _ = sleeper.kill();
     let _ = sleeper.wait();
+}
+
+/// What `crictl` says of a CRI container and its pod, the oracle: (pod name, namespace,
+/// container name, host pid of its init from `crictl inspect`'s info.pid).
+fn crictl_truth(c: &KubeContainer) -> (String, String, String, u32) {
+    let endpoint = c.pod.lab().endpoint();
+    let json = |args: &[&str]| -> serde_json::Value {
+        let out = crio_lab::crictl(&endpoint)
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run the lab's crictl ({e}): `lab.sh install`"));
+        assert!(
+            out.status.success(),
+            "crictl {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("crictl {}: not JSON: {e}", args.join(" ")))
+    };
+    let p = json(&["inspectp", "-o", "json", c.pod.id()]);
+    let i = json(&["inspect", "-o", "json", &c.id]);
+    let text = |v: &serde_json::Value| v.as_str().expect("a string in crictl's JSON").to_string();
+    let pid = i["info"]["pid"].as_u64().expect("crictl inspect: info.pid");
+    (
+        text(&p["status"]["metadata"]["name"]),
+        text(&p["status"]["metadata"]["namespace"]),
+        text(&i["status"]["metadata"]["name"]),
+        u32::try_from(pid).expect("a pid"),
+    )
+}
+
+/// tmux runs `podtrace top --cri-endpoint E` on this node; a pod and its container are made
+/// through the CRI of `cri` after it started. The screen shows the pod as `crictl inspectp`
+/// names it, the container under it with its name and short id, its init at the host pid
+/// `crictl inspect` reports (info.pid) and container pid 1; an ExecSync that exits 9 is
+/// shown `[exit 9]`; `q` gives the terminal back.
+fn top_on_a_cri_runtime(cri: CriLab) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // Tall: other tests' containers may be on this node too.
+    let tmux = Tmux::start(200, 150, dir.path());
+    start_top(
+        &tmux,
+        dir.path(),
+        &format!("--cri-endpoint {}", cri.endpoint()),
+    );
+
+    let pod = cri.run_pod("top");
+    let c = pod.run("work", &["/bin/sleep", "604"]);
+    let (pod_name, namespace, name, pid) = crictl_truth(&c);
+    assert_eq!(
+        pid, c.pid,
+        "crictl inspect and ContainerStatus agree on the init"
+    );
+    let pod_label = format!("pod {namespace}/{pod_name}");
+    let s = tmux.wait_for(
+        WAIT,
+        &format!("{pod_label} and its container {name}"),
+        |s| s.contains(&pod_label) && container_line(s, &name).is_some(),
+    );
+    let line = container_line(&s, &name).expect("the container's line");
+    assert!(line.contains(&c.id[..12]), "short id on {line:?}\n{s}");
+    let at = |needle: &str| s.lines().position(|l| l.contains(needle));
+    assert!(
+        at(&pod_label) < at(&format!("container {name} ")),
+        "the pod's container is under it:\n{s}"
+    );
+    assert_init_row(&tmux, pid, &name, "sleep 604");
+
+    // ExecSync lives longer than a refresh (1 s): what comes and goes between two is only
+    // counted.
+    let (code, _, _) = c.exec_sync(&["/bin/sh", "-c", "sleep 1.5; exit 9"]);
+    assert_eq!(code, 9, "ExecSync sh -c 'exit 9'");
+    wait_exit_row(&tmux, 9, "exit 9");
+
+    quit_and_check_restored(&tmux, dir.path());
+}
+
+#[test]
+fn top_in_tmux_shows_a_crio_pod_made_through_the_cri() {
+    lab::require_root();
+    require_tool("tmux", "-V");
+    top_on_a_cri_runtime(CriLab::crio());
+}
+
+#[test]
+fn top_in_tmux_shows_a_containerd_cri_pod() {
+    lab::require_root();
+    require_tool("tmux", "-V");
+    top_on_a_cri_runtime(CriLab::start());
 }
 
 /// The processes, containers and pods `tree --from T --at X --json` prints.
