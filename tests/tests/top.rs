@@ -529,3 +529,45 @@ fn top_restores_the_terminal_on_sigterm_and_on_a_panic() {
     assert!(!tmux.alternate_on(), "panic: the alternate screen is left");
     assert_eq!(tty_modes(&tmux), "icanon echo", "panic: raw mode off");
 }
+
+/// The terminal goes away under top (the SSH connection drops, the terminal emulator is
+/// closed: here the tmux server is killed, which hangs up the pane's tty): top notices and
+/// exits within a few seconds, rather than living on with nobody to see it. (Before, it spun
+/// at 70% of a core for as long as one let it: crossterm's read loop sees end of file forever
+/// on a hung-up tty.)
+#[test]
+fn top_exits_when_its_terminal_hangs_up() {
+    require_tool("tmux", "-V");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let trace = dir.path().join("crio.trace");
+    let records = podtrace::trace::synth::trace(1_000, 2, 5);
+    std::fs::write(&trace, podtrace::trace::synth::to_ndjson(&records)).expect("write trace");
+    let tmux = Tmux::start(100, 30, dir.path());
+    let pid_file = dir.path().join("top.pid");
+    tmux.shell(&format!(
+        "sh -c 'echo $$ > top.pid; exec {} top --from {} --frozen'",
+        bin().display(),
+        trace.display()
+    ));
+    tmux.wait_for(WAIT, "top's picture", |s| s.contains("PAUSED"));
+    let pid: u32 = std::fs::read_to_string(&pid_file)
+        .expect("top.pid")
+        .trim()
+        .parse()
+        .expect("a pid in top.pid");
+    assert!(lab::is_alive(pid), "top {pid} runs before the hang-up");
+    drop(tmux); // kill-server: the pane's tty hangs up
+    let t0 = std::time::Instant::now();
+    while lab::is_alive(pid) && t0.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let left = lab::is_alive(pid);
+    if left {
+        // SAFETY: kill(2) of the top this test started (its pid from the file it wrote).
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    }
+    assert!(
+        !left,
+        "top {pid} still runs 10 s after its terminal hung up (killed now)"
+    );
+}

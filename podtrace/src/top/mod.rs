@@ -343,6 +343,10 @@ impl Frontend for App {
             tracing::warn!("the terminal cannot be written to: stopping");
             return Ok(Flow::Stop);
         }
+        if self.term.hung_up() {
+            tracing::warn!("the terminal hung up: stopping");
+            return Ok(Flow::Stop);
+        }
         Ok(Flow::Continue)
     }
 }

@@ -144,6 +144,12 @@ impl Term {
                 .name("top-input".into())
                 .spawn(move || {
                     while !stop.load(Ordering::Relaxed) {
+                        // Checked before crossterm reads: on a hung-up terminal its read
+                        // loop sees end of file forever and never returns.
+                        if terminal_hung_up() {
+                            let _ = input.send(Input::Gone("the terminal hung up".into()));
+                            return;
+                        }
                         let ready = match event::poll(Duration::from_millis(100)) {
                             Ok(r) => r,
                             Err(e) => {
@@ -219,7 +225,14 @@ impl Term {
         Ok(true)
     }
 
-    /// Waits for the last frame, stops both threads and gives the terminal back as it was.
+    /// The terminal hung up (the SSH connection or the terminal emulator is gone).
+    pub fn hung_up(&self) -> bool {
+        terminal_hung_up()
+    }
+
+    /// Waits for the last frame, stops the writer, asks the reader to stop and gives the
+    /// terminal back as it was. The reader is not waited for: if the terminal hung up while
+    /// crossterm was reading it, that read never returns, and the process's exit ends it.
     pub fn close(&mut self) {
         if self.closed {
             return;
@@ -231,10 +244,21 @@ impl Term {
             let _ = w.join();
         }
         restore();
-        if let Some(r) = self.reader.take() {
-            let _ = r.join();
-        }
+        drop(self.reader.take());
     }
+}
+
+/// Whether the terminal on stdout hung up: a hung-up terminal polls as POLLHUP or POLLERR on
+/// every descriptor that refers to it.
+fn terminal_hung_up() -> bool {
+    let mut fds = libc::pollfd {
+        fd: libc::STDOUT_FILENO,
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, a zero timeout; stdout stays open while top runs.
+    let n = unsafe { libc::poll(&mut fds, 1, 0) };
+    n > 0 && fds.revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0
 }
 
 impl Drop for Term {
