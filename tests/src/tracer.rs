@@ -106,7 +106,8 @@ impl Tracer {
         t
     }
 
-    fn wait_for_stderr(&mut self, needle: &str, limit: Duration) {
+    /// Waits until podtrace logs a line containing `needle`; panics after `limit`.
+    pub fn wait_for_stderr(&mut self, needle: &str, limit: Duration) {
         let end = Instant::now() + limit;
         while Instant::now() < end {
             match self.stderr_lines.recv_timeout(Duration::from_millis(100)) {
@@ -153,19 +154,25 @@ impl Tracer {
     }
 
     /// SIGINT, wait for a clean exit (status 0), then read and validate the output.
-    pub fn stop(mut self) -> Run {
+    pub fn stop(self) -> Run {
+        self.stop_with(libc::SIGINT, Duration::from_secs(30))
+    }
+
+    /// `signal`, wait (at most `limit`) for a clean exit (status 0), then read and validate the
+    /// output.
+    pub fn stop_with(mut self, signal: i32, limit: Duration) -> Run {
         // Let the kernel events of the test's last actions reach the ring buffer.
         std::thread::sleep(Duration::from_millis(300));
         // SAFETY: signalling our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
-        let end = Instant::now() + Duration::from_secs(30);
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+        let end = Instant::now() + limit;
         let status = loop {
             if let Some(s) = self.child.try_wait().expect("wait for podtrace") {
                 break s;
             }
             assert!(
                 Instant::now() < end,
-                "podtrace did not stop within 30 s of SIGINT"
+                "podtrace did not stop within {limit:?} of signal {signal}"
             );
             std::thread::sleep(Duration::from_millis(20));
         };
@@ -196,7 +203,15 @@ impl Drop for Tracer {
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
             let _ = self.child.kill();
-            let _ = self.child.wait();
+            // Bounded: a thread of podtrace stuck in an uninterruptible wait (a test's hung
+            // file system) keeps it from being reaped until that test's cleanup ends the wait.
+            let end = Instant::now() + Duration::from_secs(10);
+            while let Ok(None) = self.child.try_wait() {
+                if Instant::now() > end {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
         }
     }
 }
