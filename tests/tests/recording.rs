@@ -14,6 +14,18 @@ use std::time::{Duration, Instant};
 use podtrace_tests::tracer::{bin, is_root, parse_and_validate, Tracer};
 use serde_json::Value;
 
+/// One storm at a time: every podtrace sees every process of the node, so another test's
+/// storm would add to what this one's records (and to the engine state each segment begins
+/// with), which these tests size their bounds by.
+static STORMS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// This test's turn (a test that failed while holding it does not stop the others).
+fn one_storm_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    STORMS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn marker(name: &str) -> String {
     format!("podtrace-rec-{name}-{}", std::process::id())
 }
@@ -116,6 +128,7 @@ fn dir_bytes(dir: &Path) -> u64 {
 
 #[test]
 fn segments_rotated_by_size_each_replay_alone_and_in_order_print_the_live_output() {
+    let _turn = one_storm_at_a_time();
     let keep = tempfile::tempdir().expect("tmp");
     let dir = keep.path().join("rec");
     let m = marker("rotate");
@@ -194,6 +207,7 @@ fn segments_rotated_by_size_each_replay_alone_and_in_order_print_the_live_output
 
 #[test]
 fn every_segment_of_a_recording_without_retention_replays_to_the_whole_live_output() {
+    let _turn = one_storm_at_a_time();
     let keep = tempfile::tempdir().expect("tmp");
     let dir = keep.path().join("rec");
     let m = marker("whole");
@@ -275,6 +289,7 @@ fn stream_lines<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
 
 #[test]
 fn a_full_file_system_pauses_the_recorder_and_nothing_else_and_it_resumes() {
+    let _turn = one_storm_at_a_time();
     let fs = Tmpfs::mount("300k");
     let dir = fs.path.join("rec");
     let m = marker("full");
@@ -402,6 +417,7 @@ fn whole_lines(path: &Path) -> String {
 
 #[test]
 fn output_rotated_by_copytruncate_and_by_rename_and_sighup_loses_and_doubles_nothing() {
+    let _turn = one_storm_at_a_time();
     let m = marker("logrotate");
     let t = Tracer::start(&[]);
     let out = t.output.clone();
@@ -463,6 +479,7 @@ fn output_rotated_by_copytruncate_and_by_rename_and_sighup_loses_and_doubles_not
 
 #[test]
 fn segments_rotated_by_time_replay_in_order_to_the_live_output() {
+    let _turn = one_storm_at_a_time();
     let keep = tempfile::tempdir().expect("tmp");
     let dir = keep.path().join("rec");
     let m = marker("time");
