@@ -443,42 +443,46 @@ fn tty_modes(tmux: &Tmux) -> String {
         .join(" ")
 }
 
+/// tmux (100x30, in `dir`) running `top --from` a synthetic cri-o trace, frozen, through
+/// `sh -c` so that its pid is known (`echo $$` then exec); `after` is typed after that command
+/// on the same line. Returns once top shows its picture.
+fn frozen_top_in_tmux(dir: &std::path::Path, after: &str) -> (Tmux, i32) {
+    require_tool("tmux", "-V");
+    let trace = dir.join("crio.trace");
+    let records = podtrace::trace::synth::trace(1_000, 2, 5);
+    std::fs::write(&trace, podtrace::trace::synth::to_ndjson(&records)).expect("write trace");
+    let tmux = Tmux::start(100, 30, dir);
+    let before = tty_modes(&tmux);
+    assert_eq!(before, "icanon echo", "the shell's tty before top");
+    tmux.shell(&format!(
+        "sh -c 'echo $$ > top.pid; exec {} top --from {} --frozen'{after}",
+        bin().display(),
+        trace.display()
+    ));
+    tmux.wait_for(WAIT, "top's picture", |s| s.contains("PAUSED"));
+    let pid = std::fs::read_to_string(dir.join("top.pid"))
+        .expect("top.pid")
+        .trim()
+        .parse()
+        .expect("a pid in top.pid");
+    (tmux, pid)
+}
+
 /// SIGTERM and a panic (`PODTRACE_TOP_PANIC`, which makes the first refresh panic) restore
 /// the terminal as `q` does: the alternate screen is left, raw mode is off (`stty`: icanon
 /// and echo), and the shell's prompt comes back; SIGTERM exits 0, the panic 101 with its
 /// message on the normal screen.
 #[test]
 fn top_restores_the_terminal_on_sigterm_and_on_a_panic() {
-    require_tool("tmux", "-V");
     let dir = tempfile::tempdir().expect("temp dir");
     let trace = dir.path().join("crio.trace");
-    let records = podtrace::trace::synth::trace(1_000, 2, 5);
-    std::fs::write(&trace, podtrace::trace::synth::to_ndjson(&records)).expect("write trace");
-    let tmux = Tmux::start(100, 30, dir.path());
-    assert_eq!(
-        tty_modes(&tmux),
-        "icanon echo",
-        "the shell's tty before top"
-    );
-
-    let pid_file = dir.path().join("top.pid");
-    tmux.shell(&format!(
-        "sh -c 'echo $$ > top.pid; exec {} top --from {} --frozen'; echo top-exit=$?",
-        bin().display(),
-        trace.display()
-    ));
-    tmux.wait_for(WAIT, "top's picture", |s| s.contains("PAUSED"));
+    let (tmux, pid) = frozen_top_in_tmux(dir.path(), "; echo top-exit=$?");
     assert!(tmux.alternate_on(), "top is on the alternate screen");
     assert_eq!(
         tty_modes(&tmux),
         "-icanon -echo",
         "top puts the tty in raw mode"
     );
-    let pid: i32 = std::fs::read_to_string(&pid_file)
-        .expect("top.pid")
-        .trim()
-        .parse()
-        .expect("a pid in top.pid");
     // SAFETY: kill(2) with a pid read from the file the shell wrote just before exec.
     assert_eq!(
         unsafe { libc::kill(pid, libc::SIGTERM) },
@@ -537,24 +541,9 @@ fn top_restores_the_terminal_on_sigterm_and_on_a_panic() {
 /// on a hung-up tty.)
 #[test]
 fn top_exits_when_its_terminal_hangs_up() {
-    require_tool("tmux", "-V");
     let dir = tempfile::tempdir().expect("temp dir");
-    let trace = dir.path().join("crio.trace");
-    let records = podtrace::trace::synth::trace(1_000, 2, 5);
-    std::fs::write(&trace, podtrace::trace::synth::to_ndjson(&records)).expect("write trace");
-    let tmux = Tmux::start(100, 30, dir.path());
-    let pid_file = dir.path().join("top.pid");
-    tmux.shell(&format!(
-        "sh -c 'echo $$ > top.pid; exec {} top --from {} --frozen'",
-        bin().display(),
-        trace.display()
-    ));
-    tmux.wait_for(WAIT, "top's picture", |s| s.contains("PAUSED"));
-    let pid: u32 = std::fs::read_to_string(&pid_file)
-        .expect("top.pid")
-        .trim()
-        .parse()
-        .expect("a pid in top.pid");
+    let (tmux, pid) = frozen_top_in_tmux(dir.path(), "");
+    let pid = u32::try_from(pid).expect("a pid");
     assert!(lab::is_alive(pid), "top {pid} runs before the hang-up");
     drop(tmux); // kill-server: the pane's tty hangs up
     let t0 = std::time::Instant::now();
