@@ -19,6 +19,7 @@ mod report;
 mod soak;
 mod startup;
 mod storm;
+mod top;
 mod tracers;
 
 use std::fmt::Write;
@@ -63,15 +64,18 @@ enum Part {
     Replay,
     /// Names of new containers on real runtimes, without and with the hold.
     Names,
+    /// `podtrace top` beside `podtrace run` on one storm.
+    Top,
 }
 
 impl Part {
-    const ALL: [Part; 5] = [
+    const ALL: [Part; 6] = [
         Part::Matrix,
         Part::Startup,
         Part::Churn,
         Part::Replay,
         Part::Names,
+        Part::Top,
     ];
 
     fn key(self) -> &'static str {
@@ -81,6 +85,7 @@ impl Part {
             Part::Churn => "churn",
             Part::Replay => "replay",
             Part::Names => "names",
+            Part::Top => "top",
         }
     }
 }
@@ -329,6 +334,12 @@ pub fn run(opts: &Options) -> Result<()> {
     } else {
         None
     };
+    // Not in the CI smoke either: it needs a terminal (tmux) and a storm of its own.
+    let topped = if plan.has(Part::Top) && !quick {
+        Some(top::measure(&tools.podtrace, top::processes(quick))?)
+    } else {
+        None
+    };
     let took = t0.elapsed();
     let load_after = machine::load();
     drop(tracefs);
@@ -353,6 +364,9 @@ pub fn run(opts: &Options) -> Result<()> {
     }
     if let Some(n) = &named {
         text.push_str(&names::render(n));
+    }
+    if let Some(t) = &topped {
+        text.push_str(&top::render(t));
     }
     println!("{text}");
     if plan.partial() {
