@@ -35,6 +35,11 @@ const RATE_SHARE: f64 = 0.5;
 /// Flat: the least-squares slope of VmRSS over the second half, per 100,000 events podtrace
 /// received, is at most this many KiB (docs/benchmarks.md says why this figure).
 pub const FLAT_KIB_PER_100K_EVENTS: f64 = 32.0;
+/// podtrace records the soak into segments of this size, the directory bounded to
+/// `RETAIN` (`--segment-size`, `--retain-size`): a full soak writes several times the bound.
+pub const SEGMENT: &str = "16M";
+pub const RETAIN: &str = "64M";
+const RETAIN_BYTES: u64 = 64 << 20;
 
 /// Sizes and pace, from the command line.
 #[derive(Clone, Debug, Default)]
@@ -75,6 +80,44 @@ pub struct Soak {
     /// podtrace's own totals (--summary).
     pub summary_events: u64,
     pub summary_lost: Option<u64>,
+    pub recording: Recording,
+}
+
+/// The soak's recording: the directory's size as the soak went, and podtrace's own counts.
+#[derive(Clone, Debug, Default)]
+pub struct Recording {
+    /// The most bytes the directory held at any look (every 100 ms), and at the end.
+    pub max_dir_bytes: u64,
+    pub end_dir_bytes: u64,
+    /// From --summary's `recording`: segments started, removed by retention, records not
+    /// written (a full disk); None when the summary did not say.
+    pub segments: Option<u64>,
+    pub removed: Option<u64>,
+    pub records_lost: Option<u64>,
+}
+
+/// Bytes of the files in `dir` (0 when it cannot be read yet).
+fn dir_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir).map_or(0, |rd| {
+        rd.filter_map(|e| e.ok()?.metadata().ok())
+            .filter(|m| m.is_file())
+            .map(|m| m.len())
+            .sum()
+    })
+}
+
+/// `--summary`'s `recording` counts.
+fn summary_recording(summary: &Path, r: &mut Recording) {
+    let Ok(text) = std::fs::read_to_string(summary) else {
+        return;
+    };
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else {
+        return;
+    };
+    let rec = &v["recording"];
+    r.segments = rec["segments"].as_u64();
+    r.removed = rec["removed_segments"].as_u64();
+    r.records_lost = rec["records_lost"].as_u64();
 }
 
 /// Events and lost events from podtrace's OpenMetrics text.
@@ -196,6 +239,19 @@ pub fn criteria(s: &Soak) -> Vec<(String, bool)> {
         ),
         slope.is_some_and(|v| v <= FLAT_KIB_PER_100K_EVENTS),
     ));
+    let r = &s.recording;
+    let o = |v: Option<u64>| v.map_or_else(|| "?".into(), |v| v.to_string());
+    out.push((
+        format!(
+            "recording within its bound: the directory held at most {:.1} MiB ({:.1} MiB at the end) of --retain-size {RETAIN}; {} segments of {SEGMENT} started, {} removed by retention, {} records not written",
+            r.max_dir_bytes as f64 / 1048576.0,
+            r.end_dir_bytes as f64 / 1048576.0,
+            o(r.segments),
+            o(r.removed),
+            o(r.records_lost),
+        ),
+        r.max_dir_bytes <= RETAIN_BYTES && r.records_lost == Some(0),
+    ));
     out
 }
 
@@ -259,7 +315,7 @@ pub fn render(s: &Soak, head: &str, plot: &str) -> String {
     t.push_str(head);
     let _ = writeln!(
         t,
-        "- command: `cargo xtask bench --soak`: {} × fork+exec+wait of `/bin/busybox true` from {} workers at {:.0} starts/s ({}), interleaved over the whole run with {} cgroups created one after the other as `crio-<id>.scope` in one pod slice in every hierarchy ({}), a `busybox true` run in each, then removed; against one `podtrace run --output /dev/null --summary SUMMARY --kernel-stats --metrics-addr 127.0.0.1:PORT`; memory (/proc/PID/status) and CPU time (/proc/PID/stat utime+stime) read every {} s",
+        "- command: `cargo xtask bench --soak`: {} × fork+exec+wait of `/bin/busybox true` from {} workers at {:.0} starts/s ({}), interleaved over the whole run with {} cgroups created one after the other as `crio-<id>.scope` in one pod slice in every hierarchy ({}), a `busybox true` run in each, then removed; against one `podtrace run --output /dev/null --summary SUMMARY --kernel-stats --metrics-addr 127.0.0.1:PORT --record DIR/ --segment-size {SEGMENT} --retain-size {RETAIN}`; memory (/proc/PID/status) and CPU time (/proc/PID/stat utime+stime) read every {} s, the recording directory's size every 100 ms",
         s.execs,
         s.workers,
         s.rate,
@@ -378,10 +434,20 @@ pub fn run(storm: &Storm, tools: &Tools, dir: &Path, opts: &Options) -> Result<(
         None
     };
     let summary = dir.join("soak.summary.json");
-    let mut extra = Vec::new();
+    let record = dir.join("soak-record");
+    let record_arg = format!("{}/", record.display());
+    let mut extra = vec![
+        "--record",
+        record_arg.as_str(),
+        "--segment-size",
+        SEGMENT,
+        "--retain-size",
+        RETAIN,
+    ];
     if let Some(addr) = &metrics {
-        extra = vec!["--metrics-addr", addr.as_str()];
+        extra.extend(["--metrics-addr", addr.as_str()]);
     }
+    let mut recording = Recording::default();
     let mut t = tracers::start_podtrace(
         tools,
         PathBuf::from("/dev/null"),
@@ -417,6 +483,7 @@ pub fn run(storm: &Storm, tools: &Tools, dir: &Path, opts: &Options) -> Result<(
     while execs_job.is_some() || cgroup_job.is_some() {
         check_interrupted()?;
         std::thread::sleep(Duration::from_millis(100));
+        recording.max_dir_bytes = recording.max_dir_bytes.max(dir_bytes(&record));
         if let Some(j) = execs_job.as_mut() {
             if let Some(r) = j.try_wait()? {
                 started += r.started;
@@ -446,6 +513,9 @@ pub fn run(storm: &Storm, tools: &Tools, dir: &Path, opts: &Options) -> Result<(
     samples.push(last);
     let stopped = t.finish()?;
     drop(tree);
+    recording.end_dir_bytes = dir_bytes(&record);
+    recording.max_dir_bytes = recording.max_dir_bytes.max(recording.end_dir_bytes);
+    summary_recording(&summary, &mut recording);
     let seen = outputs::parse(
         Config::Podtrace,
         Path::new("/dev/null"),
@@ -466,6 +536,7 @@ pub fn run(storm: &Storm, tools: &Tools, dir: &Path, opts: &Options) -> Result<(
         started,
         summary_events: seen.events,
         summary_lost: seen.lost,
+        recording,
     };
     let stamp = machine::stamp();
     let root = util::workspace_root();
@@ -546,6 +617,13 @@ mod tests {
             summary_events: 310_000,
             summary_lost: Some(0),
             samples,
+            recording: Recording {
+                max_dir_bytes: 60 << 20,
+                end_dir_bytes: 50 << 20,
+                segments: Some(9),
+                removed: Some(5),
+                records_lost: Some(0),
+            },
         }
     }
 
@@ -639,5 +717,33 @@ mod tests {
         assert_eq!(p[0].cpu_pct, None);
         assert!((p[1].cpu_pct.expect("cpu") - 5.0).abs() < 1e-9);
         assert!((p[2].rss_mib - 2.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn the_recording_passes_within_its_bound_and_fails_past_it_or_with_a_loss() {
+        let flat = |_| 20_000;
+        let rec = |s: &Soak| {
+            criteria(s)
+                .into_iter()
+                .find(|(w, _)| w.starts_with("recording within its bound"))
+                .expect("a recording criterion")
+        };
+        let s = soak(samples(20, flat));
+        let (what, ok) = rec(&s);
+        assert!(ok, "{what}");
+        assert!(
+            what.contains("at most 60.0 MiB (50.0 MiB at the end) of --retain-size 64M")
+                && what.contains("9 segments of 16M started, 5 removed by retention, 0 records"),
+            "{what}"
+        );
+        let mut over = soak(samples(20, flat));
+        over.recording.max_dir_bytes = (64 << 20) + 1;
+        assert!(!rec(&over).1, "past the bound");
+        let mut lost = soak(samples(20, flat));
+        lost.recording.records_lost = Some(3);
+        assert!(!rec(&lost).1, "records not written");
+        let mut unknown = soak(samples(20, flat));
+        unknown.recording.records_lost = None;
+        assert!(!rec(&unknown).1, "no summary: not a pass");
     }
 }
