@@ -68,8 +68,10 @@ fn start_top(tmux: &Tmux, tmux_dir: &std::path::Path, args: &str) {
 /// Waits for the row of the init `pid` of container `name`: container pid 1, tagged
 /// [init], its command line holding `cmdline`, run by root.
 fn assert_init_row(tmux: &Tmux, pid: u32, name: &str, cmdline: &str) {
+    // Its command line once it has exec'd: a refresh between runc's fork and the init's exec
+    // shows the init with runc's argv (as it then was).
     let s = tmux.wait_for(WAIT, &format!("the init {pid} of {name}"), |s| {
-        row_of(s, pid).is_some()
+        row_of(s, pid).is_some_and(|r| r.command.contains(cmdline))
     });
     let r = row_of(&s, pid).expect("init row");
     assert_eq!(r.ctr_pid, Some(1), "container pid of the init: {r:?}\n{s}");
