@@ -18,42 +18,45 @@ pub fn pods(quick: bool) -> usize {
     }
 }
 
-/// Builds and runs `names-bench RUNTIME PODS` for each runtime; their JSON.
-pub fn measure(podtrace: &std::path::Path, pods: usize) -> Result<Vec<Value>> {
+/// Builds the bench tool `name` of the tests crate (release); its path.
+pub fn build_tool(name: &str) -> Result<std::path::PathBuf> {
     let root = util::workspace_root();
     util::cargo(
         &root,
-        &[
-            "build",
-            "--release",
-            "-p",
-            "podtrace-tests",
-            "--bin",
-            "names-bench",
-        ],
+        &["build", "--release", "-p", "podtrace-tests", "--bin", name],
         &[],
     )?;
-    let bin = root.join("target/release/names-bench");
+    Ok(root.join("target/release").join(name))
+}
+
+/// Runs a bench tool with `args` against `podtrace` ($PODTRACE_BIN); the JSON it prints.
+pub fn run_tool(bin: &std::path::Path, args: &[&str], podtrace: &std::path::Path) -> Result<Value> {
+    let o = std::process::Command::new(bin)
+        .args(args)
+        .env("PODTRACE_BIN", podtrace)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .with_context(|| format!("running {}", bin.display()))?;
+    anyhow::ensure!(
+        o.status.success(),
+        "{} {} failed ({})",
+        bin.display(),
+        args.join(" "),
+        o.status
+    );
+    serde_json::from_slice(&o.stdout)
+        .with_context(|| format!("{} {} printed no JSON", bin.display(), args.join(" ")))
+}
+
+/// Builds and runs `names-bench RUNTIME PODS` for each runtime; their JSON.
+pub fn measure(podtrace: &std::path::Path, pods: usize) -> Result<Vec<Value>> {
+    let bin = build_tool("names-bench")?;
     let mut out = Vec::new();
     for runtime in ["crio", "containerd"] {
         util::step(&format!(
             "names: {pods} pods on {runtime}, without and with the hold"
         ))?;
-        let o = std::process::Command::new(&bin)
-            .args([runtime, &pods.to_string()])
-            .env("PODTRACE_BIN", podtrace)
-            .stderr(std::process::Stdio::inherit())
-            .output()
-            .with_context(|| format!("running {}", bin.display()))?;
-        anyhow::ensure!(
-            o.status.success(),
-            "names-bench {runtime} failed ({})",
-            o.status
-        );
-        out.push(
-            serde_json::from_slice(&o.stdout)
-                .with_context(|| format!("names-bench {runtime} printed no JSON"))?,
-        );
+        out.push(run_tool(&bin, &[runtime, &pods.to_string()], podtrace)?);
     }
     Ok(out)
 }

@@ -1,8 +1,9 @@
 //! What `podtrace top` costs beside `podtrace run`: the `top-bench` tool of the tests crate
 //! runs both at once (top in a tmux pane) on one exec storm; its JSON becomes a table.
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde_json::Value;
 
+use super::names;
 use crate::util;
 
 /// Storm processes for the measurement.
@@ -16,31 +17,11 @@ pub fn processes(quick: bool) -> usize {
 
 /// Builds and runs `top-bench PROCESSES`; its JSON.
 pub fn measure(podtrace: &std::path::Path, processes: usize) -> Result<Value> {
-    let root = util::workspace_root();
-    util::cargo(
-        &root,
-        &[
-            "build",
-            "--release",
-            "-p",
-            "podtrace-tests",
-            "--bin",
-            "top-bench",
-        ],
-        &[],
-    )?;
-    let bin = root.join("target/release/top-bench");
+    let bin = names::build_tool("top-bench")?;
     util::step(&format!(
         "top beside run: {processes} storm processes, both tracing at once"
     ))?;
-    let o = std::process::Command::new(&bin)
-        .arg(processes.to_string())
-        .env("PODTRACE_BIN", podtrace)
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .with_context(|| format!("running {}", bin.display()))?;
-    anyhow::ensure!(o.status.success(), "top-bench failed ({})", o.status);
-    serde_json::from_slice(&o.stdout).context("top-bench printed no JSON")
+    names::run_tool(&bin, &[&processes.to_string()], podtrace)
 }
 
 fn num(v: &Value, digits: usize) -> String {

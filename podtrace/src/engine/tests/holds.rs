@@ -9,22 +9,7 @@ use crate::trace::TickRecord;
 const HOLD: u64 = 2 * S;
 
 fn answer() -> CriFact {
-    CriFact {
-        id: ID.into(),
-        sandbox: false,
-        name: Some("prometheus-adapter".into()),
-        attempt: Some(0),
-        image: Some("quay.io/openshift/adapter:4.12".into()),
-        image_id: Some("sha256:abc".into()),
-        pod: Some(CriPod {
-            sandbox_id: "f".repeat(64),
-            name: "prometheus-adapter-b87c6d546-7jlzw".into(),
-            namespace: "openshift-monitoring".into(),
-            uid: UID.into(),
-            labels: None,
-            annotations: None,
-        }),
-    }
+    crio_answer("prometheus-adapter-b87c6d546-7jlzw")
 }
 
 /// cri-o starting a container (conmon, runc create, the init's fork and exec), every output

@@ -1005,11 +1005,9 @@ fn a_loss_then_a_resync_drops_the_dead_and_adds_the_unseen() {
     assert!(out.is_empty(), "and only once");
 }
 
-#[test]
-fn cri_answers_name_the_container_and_win_over_argv() {
-    let mut n = Node::new();
-    start_crio_container(&mut n);
-    n.apply(Record::Cri(CriFact {
+/// The CRI's answer for the cri-o container `ID` of pod `UID`, named `pod`.
+fn crio_answer(pod: &str) -> CriFact {
+    CriFact {
         id: ID.into(),
         sandbox: false,
         name: Some("prometheus-adapter".into()),
@@ -1018,13 +1016,20 @@ fn cri_answers_name_the_container_and_win_over_argv() {
         image_id: Some("sha256:abc".into()),
         pod: Some(CriPod {
             sandbox_id: "f".repeat(64),
-            name: "prometheus-adapter-renamed".into(),
+            name: pod.into(),
             namespace: "openshift-monitoring".into(),
             uid: UID.into(),
             labels: None,
             annotations: None,
         }),
-    }));
+    }
+}
+
+#[test]
+fn cri_answers_name_the_container_and_win_over_argv() {
+    let mut n = Node::new();
+    start_crio_container(&mut n);
+    n.apply(Record::Cri(crio_answer("prometheus-adapter-renamed")));
     let e = n.fork(150, 110, "adapter");
     let p = e.process().expect("process");
     let c = p.container.as_ref().expect("container");
